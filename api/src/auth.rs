@@ -1,0 +1,270 @@
+//! JSON Web Tokens exactly as django-graphql-jwt wrote them, so tokens issued by the original
+//! server (signed with the same `DJANGO_SECRET_KEY`) keep working here and vice versa.
+//!
+//! Payload `{"username", "exp", "origIat"}`, HS256. Access tokens live `access_token_ttl`;
+//! a token may be exchanged for a fresh one until `origIat + refresh_window`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The claims this server reads. Other claims in a token are kept in [`Verified::payload`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub username: String,
+    pub exp: i64,
+    #[serde(rename = "origIat")]
+    pub orig_iat: i64,
+}
+
+/// Why a token was not accepted; the messages are django-graphql-jwt's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("Signature has expired")]
+    Expired,
+    #[error("Error decoding signature")]
+    Invalid,
+    #[error("Refresh has expired")]
+    RefreshExpired,
+}
+
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub claims: Claims,
+    /// The whole payload as signed, for `verifyToken` / `tokenAuth` answers.
+    pub payload: Value,
+}
+
+/// A freshly signed access token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub payload: Value,
+    /// Unix time until which this token can be refreshed (`origIat + refresh window`).
+    pub refresh_expires_in: i64,
+}
+
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    access_ttl: Duration,
+    refresh_window: Duration,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtKeys { .. }") // never print the secret
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl JwtKeys {
+    pub fn new(secret: &[u8], access_ttl: Duration, refresh_window: Duration) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            access_ttl,
+            refresh_window,
+        }
+    }
+
+    /// Signs a new access token; `orig_iat` is carried over on refresh.
+    pub fn issue(&self, username: &str, orig_iat: Option<i64>) -> IssuedToken {
+        let now = unix_now();
+        let claims = Claims {
+            username: username.to_owned(),
+            exp: now + self.access_ttl.as_secs() as i64,
+            orig_iat: orig_iat.unwrap_or(now),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail");
+        IssuedToken {
+            token,
+            payload: serde_json::to_value(&claims).expect("claims serialize"),
+            refresh_expires_in: claims.orig_iat + self.refresh_window.as_secs() as i64,
+        }
+    }
+
+    /// Checks signature and expiry.
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        self.decode(token, true)
+    }
+
+    /// Exchanges a token, expired or not, for a new one while its refresh window is open.
+    pub fn refresh(&self, token: &str) -> Result<IssuedToken, TokenError> {
+        let verified = self.decode(token, false)?;
+        let deadline = verified.claims.orig_iat + self.refresh_window.as_secs() as i64;
+        if unix_now() >= deadline {
+            return Err(TokenError::RefreshExpired);
+        }
+        Ok(self.issue(&verified.claims.username, Some(verified.claims.orig_iat)))
+    }
+
+    fn decode(&self, token: &str, check_expiry: bool) -> Result<Verified, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.validate_exp = check_expiry;
+        validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
+        let data = jsonwebtoken::decode::<Value>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            },
+        )?;
+        let claims: Claims =
+            serde_json::from_value(data.claims.clone()).map_err(|_| TokenError::Invalid)?;
+        Ok(Verified {
+            claims,
+            payload: data.claims,
+        })
+    }
+}
+
+/// Extracts the token from `JWT <token>` or `Bearer <token>` (scheme case-insensitive).
+pub fn token_from_authorization(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("jwt") || scheme.eq_ignore_ascii_case("bearer"))
+        .then_some(token)
+        .filter(|t| !t.is_empty())
+}
+
+/// Who is making a request, as far as its token says.
+#[derive(Debug, Clone)]
+pub enum Viewer {
+    Anonymous,
+    User {
+        username: String,
+    },
+    /// A token was presented but not accepted.
+    Rejected(TokenError),
+}
+
+impl Viewer {
+    pub fn from_token(keys: &JwtKeys, token: Option<&str>) -> Self {
+        match token {
+            None => Viewer::Anonymous,
+            Some(token) => match keys.verify(token) {
+                Ok(v) => Viewer::User {
+                    username: v.claims.username,
+                },
+                Err(e) => Viewer::Rejected(e),
+            },
+        }
+    }
+
+    pub fn from_authorization_header(keys: &JwtKeys, header: Option<&str>) -> Self {
+        match header {
+            None => Viewer::Anonymous,
+            Some(h) => match token_from_authorization(h) {
+                Some(token) => Viewer::from_token(keys, Some(token)),
+                None => Viewer::Rejected(TokenError::Invalid),
+            },
+        }
+    }
+
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Viewer::User { username } => Some(username),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(access: u64) -> JwtKeys {
+        JwtKeys::new(
+            b"secret",
+            Duration::from_secs(access),
+            Duration::from_secs(3600),
+        )
+    }
+
+    #[test]
+    fn issues_the_django_graphql_jwt_payload() {
+        let issued = keys(1800).issue("alice", None);
+        let v = keys(1800).verify(&issued.token).unwrap();
+        assert_eq!(v.claims.username, "alice");
+        assert_eq!(v.claims.exp - v.claims.orig_iat, 1800);
+        let fields: Vec<_> = issued
+            .payload
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(fields.len(), 3);
+        assert!(issued.payload.get("origIat").is_some());
+    }
+
+    #[test]
+    fn rejects_wrong_secret_and_garbage() {
+        let issued = keys(60).issue("alice", None);
+        let other = JwtKeys::new(b"other", Duration::from_secs(60), Duration::from_secs(60));
+        assert_eq!(
+            other.verify(&issued.token).unwrap_err(),
+            TokenError::Invalid
+        );
+        assert_eq!(
+            keys(60).verify("not.a.jwt").unwrap_err(),
+            TokenError::Invalid
+        );
+    }
+
+    #[test]
+    fn expired_tokens_fail_verify_but_refresh_within_the_window() {
+        let k = keys(60);
+        let now = unix_now();
+        let claims = Claims {
+            username: "bob".into(),
+            exp: now - 10,
+            orig_iat: now - 70,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
+        assert_eq!(k.verify(&token).unwrap_err(), TokenError::Expired);
+        let refreshed = k.refresh(&token).unwrap();
+        assert_eq!(
+            k.verify(&refreshed.token).unwrap().claims.orig_iat,
+            now - 70
+        );
+
+        let old = Claims {
+            username: "bob".into(),
+            exp: now - 10,
+            orig_iat: now - 7200,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::default(),
+            &old,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
+        assert_eq!(k.refresh(&token).unwrap_err(), TokenError::RefreshExpired);
+    }
+
+    #[test]
+    fn authorization_schemes() {
+        assert_eq!(token_from_authorization("JWT abc"), Some("abc"));
+        assert_eq!(token_from_authorization("Bearer abc"), Some("abc"));
+        assert_eq!(token_from_authorization("jwt  abc "), Some("abc"));
+        assert_eq!(token_from_authorization("Basic abc"), None);
+        assert_eq!(token_from_authorization("abc"), None);
+    }
+}

@@ -1,0 +1,211 @@
+//! What the GraphQL layer needs from a chat system, and the two systems that provide it.
+//!
+//! Every operation names its actor by username (what the JWT carries), so a backend decides
+//! itself how to act as that user: the embedded store checks memberships in SQLite, the
+//! Mattermost backend calls Mattermost with that user's session. Errors are typed so that the
+//! schema can answer with the contract's status codes.
+
+pub mod embedded;
+
+use async_trait::async_trait;
+use mmsub_relay::{EventAuthor, EventPost, MessageEvent};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub is_staff: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Post {
+    pub id: String,
+    pub channel_id: String,
+    pub message: String,
+    /// Milliseconds since the Unix epoch.
+    pub create_at: i64,
+    /// Mattermost's post type; empty for a plain text post.
+    pub post_type: String,
+    pub author: User,
+}
+
+/// A post together with the channel it was posted in: what gets published on the bus.
+#[derive(Debug, Clone)]
+pub struct ChannelPost {
+    pub channel: Channel,
+    pub post: Post,
+}
+
+impl ChannelPost {
+    pub fn to_event(&self) -> MessageEvent {
+        let p = &self.post;
+        MessageEvent::new(
+            self.channel.id.clone(),
+            self.channel.name.clone(),
+            EventPost {
+                id: p.id.clone(),
+                message: p.message.clone(),
+                create_at: p.create_at,
+                post_type: p.post_type.clone(),
+                author: EventAuthor {
+                    id: p.author.id.clone(),
+                    username: p.author.username.clone(),
+                    email: p.author.email.clone(),
+                    is_staff: p.author.is_staff,
+                },
+            },
+        )
+    }
+}
+
+/// One page request, already validated: `number` counts from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub size: u32,
+    pub number: u32,
+}
+
+impl PageRequest {
+    pub fn offset(&self) -> u64 {
+        u64::from(self.size) * u64::from(self.number)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UserPage {
+    pub users: Vec<User>,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChannelSummary {
+    pub channel: Channel,
+    pub last_message: Option<Post>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChannelPage {
+    pub channels: Vec<ChannelSummary>,
+    pub has_next: bool,
+}
+
+/// A page of a channel's history, oldest first.
+#[derive(Debug, Clone)]
+pub struct MessagePage {
+    pub posts: Vec<Post>,
+    /// Newer posts exist (Mattermost's `next_post_id` is set).
+    pub has_next: bool,
+    /// Older posts exist (Mattermost's `prev_post_id` is set).
+    pub has_previous: bool,
+}
+
+/// The result of creating a user: the user, and the posts the system made about it
+/// (Mattermost's `system_join_team` in the default channel).
+#[derive(Debug, Clone)]
+pub struct CreatedUser {
+    pub user: User,
+    pub announcements: Vec<ChannelPost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The backing system failed or is unreachable; the message is safe to show.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl BackendError {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            BackendError::Invalid(_) | BackendError::Conflict(_) => 400,
+            BackendError::Forbidden(_) => 403,
+            BackendError::NotFound(_) => 404,
+            BackendError::Unavailable(_) => 503,
+        }
+    }
+
+    pub fn channel_not_found(identifier: &str) -> Self {
+        BackendError::NotFound(format!("Channel not found: {identifier}"))
+    }
+
+    pub fn not_a_member() -> Self {
+        BackendError::Forbidden("You are not a member of this channel.".into())
+    }
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+}
+
+#[async_trait]
+pub trait ChatBackend: Send + Sync + 'static {
+    /// Creates the user (inputs already validated) and adds it to the team and its default channel.
+    async fn create_user(&self, new: NewUser) -> BackendResult<CreatedUser>;
+
+    /// The user if the password is right; `None` for an unknown user or a wrong password.
+    async fn authenticate(&self, username: &str, password: &str) -> BackendResult<Option<User>>;
+
+    async fn user(&self, username: &str) -> BackendResult<Option<User>>;
+
+    async fn list_users(&self, actor: &str, page: PageRequest) -> BackendResult<UserPage>;
+
+    /// Creates an open channel in the team with the actor and every member in it.
+    async fn create_channel(
+        &self,
+        actor: &str,
+        name: &str,
+        members: &[String],
+    ) -> BackendResult<Channel>;
+
+    /// The actor's channels, each with its last message.
+    async fn member_channels(&self, actor: &str, page: PageRequest) -> BackendResult<ChannelPage>;
+
+    /// Resolves a channel by id or name, failing unless the actor is a member.
+    async fn member_channel(&self, actor: &str, identifier: &str) -> BackendResult<Channel>;
+
+    async fn send_message(
+        &self,
+        actor: &str,
+        identifier: &str,
+        text: &str,
+    ) -> BackendResult<ChannelPost>;
+
+    /// `page.number` 0 is the newest page.
+    async fn messages(
+        &self,
+        actor: &str,
+        identifier: &str,
+        page: PageRequest,
+    ) -> BackendResult<MessagePage>;
+
+    /// Stores a new single-use refresh token for the user and returns it.
+    async fn issue_refresh_token(
+        &self,
+        username: &str,
+        ttl: std::time::Duration,
+    ) -> BackendResult<String>;
+
+    /// Consumes a refresh token; `None` if it is unknown, used or expired.
+    async fn redeem_refresh_token(&self, token: &str) -> BackendResult<Option<User>>;
+}

@@ -1,0 +1,130 @@
+//! GraphQL over HTTP at `/graphql/`: `POST` executes, `GET` serves GraphiQL.
+//!
+//! The body is read up to `max_body_bytes` (413 beyond); the `Authorization` header
+//! (`JWT <token>` or `Bearer <token>`) becomes the request's [`Viewer`].
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use serde_json::json;
+
+use crate::auth::Viewer;
+use crate::schema::{AppState, MmsubSchema};
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A request that never reached GraphQL execution, answered in GraphQL's error shape.
+pub fn error_response(status: StatusCode, message: &str) -> HttpResponse {
+    json_response(
+        status,
+        serde_json::to_vec(&json!({ "errors": [{ "message": message }] })).unwrap_or_default(),
+    )
+}
+
+fn with_cors(mut response: HttpResponse) -> HttpResponse {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    response
+}
+
+pub fn graphiql_page() -> HttpResponse {
+    let html = async_graphql::http::GraphiQLSource::build()
+        .endpoint("/graphql/")
+        .subscription_endpoint("/ws/graphql/")
+        .title("mmsub GraphiQL")
+        .finish();
+    let mut response = Response::new(Full::new(Bytes::from(html)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+pub async fn handle<B>(schema: &MmsubSchema, app: &AppState, request: Request<B>) -> HttpResponse
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    with_cors(match *request.method() {
+        Method::OPTIONS => {
+            let mut r = Response::new(Full::default());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        Method::GET => graphiql_page(),
+        Method::POST => execute(schema, app, request).await,
+        _ => error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Use POST for GraphQL requests, GET for GraphiQL.",
+        ),
+    })
+}
+
+async fn execute<B>(schema: &MmsubSchema, app: &AppState, request: Request<B>) -> HttpResponse
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let limit = app.settings.max_body_bytes;
+    let viewer = Viewer::from_authorization_header(
+        &app.jwt,
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("Request body is larger than the limit of {limit} bytes."),
+            )
+        }
+        Err(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "The request body could not be read.",
+            )
+        }
+    };
+    let graphql_request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "Expected a JSON body {{\"query\", \"variables\", \"operationName\"}}: {e}"
+                ),
+            )
+        }
+    };
+    let response = schema.execute(graphql_request.data(viewer)).await;
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&response).unwrap_or_default(),
+    )
+}

@@ -1,0 +1,17 @@
+//! The stateless API node: the GraphQL contract, authentication, and the chat backends.
+//!
+//! Requests enter through [`http`] (GraphQL over HTTP) or through the gateway crate's
+//! WebSocket protocols; both execute against the one [`schema`]. Resolvers talk to a
+//! [`backend::ChatBackend`] (the embedded SQLite store, or Mattermost) and publish every new
+//! message on the relay bus.
+
+pub mod auth;
+pub mod backend;
+pub mod http;
+pub mod ids;
+pub mod schema;
+pub mod settings;
+pub mod validation;
+
+pub use schema::{build_schema, AppState, MmsubSchema};
+pub use settings::ApiSettings;

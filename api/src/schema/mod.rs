@@ -1,0 +1,95 @@
+//! The GraphQL schema of the contract, shared by HTTP and both WebSocket protocols.
+//!
+//! Resolvers read two things from the context: the node-wide [`AppState`] (schema data) and the
+//! request's [`Viewer`] (request data, from the token). WebSocket connections also add their
+//! [`mmsub_relay::SendBudget`], which is what lets a subscription join the fan-out hub.
+
+mod mutation;
+mod query;
+mod subscription;
+pub mod types;
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions, Schema};
+use mmsub_relay::{Bus, FanoutHub};
+
+use crate::auth::{JwtKeys, Viewer};
+use crate::backend::{BackendError, ChatBackend, PageRequest};
+use crate::settings::ApiSettings;
+pub use mutation::MutationRoot;
+pub use query::QueryRoot;
+pub use subscription::SubscriptionRoot;
+use types::PageType;
+
+pub type MmsubSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Everything a resolver may need, shared by all requests of a node.
+pub struct AppState {
+    pub backend: Arc<dyn ChatBackend>,
+    pub bus: Arc<dyn Bus>,
+    pub hub: Arc<FanoutHub>,
+    pub jwt: JwtKeys,
+    pub settings: ApiSettings,
+}
+
+pub fn build_schema(state: Arc<AppState>) -> MmsubSchema {
+    let settings = &state.settings;
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .limit_depth(settings.max_query_depth)
+        .limit_complexity(settings.max_query_complexity)
+        .limit_recursive_depth(settings.max_query_depth.max(32))
+        .data(state.clone())
+        .finish()
+}
+
+pub const PERMISSION_DENIED: &str = "You do not have permission to perform this action";
+
+fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+    ctx.data_unchecked::<Arc<AppState>>()
+}
+
+/// The caller's username, or the contract's permission error.
+fn require_user<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a str> {
+    ctx.data_opt::<Viewer>()
+        .and_then(Viewer::username)
+        .ok_or_else(|| {
+            async_graphql::Error::new(PERMISSION_DENIED)
+                .extend_with(|_, e| e.set("code", "FORBIDDEN"))
+        })
+}
+
+/// A backend failure as a GraphQL error, with the contract's status in `extensions`.
+fn graphql_error(e: BackendError) -> async_graphql::Error {
+    let code = e.http_status();
+    async_graphql::Error::new(e.to_string()).extend_with(|_, ext| {
+        ext.set("code", types::status_text(code));
+        ext.set("statusCode", code);
+    })
+}
+
+/// Validates a `PageType`; `first` is the number of the first page (1 or 0).
+fn page(
+    settings: &ApiSettings,
+    page: Option<PageType>,
+    first: i32,
+) -> async_graphql::Result<PageRequest> {
+    let page = page.unwrap_or_default();
+    let size = page.page_size.unwrap_or(10);
+    let number = page.page_number.unwrap_or(first);
+    let max = settings.max_page_size as i32;
+    if !(1..=max).contains(&size) {
+        return Err(graphql_error(BackendError::Invalid(format!(
+            "pageSize must be between 1 and {max}."
+        ))));
+    }
+    if number < first {
+        return Err(graphql_error(BackendError::Invalid(format!(
+            "pageNumber must be {first} or more."
+        ))));
+    }
+    Ok(PageRequest {
+        size: size as u32,
+        number: (number - first) as u32,
+    })
+}

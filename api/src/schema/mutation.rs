@@ -1,0 +1,256 @@
+use async_graphql::{Context, Object};
+use serde_json::json;
+
+use super::types::{
+    user_metadata, GenericScalar, ObtainJsonWebToken, Refresh, ResponseBase, ResponseUnion,
+    ResponseWithToken, Verify,
+};
+use super::{require_user, state, AppState};
+use crate::auth::{IssuedToken, TokenError};
+use crate::backend::{ChannelPost, NewUser};
+use crate::validation;
+
+pub struct MutationRoot;
+
+/// Publishes new posts; the caller answers only after the bus accepted them.
+async fn publish(app: &AppState, posts: &[ChannelPost]) -> Result<(), ResponseBase> {
+    for post in posts {
+        if let Err(e) = app.bus.publish(post.to_event()).await {
+            tracing::error!(error = %e, post = %post.post.id, "publishing a new message failed");
+            return Err(ResponseBase::new(
+                503,
+                "Message stored, but live delivery is unavailable; try again.",
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn credentials_error() -> async_graphql::Error {
+    async_graphql::Error::new("Please enter valid credentials")
+}
+
+fn token_error(e: TokenError) -> async_graphql::Error {
+    async_graphql::Error::new(e.to_string())
+}
+
+fn refresh_answer(issued: IssuedToken, refresh_token: Option<String>) -> Refresh {
+    Refresh {
+        payload: GenericScalar(issued.payload),
+        refresh_expires_in: issued.refresh_expires_in,
+        token: issued.token,
+        refresh_token,
+    }
+}
+
+#[Object(name = "Mutation")]
+impl MutationRoot {
+    /// Creates a user (Mattermost's username, email and password rules) in the team.
+    async fn user_create(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+        email: String,
+    ) -> Option<ResponseBase> {
+        let app = state(ctx);
+        let checks = validation::username(&username)
+            .and_then(|_| validation::email(&email))
+            .and_then(|_| validation::password(&password));
+        if let Err(message) = checks {
+            return Some(ResponseBase::bad_request(message));
+        }
+        let created = match app
+            .backend
+            .create_user(NewUser {
+                username,
+                email,
+                password,
+            })
+            .await
+        {
+            Ok(created) => created,
+            Err(e) => return Some(e.into()),
+        };
+        if let Err(answer) = publish(app, &created.announcements).await {
+            tracing::warn!(user = %created.user.username, "user created but its join post was not delivered live");
+            drop(answer);
+        }
+        Some(ResponseBase::ok(
+            "User created successfully!",
+            user_metadata(&created.user),
+        ))
+    }
+
+    /// A 30-minute access token and a single-use refresh token, or "Login Failed!" (404).
+    async fn user_get_token(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+    ) -> Option<ResponseUnion> {
+        let app = state(ctx);
+        let user = match app.backend.authenticate(&username, &password).await {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                return Some(ResponseUnion::ResponseBase(ResponseBase::new(
+                    404,
+                    "Login Failed!",
+                    None,
+                )))
+            }
+            Err(e) => return Some(ResponseUnion::ResponseBase(e.into())),
+        };
+        let refresh = match app
+            .backend
+            .issue_refresh_token(&user.username, app.settings.refresh_token_ttl)
+            .await
+        {
+            Ok(token) => token,
+            Err(e) => return Some(ResponseUnion::ResponseBase(e.into())),
+        };
+        let issued = app.jwt.issue(&user.username, None);
+        Some(ResponseUnion::ResponseWithToken(ResponseWithToken {
+            status: Some("OK".into()),
+            status_code: Some(200),
+            message: Some("Login Successfully!".into()),
+            token: Some(issued.token),
+            refresh_token: Some(refresh),
+            metadata: Some(GenericScalar(user_metadata(&user))),
+        }))
+    }
+
+    /// django-graphql-jwt's `tokenAuth`.
+    async fn token_auth(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+    ) -> async_graphql::Result<Option<ObtainJsonWebToken>> {
+        let app = state(ctx);
+        let user = app
+            .backend
+            .authenticate(&username, &password)
+            .await
+            .map_err(super::graphql_error)?
+            .ok_or_else(credentials_error)?;
+        let issued = app.jwt.issue(&user.username, None);
+        Ok(Some(ObtainJsonWebToken {
+            payload: GenericScalar(issued.payload),
+            refresh_expires_in: issued.refresh_expires_in,
+            token: issued.token,
+        }))
+    }
+
+    /// django-graphql-jwt's `verifyToken`.
+    async fn verify_token(
+        &self,
+        ctx: &Context<'_>,
+        token: Option<String>,
+    ) -> async_graphql::Result<Option<Verify>> {
+        let token = token.ok_or_else(|| token_error(TokenError::Invalid))?;
+        let verified = state(ctx).jwt.verify(&token).map_err(token_error)?;
+        Ok(Some(Verify {
+            payload: GenericScalar(verified.payload),
+        }))
+    }
+
+    /// Exchanges a JWT (within 7 days of `origIat`) or a single-use refresh token from
+    /// `userGetToken` for a new access token. A redeemed refresh token is replaced by a new one.
+    async fn refresh_token(
+        &self,
+        ctx: &Context<'_>,
+        token: Option<String>,
+        refresh_token: Option<String>,
+    ) -> async_graphql::Result<Option<Refresh>> {
+        let app = state(ctx);
+        let presented = refresh_token
+            .or(token)
+            .ok_or_else(|| token_error(TokenError::Invalid))?;
+        if presented.matches('.').count() == 2 {
+            return Ok(Some(refresh_answer(
+                app.jwt.refresh(&presented).map_err(token_error)?,
+                None,
+            )));
+        }
+        let user = app
+            .backend
+            .redeem_refresh_token(&presented)
+            .await
+            .map_err(super::graphql_error)?
+            .ok_or_else(|| async_graphql::Error::new("Invalid refresh token"))?;
+        let replacement = app
+            .backend
+            .issue_refresh_token(&user.username, app.settings.refresh_token_ttl)
+            .await
+            .map_err(super::graphql_error)?;
+        Ok(Some(refresh_answer(
+            app.jwt.issue(&user.username, None),
+            Some(replacement),
+        )))
+    }
+
+    /// Posts as the caller and delivers the message to the channel's subscribers.
+    async fn text_message_send(
+        &self,
+        ctx: &Context<'_>,
+        channel_identifier: String,
+        text_message: String,
+    ) -> async_graphql::Result<Option<ResponseBase>> {
+        let actor = require_user(ctx)?;
+        let app = state(ctx);
+        let max = app.settings.max_message_chars;
+        if text_message.trim().is_empty() {
+            return Ok(Some(ResponseBase::bad_request("Message is empty.")));
+        }
+        if text_message.chars().count() > max {
+            return Ok(Some(ResponseBase::bad_request(format!(
+                "Message is too long: at most {max} characters."
+            ))));
+        }
+        let sent = match app
+            .backend
+            .send_message(actor, &channel_identifier, &text_message)
+            .await
+        {
+            Ok(sent) => sent,
+            Err(e) => return Ok(Some(e.into())),
+        };
+        if let Err(answer) = publish(app, std::slice::from_ref(&sent)).await {
+            return Ok(Some(answer));
+        }
+        Ok(Some(ResponseBase::ok(
+            "Message send successfully!",
+            json!({ "message_id": sent.post.id }),
+        )))
+    }
+
+    /// Creates an open channel with the caller and `members` (usernames) in it.
+    async fn channel_create(
+        &self,
+        ctx: &Context<'_>,
+        channel_name: String,
+        members: Vec<Option<String>>,
+    ) -> async_graphql::Result<Option<ResponseBase>> {
+        let actor = require_user(ctx)?;
+        let app = state(ctx);
+        if let Err(message) = validation::channel_name(&channel_name) {
+            return Ok(Some(ResponseBase::bad_request(message)));
+        }
+        let members: Vec<String> = members.into_iter().flatten().collect();
+        Ok(Some(
+            match app
+                .backend
+                .create_channel(actor, &channel_name, &members)
+                .await
+            {
+                Ok(channel) => ResponseBase::ok(
+                    "Channel created successfully!",
+                    json!({ "channel_id": channel.id }),
+                ),
+                Err(e) => e.into(),
+            },
+        ))
+    }
+}

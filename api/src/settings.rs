@@ -1,0 +1,41 @@
+//! Behaviour and limits of the API node. Every limit here has a flag and an env variable in
+//! the `mmsub` binary; the defaults are the ones documented in the README.
+
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Zone in which `createAt` is rendered (Django's `TIME_ZONE`).
+    pub time_zone: Tz,
+    /// Largest `pageSize` a query accepts.
+    pub max_page_size: u32,
+    /// Longest `textMessage`, in characters (Mattermost's own limit is 16383).
+    pub max_message_chars: usize,
+    pub max_query_depth: usize,
+    pub max_query_complexity: usize,
+    /// Largest accepted HTTP request body.
+    pub max_body_bytes: usize,
+    pub access_token_ttl: Duration,
+    /// How long after `origIat` a token may still be refreshed.
+    pub refresh_window: Duration,
+    /// Lifetime of the single-use refresh tokens `userGetToken` hands out.
+    pub refresh_token_ttl: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            time_zone: Tz::UTC,
+            max_page_size: 200,
+            max_message_chars: 16383,
+            max_query_depth: 12,
+            max_query_complexity: 500,
+            max_body_bytes: 1 << 20,
+            access_token_ttl: Duration::from_secs(30 * 60),
+            refresh_window: Duration::from_secs(7 * 24 * 3600),
+            refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}

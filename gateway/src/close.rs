@@ -1,0 +1,26 @@
+//! Every WebSocket close code this server sends, in one place (the README lists them too).
+
+/// Normal closure (client sent `connection_terminate` or a close frame).
+pub const NORMAL: u16 = 1000;
+/// The server is shutting down.
+pub const GOING_AWAY: u16 = 1001;
+/// Malformed WebSocket framing (reserved bits, bad continuation, fragmented control frame...).
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// A binary message on the legacy protocol, which only carries JSON text.
+pub const UNSUPPORTED_DATA: u16 = 1003;
+/// A text message that is not valid UTF-8.
+pub const INVALID_PAYLOAD: u16 = 1007;
+/// A frame or message over the configured size limit.
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// Slow consumer: more events queued for this connection than its send-queue limit. Nothing was
+/// skipped before this close; reconnect (and resubscribe) to continue.
+pub const SLOW_CONSUMER: u16 = 1013;
+
+// graphql-transport-ws, as its PROTOCOL.md defines them.
+pub const BAD_REQUEST: u16 = 4400;
+pub const UNAUTHORIZED: u16 = 4401;
+pub const FORBIDDEN: u16 = 4403;
+pub const SUBPROTOCOL_NOT_ACCEPTABLE: u16 = 4406;
+pub const INIT_TIMEOUT: u16 = 4408;
+pub const SUBSCRIBER_EXISTS: u16 = 4409;
+pub const TOO_MANY_INIT: u16 = 4429;

@@ -1,0 +1,204 @@
+//! WebSocket framing: a reader task that turns frames into whole messages within the size
+//! limits, and the encoder for the frames we send.
+//!
+//! fastwebsockets parses frames; reading runs in its own task because a frame read cannot be
+//! cancelled halfway without losing bytes, and the session needs to wait on other things too.
+//! Outgoing frames are encoded into the session's buffer so that everything ready is written
+//! with one syscall.
+
+use bytes::{Bytes, BytesMut};
+use fastwebsockets::{OpCode, Role, WebSocketError};
+use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
+
+use crate::close;
+
+#[derive(Debug)]
+pub enum Inbound {
+    Text(String),
+    Binary,
+    Ping(Bytes),
+    /// The peer closed, with its code if it gave one.
+    Close(Option<u16>),
+    /// The peer broke the framing rules or a limit: close with this code.
+    Violation {
+        code: u16,
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FrameLimits {
+    pub max_frame_bytes: usize,
+    pub max_message_bytes: usize,
+}
+
+/// Reads until the peer closes, the connection fails, or the session stops listening.
+pub async fn read_loop<R>(stream: R, inbound: mpsc::Sender<Inbound>, limits: FrameLimits)
+where
+    R: AsyncRead + Unpin,
+{
+    let (mut reader, _) =
+        fastwebsockets::after_handshake_split(stream, tokio::io::sink(), Role::Server);
+    reader.set_auto_close(false);
+    reader.set_auto_pong(false);
+    // fastwebsockets rejects a frame whose payload is >= this value.
+    reader.set_max_message_size(limits.max_frame_bytes.saturating_add(1));
+    let mut partial: Option<(OpCode, BytesMut)> = None;
+    let mut no_obligations = |_| std::future::ready(Ok::<(), std::convert::Infallible>(()));
+    loop {
+        let frame = match reader.read_frame(&mut no_obligations).await {
+            Ok(frame) => frame,
+            Err(e) => {
+                if let Some(violation) = violation(&e) {
+                    let _ = inbound.send(violation).await;
+                }
+                return;
+            }
+        };
+        let message = match frame.opcode {
+            OpCode::Close => {
+                let code = (frame.payload.len() >= 2)
+                    .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                let _ = inbound.send(Inbound::Close(code)).await;
+                return;
+            }
+            OpCode::Ping => Some(Inbound::Ping(Bytes::copy_from_slice(&frame.payload))),
+            OpCode::Pong => None,
+            OpCode::Text | OpCode::Binary if partial.is_some() => Some(protocol_error(
+                "a new message started inside a fragmented one",
+            )),
+            OpCode::Text | OpCode::Binary if frame.fin => {
+                Some(complete(frame.opcode, BytesMut::from(&frame.payload[..])))
+            }
+            OpCode::Text | OpCode::Binary => {
+                partial = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
+                None
+            }
+            OpCode::Continuation => match partial.as_mut() {
+                None => Some(protocol_error(
+                    "a continuation frame without a message to continue",
+                )),
+                Some((_, buffer))
+                    if buffer.len() + frame.payload.len() > limits.max_message_bytes =>
+                {
+                    Some(Inbound::Violation {
+                        code: close::MESSAGE_TOO_BIG,
+                        reason: "Message too big",
+                    })
+                }
+                Some((_, buffer)) => {
+                    buffer.extend_from_slice(&frame.payload);
+                    if frame.fin {
+                        let (opcode, buffer) = partial.take().expect("checked above");
+                        Some(complete(opcode, buffer))
+                    } else {
+                        None
+                    }
+                }
+            },
+        };
+        if let Some(message) = message {
+            let stop = matches!(message, Inbound::Violation { .. });
+            if inbound.send(message).await.is_err() || stop {
+                return;
+            }
+        }
+    }
+}
+
+fn protocol_error(reason: &'static str) -> Inbound {
+    Inbound::Violation {
+        code: close::PROTOCOL_ERROR,
+        reason,
+    }
+}
+
+fn complete(opcode: OpCode, payload: BytesMut) -> Inbound {
+    if opcode == OpCode::Binary {
+        return Inbound::Binary;
+    }
+    match String::from_utf8(payload.to_vec()) {
+        Ok(text) => Inbound::Text(text),
+        Err(_) => Inbound::Violation {
+            code: close::INVALID_PAYLOAD,
+            reason: "Text message is not valid UTF-8",
+        },
+    }
+}
+
+/// `None` for a connection that simply went away.
+fn violation(e: &WebSocketError) -> Option<Inbound> {
+    let (code, reason) = match e {
+        WebSocketError::UnexpectedEOF
+        | WebSocketError::IoError(_)
+        | WebSocketError::ConnectionClosed => return None,
+        WebSocketError::FrameTooLarge => (close::MESSAGE_TOO_BIG, "Frame too big"),
+        WebSocketError::InvalidUTF8 => (close::INVALID_PAYLOAD, "Text message is not valid UTF-8"),
+        _ => (close::PROTOCOL_ERROR, "Invalid WebSocket frame"),
+    };
+    Some(Inbound::Violation { code, reason })
+}
+
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PONG: u8 = 0xA;
+
+/// Appends one unmasked, final frame (server to client) to `buf`.
+fn push_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    buf.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        buf.push(len as u8);
+    } else if len <= u16::MAX as usize {
+        buf.push(126);
+        buf.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        buf.push(127);
+        buf.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    buf.extend_from_slice(payload);
+}
+
+pub fn push_text(buf: &mut Vec<u8>, payload: &[u8]) {
+    push_frame(buf, OP_TEXT, payload);
+}
+
+pub fn push_pong(buf: &mut Vec<u8>, payload: &[u8]) {
+    push_frame(buf, OP_PONG, payload);
+}
+
+pub fn push_close(buf: &mut Vec<u8>, code: u16, reason: &str) {
+    // A close reason may hold at most 123 bytes; cut on a character boundary.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    push_frame(buf, OP_CLOSE, &payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_each_length_form() {
+        for (len, header) in [(5usize, 2usize), (200, 4), (70_000, 10)] {
+            let mut buf = Vec::new();
+            push_text(&mut buf, &vec![b'a'; len]);
+            assert_eq!(buf.len(), header + len);
+            assert_eq!(buf[0], 0x81);
+        }
+    }
+
+    #[test]
+    fn close_reasons_are_cut_to_fit() {
+        let mut buf = Vec::new();
+        push_close(&mut buf, 4400, &"é".repeat(100));
+        assert_eq!(buf[1] as usize, buf.len() - 2);
+        assert!(buf.len() - 2 <= 125);
+    }
+}

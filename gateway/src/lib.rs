@@ -1,0 +1,166 @@
+//! The WebSocket node: holds client connections and delivers subscription results to them.
+//!
+//! `/ws/graphql/` upgrades with fastwebsockets, negotiates `graphql-transport-ws` or the legacy
+//! `graphql-ws` from `Sec-WebSocket-Protocol` (no header at all means legacy, what the original
+//! server spoke), and runs a [`session`] per connection. Subscriptions execute against the shared
+//! GraphQL schema; their events come from the relay crate's fan-out hub.
+
+pub mod close;
+mod frames;
+pub mod protocol;
+mod session;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, StatusCode};
+use http_body_util::Full;
+use mmsub_api::auth::{JwtKeys, Viewer};
+use mmsub_api::http::{error_response, HttpResponse};
+use mmsub_api::MmsubSchema;
+use tokio_util::sync::CancellationToken;
+
+use protocol::Dialect;
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Largest single frame a client may send (close 1009 beyond).
+    pub max_frame_bytes: usize,
+    /// Largest message a client may send, over all its fragments (close 1009 beyond).
+    pub max_message_bytes: usize,
+    /// Active operations per connection; more get an `error` for that operation.
+    pub max_subscriptions_per_connection: usize,
+    /// Time allowed between upgrade and `connection_init` (close 4408 after).
+    pub connection_init_timeout: Duration,
+    /// Events queued for one connection before it counts as a slow consumer (close 1013).
+    pub send_queue_limit: usize,
+    /// Interval of `ping` (graphql-transport-ws) / `ka` (graphql-ws) messages; zero disables.
+    pub keepalive_interval: Duration,
+    /// A write the client does not take within this time ends the connection.
+    pub write_timeout: Duration,
+    /// Open WebSocket connections on this node (HTTP 503 for the next upgrade).
+    pub max_connections: usize,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 << 10,
+            max_message_bytes: 256 << 10,
+            max_subscriptions_per_connection: 100,
+            connection_init_timeout: Duration::from_secs(10),
+            send_queue_limit: 1024,
+            keepalive_interval: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(10),
+            max_connections: 16_000,
+        }
+    }
+}
+
+pub struct Gateway {
+    schema: MmsubSchema,
+    jwt: JwtKeys,
+    settings: GatewaySettings,
+    connections: AtomicUsize,
+    shutdown: CancellationToken,
+}
+
+/// Decrements the open-connection count when a connection task ends, however it ends.
+struct ConnectionSlot(Arc<Gateway>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Gateway {
+    pub fn new(
+        schema: MmsubSchema,
+        jwt: JwtKeys,
+        settings: GatewaySettings,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            schema,
+            jwt,
+            settings,
+            connections: AtomicUsize::new(0),
+            shutdown,
+        })
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Answers an HTTP request to the WebSocket endpoint: the 101 response, or why not.
+    pub fn upgrade<B>(self: &Arc<Self>, mut request: Request<B>) -> HttpResponse {
+        if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "This endpoint speaks GraphQL over WebSocket: send an Upgrade request.",
+            );
+        }
+        if self.connections.fetch_add(1, Ordering::AcqRel) >= self.settings.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many WebSocket connections on this node; try another or retry later.",
+            );
+        }
+        let slot = ConnectionSlot(self.clone());
+        let offered = offered_subprotocols(&request);
+        let dialect = if offered.is_empty() {
+            Some(Dialect::Legacy)
+        } else {
+            offered.iter().find_map(|p| Dialect::from_subprotocol(p))
+        };
+        let header_viewer = Viewer::from_authorization_header(
+            &self.jwt,
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
+            Ok(parts) => parts,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Invalid WebSocket upgrade: {e}"),
+                )
+            }
+        };
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match upgrade.await {
+                Ok(ws) => session::run(ws.into_inner(), dialect, header_viewer, gateway).await,
+                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
+            }
+        });
+        let mut response = response.map(|_| Full::<Bytes>::default());
+        if let (Some(dialect), false) = (dialect, offered.is_empty()) {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(dialect.subprotocol()),
+            );
+        }
+        response
+    }
+}
+
+fn offered_subprotocols<B>(request: &Request<B>) -> Vec<String> {
+    request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}

@@ -1,0 +1,418 @@
+//! One WebSocket connection from upgrade to close: the protocol state machine of both
+//! dialects, its subscriptions, and its outgoing frames.
+//!
+//! The session waits on five things at once: client messages (from the reader task), results of
+//! its subscriptions, the keep-alive timer, the connection_init deadline, and the send budget's
+//! overflow signal. Whatever became ready is encoded into one buffer and written with one
+//! syscall; a write that cannot finish within `write_timeout` ends the connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::Response;
+use futures::stream::{self, BoxStream};
+use futures::{FutureExt, StreamExt};
+use mmsub_api::auth::{TokenError, Viewer};
+use mmsub_relay::SendBudget;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_stream::StreamMap;
+
+use crate::close;
+use crate::frames::{self, FrameLimits, Inbound};
+use crate::protocol::{encode, init_token, ClientMessage, Dialect};
+use crate::Gateway;
+
+/// Most subscription results encoded before the buffer is written out.
+const MAX_BATCH: usize = 256;
+
+/// A subscription's results; `None` once, when it has finished.
+type ResultStream = BoxStream<'static, Option<Response>>;
+
+enum Flow {
+    Continue,
+    Close(u16, String),
+    /// The peer is gone or closed first: nothing more to write.
+    Stop,
+}
+
+pub(crate) struct Session<W> {
+    dialect: Dialect,
+    gateway: Arc<Gateway>,
+    writer: W,
+    out: Vec<u8>,
+    viewer: Viewer,
+    init_received: bool,
+    acknowledged: bool,
+    subscriptions: StreamMap<String, ResultStream>,
+    budget: Arc<SendBudget>,
+}
+
+/// Runs a connection whose handshake is done, until it closes.
+pub(crate) async fn run<S>(
+    io: S,
+    dialect: Option<Dialect>,
+    header_viewer: Viewer,
+    gateway: Arc<Gateway>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(io);
+    let Some(dialect) = dialect else {
+        let session = Session::new(Dialect::TransportWs, gateway, writer, header_viewer);
+        session
+            .close(
+                close::SUBPROTOCOL_NOT_ACCEPTABLE,
+                "Subprotocol not acceptable: use graphql-transport-ws or graphql-ws",
+            )
+            .await;
+        return;
+    };
+    let settings = &gateway.settings;
+    let limits = FrameLimits {
+        max_frame_bytes: settings.max_frame_bytes,
+        max_message_bytes: settings.max_message_bytes,
+    };
+    let (inbound_tx, inbound_rx) = mpsc::channel(16);
+    let reader_task = tokio::spawn(frames::read_loop(reader, inbound_tx, limits));
+    Session::new(dialect, gateway, writer, header_viewer)
+        .serve(inbound_rx)
+        .await;
+    reader_task.abort();
+}
+
+impl<W: AsyncWrite + Unpin> Session<W> {
+    fn new(dialect: Dialect, gateway: Arc<Gateway>, writer: W, viewer: Viewer) -> Self {
+        let budget = SendBudget::new(gateway.settings.send_queue_limit);
+        Self {
+            dialect,
+            gateway,
+            writer,
+            out: Vec::with_capacity(4096),
+            viewer,
+            init_received: false,
+            acknowledged: false,
+            subscriptions: StreamMap::new(),
+            budget,
+        }
+    }
+
+    async fn serve(mut self, mut inbound: mpsc::Receiver<Inbound>) {
+        let settings = self.gateway.settings.clone();
+        let budget = self.budget.clone();
+        let shutdown = self.gateway.shutdown.clone();
+        let init_deadline = tokio::time::sleep(settings.connection_init_timeout);
+        tokio::pin!(init_deadline);
+        let keepalive_enabled = !settings.keepalive_interval.is_zero();
+        let period = if keepalive_enabled {
+            settings.keepalive_interval
+        } else {
+            Duration::from_secs(3600)
+        };
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+
+        loop {
+            let flow = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Flow::Close(close::GOING_AWAY, "Server shutting down".into()),
+                _ = budget.overflowed() => Flow::Close(
+                    close::SLOW_CONSUMER,
+                    format!("Slow consumer: more than {} messages waiting to be sent", budget.limit()),
+                ),
+                message = inbound.recv() => match message {
+                    Some(message) => self.on_inbound(message),
+                    None => Flow::Stop,
+                },
+                Some((id, result)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
+                    self.on_result(&id, result);
+                    self.drain_ready_results();
+                    Flow::Continue
+                }
+                _ = keepalive.tick(), if keepalive_enabled && self.acknowledged => {
+                    self.send(None, self.dialect.keepalive_type(), None::<()>);
+                    Flow::Continue
+                }
+                _ = &mut init_deadline, if !self.init_received => {
+                    Flow::Close(close::INIT_TIMEOUT, "Connection initialisation timeout".into())
+                }
+            };
+            match flow {
+                Flow::Continue => {
+                    if self.flush().await.is_err() {
+                        return;
+                    }
+                }
+                Flow::Close(code, reason) => return self.close(code, &reason).await,
+                Flow::Stop => return,
+            }
+        }
+    }
+
+    /// Encodes more results that are ready right now, so they leave in the same write.
+    fn drain_ready_results(&mut self) {
+        for _ in 0..MAX_BATCH {
+            match self.subscriptions.next().now_or_never() {
+                Some(Some((id, result))) => self.on_result(&id, result),
+                _ => return,
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.gateway.settings.write_timeout;
+        let written = tokio::time::timeout(timeout, self.writer.write_all(&self.out)).await;
+        self.out.clear();
+        match written {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "write timed out",
+            )),
+        }
+    }
+
+    async fn close(mut self, code: u16, reason: &str) {
+        tracing::debug!(code, reason, "closing WebSocket connection");
+        frames::push_close(&mut self.out, code, reason);
+        if self.flush().await.is_ok() {
+            let _ = self.writer.shutdown().await;
+        }
+    }
+
+    fn send<P: serde::Serialize>(&mut self, id: Option<&str>, kind: &str, payload: Option<P>) {
+        frames::push_text(&mut self.out, &encode(id, kind, payload));
+    }
+
+    fn on_inbound(&mut self, message: Inbound) -> Flow {
+        match message {
+            Inbound::Text(text) => match serde_json::from_str::<ClientMessage>(&text) {
+                Ok(message) => match self.dialect {
+                    Dialect::TransportWs => self.on_transport_ws(message),
+                    Dialect::Legacy => self.on_legacy(message),
+                },
+                Err(_) => match self.dialect {
+                    Dialect::TransportWs => {
+                        Flow::Close(close::BAD_REQUEST, "Invalid message received".into())
+                    }
+                    Dialect::Legacy => {
+                        self.send(
+                            None,
+                            "error",
+                            Some(json!({ "message": "Message must be JSON-parseable" })),
+                        );
+                        Flow::Continue
+                    }
+                },
+            },
+            Inbound::Binary => match self.dialect {
+                Dialect::TransportWs => Flow::Close(
+                    close::BAD_REQUEST,
+                    "Binary messages are not supported".into(),
+                ),
+                Dialect::Legacy => Flow::Close(
+                    close::UNSUPPORTED_DATA,
+                    "Binary messages are not supported".into(),
+                ),
+            },
+            Inbound::Ping(payload) => {
+                frames::push_pong(&mut self.out, &payload);
+                Flow::Continue
+            }
+            Inbound::Close(code) => Flow::Close(
+                code.filter(|c| *c != 1005).unwrap_or(close::NORMAL),
+                String::new(),
+            ),
+            Inbound::Violation { code, reason } => Flow::Close(code, reason.into()),
+        }
+    }
+
+    /// Applies a `connection_init` payload's credentials; `Err` if they are not accepted.
+    fn authenticate(&mut self, payload: Option<&Value>) -> Result<(), TokenError> {
+        match init_token(payload) {
+            Some(Some(token)) => self.viewer = Viewer::from_token(&self.gateway.jwt, Some(&token)),
+            Some(None) => self.viewer = Viewer::Rejected(TokenError::Invalid),
+            None => {}
+        }
+        match &self.viewer {
+            Viewer::Rejected(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn on_transport_ws(&mut self, message: ClientMessage) -> Flow {
+        match message.kind.as_str() {
+            "connection_init" => {
+                if self.init_received {
+                    return Flow::Close(
+                        close::TOO_MANY_INIT,
+                        "Too many initialisation requests".into(),
+                    );
+                }
+                self.init_received = true;
+                if let Err(e) = self.authenticate(message.payload.as_ref()) {
+                    return Flow::Close(close::FORBIDDEN, format!("Forbidden: {e}"));
+                }
+                self.acknowledged = true;
+                self.send(None, "connection_ack", None::<()>);
+            }
+            "ping" => self.send(None, "pong", message.payload),
+            "pong" => {}
+            "subscribe" => {
+                if !self.acknowledged {
+                    return Flow::Close(close::UNAUTHORIZED, "Unauthorized".into());
+                }
+                let Some(id) = message.id.filter(|id| !id.is_empty()) else {
+                    return Flow::Close(
+                        close::BAD_REQUEST,
+                        "Invalid message received: subscribe needs an id".into(),
+                    );
+                };
+                let Some(request) = parse_request(message.payload) else {
+                    return Flow::Close(
+                        close::BAD_REQUEST,
+                        "Invalid message received: subscribe payload needs a query".into(),
+                    );
+                };
+                if self.subscriptions.contains_key(&id) {
+                    return Flow::Close(
+                        close::SUBSCRIBER_EXISTS,
+                        format!("Subscriber for {id} already exists"),
+                    );
+                }
+                self.start(id, request);
+            }
+            "complete" => {
+                if let Some(id) = message.id {
+                    self.subscriptions.remove(&id);
+                }
+            }
+            other => {
+                return Flow::Close(
+                    close::BAD_REQUEST,
+                    format!("Invalid message received: unknown type {other:?}"),
+                )
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_legacy(&mut self, message: ClientMessage) -> Flow {
+        match message.kind.as_str() {
+            "connection_init" => {
+                self.init_received = true;
+                if let Err(e) = self.authenticate(message.payload.as_ref()) {
+                    self.send(
+                        None,
+                        "connection_error",
+                        Some(json!({ "message": format!("Forbidden: {e}") })),
+                    );
+                    return Flow::Close(close::FORBIDDEN, format!("Forbidden: {e}"));
+                }
+                self.acknowledged = true;
+                self.send(None, "connection_ack", None::<()>);
+                self.send(None, "ka", None::<()>);
+            }
+            "start" => {
+                let Some(id) = message.id.filter(|id| !id.is_empty()) else {
+                    self.send(
+                        None,
+                        "error",
+                        Some(json!({ "message": "start needs an id" })),
+                    );
+                    return Flow::Continue;
+                };
+                if !self.acknowledged {
+                    self.send(
+                        Some(&id),
+                        "error",
+                        Some(json!({ "message": "Send connection_init before start" })),
+                    );
+                    return Flow::Continue;
+                }
+                let Some(request) = parse_request(message.payload) else {
+                    self.send(
+                        Some(&id),
+                        "error",
+                        Some(json!({ "message": "start payload needs a query" })),
+                    );
+                    return Flow::Continue;
+                };
+                // subscriptions-transport-ws semantics: a start with a live id replaces it.
+                self.subscriptions.remove(&id);
+                self.start(id, request);
+            }
+            "stop" => {
+                if let Some(id) = message.id {
+                    if self.subscriptions.remove(&id).is_some() {
+                        self.send(Some(&id), "complete", None::<()>);
+                    }
+                }
+            }
+            "connection_terminate" => return Flow::Close(close::NORMAL, String::new()),
+            _ => self.send(
+                message.id.as_deref(),
+                "error",
+                Some(json!({ "message": "Invalid message type!" })),
+            ),
+        }
+        Flow::Continue
+    }
+
+    fn start(&mut self, id: String, request: async_graphql::Request) {
+        let limit = self.gateway.settings.max_subscriptions_per_connection;
+        if self.subscriptions.len() >= limit {
+            let message =
+                format!("Too many subscriptions on this connection: the limit is {limit}");
+            self.send_operation_error(&id, vec![json!({ "message": message })]);
+            return;
+        }
+        let request = request.data(self.viewer.clone()).data(self.budget.clone());
+        let results: ResultStream = self
+            .gateway
+            .schema
+            .execute_stream(request)
+            .map(Some)
+            .chain(stream::once(async { None }))
+            .boxed();
+        self.subscriptions.insert(id, results);
+    }
+
+    fn send_operation_error(&mut self, id: &str, errors: Vec<Value>) {
+        match self.dialect {
+            Dialect::TransportWs => self.send(Some(id), "error", Some(errors)),
+            // subscriptions-transport-ws sends one error object.
+            Dialect::Legacy => self.send(Some(id), "error", errors.into_iter().next()),
+        }
+    }
+
+    fn on_result(&mut self, id: &str, result: Option<Response>) {
+        match result {
+            // An operation that failed before producing data (validation, permission, membership)
+            // gets the protocol's `error` and ends; the connection stays open.
+            Some(response)
+                if response.data == async_graphql::Value::Null && !response.errors.is_empty() =>
+            {
+                let errors = response
+                    .errors
+                    .iter()
+                    .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+                    .collect();
+                self.send_operation_error(id, errors);
+                self.subscriptions.remove(id);
+            }
+            Some(response) => self.send(Some(id), self.dialect.data_type(), Some(&response)),
+            None => {
+                self.send(Some(id), "complete", None::<()>);
+                self.subscriptions.remove(id);
+            }
+        }
+    }
+}
+
+fn parse_request(payload: Option<Value>) -> Option<async_graphql::Request> {
+    serde_json::from_value::<async_graphql::Request>(payload?).ok()
+}

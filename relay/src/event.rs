@@ -1,0 +1,116 @@
+//! The versioned wire format of "a message was posted".
+//!
+//! The event carries everything a subscriber's payload needs (post, author, channel), so a
+//! WebSocket node never looks anything up while delivering. `v` lets consumers reject events
+//! from a newer producer instead of misreading them during a rolling upgrade.
+
+use serde::{Deserialize, Serialize};
+
+/// The version this build writes and the newest it can read.
+pub const EVENT_VERSION: u16 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageEvent {
+    pub v: u16,
+    pub channel_id: String,
+    pub channel_name: String,
+    pub post: EventPost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPost {
+    pub id: String,
+    pub message: String,
+    /// Milliseconds since the Unix epoch, as Mattermost stores `create_at`.
+    pub create_at: i64,
+    /// Mattermost's post type: empty for a plain text post, e.g. `system_join_team` otherwise.
+    #[serde(default)]
+    pub post_type: String,
+    pub author: EventAuthor,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventAuthor {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    #[serde(default)]
+    pub is_staff: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed message event: {0}")]
+    Malformed(serde_json::Error),
+    #[error("message event version {0} is newer than this node understands ({EVENT_VERSION})")]
+    UnsupportedVersion(u16),
+}
+
+impl MessageEvent {
+    pub fn new(channel_id: String, channel_name: String, post: EventPost) -> Self {
+        Self {
+            v: EVENT_VERSION,
+            channel_id,
+            channel_name,
+            post,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a MessageEvent always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let event: MessageEvent = serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
+        if event.v > EVENT_VERSION {
+            return Err(DecodeError::UnsupportedVersion(event.v));
+        }
+        Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> MessageEvent {
+        MessageEvent::new(
+            "c1".into(),
+            "town-square".into(),
+            EventPost {
+                id: "p1".into(),
+                message: "hi".into(),
+                create_at: 1_700_000_000_123,
+                post_type: String::new(),
+                author: EventAuthor {
+                    id: "u1".into(),
+                    username: "alice".into(),
+                    email: "a@example.com".into(),
+                    is_staff: false,
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn round_trips() {
+        let event = sample();
+        assert_eq!(MessageEvent::decode(&event.encode()).unwrap(), event);
+    }
+
+    #[test]
+    fn rejects_events_from_a_newer_producer() {
+        let mut event = sample();
+        event.v = EVENT_VERSION + 1;
+        let err = MessageEvent::decode(&event.encode()).unwrap_err();
+        assert!(matches!(err, DecodeError::UnsupportedVersion(v) if v == EVENT_VERSION + 1));
+    }
+
+    #[test]
+    fn ignores_fields_it_does_not_know() {
+        let mut json: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        json["added_later"] = serde_json::json!(true);
+        let bytes = serde_json::to_vec(&json).unwrap();
+        assert_eq!(MessageEvent::decode(&bytes).unwrap(), sample());
+    }
+}

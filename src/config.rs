@@ -1,0 +1,228 @@
+//! Command line and environment. Every flag has an env variable; the original server's `.env`
+//! names (`DJANGO_SECRET_KEY`, `MATTERMOST_*`) are read as they were. A `.env` file in the
+//! working directory is loaded first, as Django's settings did.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono_tz::Tz;
+use clap::{Args, Parser, Subcommand};
+use mmsub_api::ApiSettings;
+use mmsub_gateway::GatewaySettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mmsub",
+    version,
+    about = "GraphQL chat gateway in front of Mattermost",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role (API, relay, WebSocket gateway) in one process: the default.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for HTTP and WebSocket.
+    #[arg(long, env = "MMSUB_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store (SQLite) and generated secrets.
+    #[arg(long, env = "MMSUB_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// IANA time zone of `createAt` values (Django's TIME_ZONE).
+    #[arg(long, env = "MMSUB_TIME_ZONE", default_value = "UTC")]
+    pub time_zone: String,
+    /// JWT signing secret. Falls back to DJANGO_SECRET_KEY, then to a secret generated in the data dir.
+    #[arg(long, env = "MMSUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// The original server's secret: accepted so its tokens stay valid.
+    #[arg(long, env = "DJANGO_SECRET_KEY", hide_env_values = true)]
+    pub django_secret_key: Option<String>,
+    /// Team every user joins (name); the embedded store creates it.
+    #[arg(long, env = "MATTERMOST_TEAM_IDENTIFIER", default_value = "main")]
+    pub team: String,
+    /// Mattermost server URL. Unset: the embedded store is the chat backend.
+    #[arg(long, env = "MATTERMOST_SERVER_URL")]
+    pub mattermost_server_url: Option<String>,
+    #[arg(long, env = "MATTERMOST_ADMIN_LOGIN_ID")]
+    pub mattermost_admin_login_id: Option<String>,
+    #[arg(long, env = "MATTERMOST_ADMIN_LOGIN_PASSWORD", hide_env_values = true)]
+    pub mattermost_admin_login_password: Option<String>,
+
+    /// Largest HTTP request body, in bytes (413 beyond).
+    #[arg(long, env = "MMSUB_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Deepest GraphQL selection accepted.
+    #[arg(long, env = "MMSUB_MAX_QUERY_DEPTH", default_value_t = 12)]
+    pub max_query_depth: usize,
+    /// Highest GraphQL query complexity accepted.
+    #[arg(long, env = "MMSUB_MAX_QUERY_COMPLEXITY", default_value_t = 500)]
+    pub max_query_complexity: usize,
+    /// Largest pageSize.
+    #[arg(long, env = "MMSUB_MAX_PAGE_SIZE", default_value_t = 200)]
+    pub max_page_size: u32,
+    /// Longest textMessage, in characters.
+    #[arg(long, env = "MMSUB_MAX_MESSAGE_CHARS", default_value_t = 16383)]
+    pub max_message_chars: usize,
+    /// Largest WebSocket frame a client may send, in bytes (close 1009 beyond).
+    #[arg(long, env = "MMSUB_WS_MAX_FRAME_BYTES", default_value_t = 64 << 10)]
+    pub ws_max_frame_bytes: usize,
+    /// Largest WebSocket message a client may send, over all fragments (close 1009 beyond).
+    #[arg(long, env = "MMSUB_WS_MAX_MESSAGE_BYTES", default_value_t = 256 << 10)]
+    pub ws_max_message_bytes: usize,
+    /// Active subscriptions per WebSocket connection.
+    #[arg(
+        long,
+        env = "MMSUB_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub max_subscriptions_per_connection: usize,
+    /// Milliseconds a client has to send connection_init (close 4408 after).
+    #[arg(
+        long,
+        env = "MMSUB_CONNECTION_INIT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub connection_init_timeout_ms: u64,
+    /// Messages queued for one connection before it is closed as a slow consumer (close 1013).
+    #[arg(long, env = "MMSUB_SEND_QUEUE_LIMIT", default_value_t = 1024)]
+    pub send_queue_limit: usize,
+    /// Milliseconds between keep-alive messages (ping / ka); 0 disables.
+    #[arg(long, env = "MMSUB_KEEPALIVE_MS", default_value_t = 15_000)]
+    pub keepalive_ms: u64,
+    /// Milliseconds a WebSocket write may wait for the client before the connection is dropped.
+    #[arg(long, env = "MMSUB_WS_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_write_timeout_ms: u64,
+    /// Open WebSocket connections per node (503 beyond). A process here may hold 20,000 files.
+    #[arg(long, env = "MMSUB_MAX_CONNECTIONS", default_value_t = 16_000)]
+    pub max_connections: usize,
+}
+
+/// Everything a server needs to start, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub team: String,
+    /// Explicit signing secret; `None` means "the one generated in the data dir".
+    pub jwt_secret: Option<String>,
+    pub api: ApiSettings,
+    pub gateway: GatewaySettings,
+}
+
+impl ServerConfig {
+    /// Defaults, listening on an ephemeral loopback port: what tests and embedding start from.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            team: "main".into(),
+            jwt_secret: None,
+            api: ApiSettings::default(),
+            gateway: GatewaySettings::default(),
+        }
+    }
+}
+
+impl ServeArgs {
+    pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        if let Some(url) = &self.mattermost_server_url {
+            bail!(
+                "MATTERMOST_SERVER_URL is set ({url}), but this build only has the embedded backend; \
+                 unset it (and the other MATTERMOST_* variables) to run on the embedded store"
+            );
+        }
+        let time_zone: Tz = self.time_zone.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "unknown time zone {:?}: use an IANA name such as UTC or Europe/Berlin",
+                self.time_zone
+            )
+        })?;
+        for (name, value) in [
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--ws-max-frame-bytes", self.ws_max_frame_bytes),
+            ("--ws-max-message-bytes", self.ws_max_message_bytes),
+            ("--send-queue-limit", self.send_queue_limit),
+            (
+                "--max-subscriptions-per-connection",
+                self.max_subscriptions_per_connection,
+            ),
+            ("--max-page-size", self.max_page_size as usize),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        let api = ApiSettings {
+            time_zone,
+            max_page_size: self.max_page_size,
+            max_message_chars: self.max_message_chars,
+            max_query_depth: self.max_query_depth,
+            max_query_complexity: self.max_query_complexity,
+            max_body_bytes: self.max_body_bytes,
+            ..ApiSettings::default()
+        };
+        let gateway = GatewaySettings {
+            max_frame_bytes: self.ws_max_frame_bytes,
+            max_message_bytes: self.ws_max_message_bytes.max(self.ws_max_frame_bytes),
+            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            connection_init_timeout: Duration::from_millis(self.connection_init_timeout_ms),
+            send_queue_limit: self.send_queue_limit,
+            keepalive_interval: Duration::from_millis(self.keepalive_ms),
+            write_timeout: Duration::from_millis(self.ws_write_timeout_ms),
+            max_connections: self.max_connections,
+        };
+        Ok(ServerConfig {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            team: self.team,
+            jwt_secret: self
+                .jwt_secret
+                .or(self.django_secret_key)
+                .filter(|s| !s.is_empty()),
+            api,
+            gateway,
+        })
+    }
+}
+
+/// The signing secret: explicit, or read from (first run: generated into) the data dir.
+pub fn resolve_jwt_secret(config: &ServerConfig) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("jwt-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().as_bytes().to_vec());
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let secret = mmsub_api::ids::random_hex(32);
+    write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    tracing::warn!(
+        path = %path.display(),
+        "no MMSUB_JWT_SECRET or DJANGO_SECRET_KEY set: generated a JWT signing secret; \
+         set one of them to share tokens between nodes"
+    );
+    Ok(secret.into_bytes())
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}

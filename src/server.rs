@@ -1,0 +1,149 @@
+//! Wires the roles into one listening process: the embedded store, the in-process bus, the
+//! fan-out hub, the API and the WebSocket gateway, behind one HTTP router.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use mmsub_api::auth::JwtKeys;
+use mmsub_api::backend::embedded::EmbeddedStore;
+use mmsub_api::http::{error_response, json_response, HttpResponse};
+use mmsub_api::{build_schema, AppState, MmsubSchema};
+use mmsub_gateway::Gateway;
+use mmsub_relay::{FanoutHub, InProcessBus};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{resolve_jwt_secret, ServerConfig};
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    accept_loop: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, closes WebSocket sessions with 1001, and waits for the accept loop.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.accept_loop.await;
+    }
+}
+
+struct Router {
+    schema: MmsubSchema,
+    state: Arc<AppState>,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+}
+
+impl Router {
+    async fn route(&self, request: Request<Incoming>) -> HttpResponse {
+        match request.uri().path() {
+            "/graphql" | "/graphql/" => {
+                mmsub_api::http::handle(&self.schema, &self.state, request).await
+            }
+            "/ws/graphql" | "/ws/graphql/" => self.gateway.upgrade(request),
+            "/healthz" => json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
+            "/readyz" => {
+                let (status, word) = if self.shutdown.is_cancelled() {
+                    (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+                } else {
+                    (StatusCode::OK, "ready")
+                };
+                let body = json!({
+                    "status": word,
+                    "connections": self.gateway.open_connections(),
+                    "subscriptions": self.state.hub.subscription_count(),
+                });
+                json_response(status, body.to_string().into_bytes())
+            }
+            _ => error_response(
+                StatusCode::NOT_FOUND,
+                "Not found: GraphQL is at /graphql/, WebSocket at /ws/graphql/.",
+            ),
+        }
+    }
+}
+
+/// Opens the store, binds the listener and starts serving in the background.
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let secret = resolve_jwt_secret(&config)?;
+    let jwt = JwtKeys::new(
+        &secret,
+        config.api.access_token_ttl,
+        config.api.refresh_window,
+    );
+    let store = EmbeddedStore::open(&config.data_dir, &config.team)?;
+    let hub = FanoutHub::new();
+    let state = Arc::new(AppState {
+        backend: Arc::new(store),
+        bus: Arc::new(InProcessBus::new(hub.clone())),
+        hub,
+        jwt: jwt.clone(),
+        settings: config.api.clone(),
+    });
+    let schema = build_schema(state.clone());
+    let shutdown = CancellationToken::new();
+    let gateway = Gateway::new(
+        schema.clone(),
+        jwt,
+        config.gateway.clone(),
+        shutdown.clone(),
+    );
+    let listener = TcpListener::bind(config.listen).await?;
+    let local_addr = listener.local_addr()?;
+    let router = Arc::new(Router {
+        schema,
+        state,
+        gateway,
+        shutdown: shutdown.clone(),
+    });
+    let accept_loop = tokio::spawn(accept(listener, router, shutdown.clone()));
+    Ok(RunningServer {
+        local_addr,
+        shutdown,
+        accept_loop,
+    })
+}
+
+async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning until descriptors free up.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let router = router.clone();
+                async move { Ok::<_, Infallible>(router.route(request).await) }
+            });
+            let connection = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
