@@ -1,0 +1,300 @@
+//! Starts a real server on an ephemeral loopback port with its own data directory, and drives
+//! it the way clients do: reqwest for HTTP, tokio-tungstenite (an independent WebSocket
+//! implementation) for both GraphQL-over-WebSocket protocols.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use mmsub::{RunningServer, ServerConfig};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const PASSWORD: &str = "Str0ng!Pass";
+pub const JWT_SECRET: &str = "test-secret-shared-with-the-original";
+const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub config: ServerConfig,
+    server: Option<RunningServer>,
+    _data_dir: Arc<TempDir>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server with the test defaults, adjusted by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mut config = ServerConfig::embedded(data_dir.path());
+    config.jwt_secret = Some(JWT_SECRET.into());
+    // Keep-alive messages only where a test asks for them.
+    config.gateway.keepalive_interval = Duration::ZERO;
+    configure(&mut config);
+    start(config, data_dir).await
+}
+
+async fn start(config: ServerConfig, data_dir: Arc<TempDir>) -> TestApp {
+    let server = mmsub::start(config.clone()).await.expect("server starts");
+    TestApp {
+        addr: server.local_addr,
+        http: reqwest::Client::new(),
+        config,
+        server: Some(server),
+        _data_dir: data_dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the server and starts a new one on the same data directory (and port).
+    pub async fn restart(mut self) -> TestApp {
+        self.server.take().expect("running").shutdown().await;
+        let mut config = self.config.clone();
+        config.listen = self.addr;
+        start(config, self._data_dir.clone()).await
+    }
+
+    /// POSTs a GraphQL request; returns the whole JSON response.
+    pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
+        let mut request = self
+            .http
+            .post(self.url("/graphql/"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("JWT {token}"));
+        }
+        let response = request.send().await.expect("HTTP request");
+        assert_eq!(response.status(), 200, "GraphQL over HTTP answers 200");
+        response.json().await.expect("JSON body")
+    }
+
+    pub async fn user_create(&self, username: &str, email: &str, password: &str) -> Value {
+        let response = self
+            .graphql(
+                "mutation($u: String!, $p: String!, $e: String!) {
+                   userCreate(username: $u, password: $p, email: $e) { status statusCode message metadata }
+                 }",
+                json!({ "u": username, "p": password, "e": email }),
+                None,
+            )
+            .await;
+        response["data"]["userCreate"].clone()
+    }
+
+    /// Creates a user with the standard password and returns an access token for it.
+    pub async fn signed_up(&self, username: &str) -> String {
+        let created = self
+            .user_create(username, &format!("{username}@example.com"), PASSWORD)
+            .await;
+        assert_eq!(created["statusCode"], 200, "{created}");
+        self.token(username).await
+    }
+
+    pub async fn token(&self, username: &str) -> String {
+        let response = self
+            .graphql(
+                "mutation($u: String!, $p: String!) { tokenAuth(username: $u, password: $p) { token } }",
+                json!({ "u": username, "p": PASSWORD }),
+                None,
+            )
+            .await;
+        response["data"]["tokenAuth"]["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("token: {response}"))
+            .to_owned()
+    }
+
+    pub async fn channel_create(&self, token: &str, name: &str, members: &[&str]) -> Value {
+        let response = self
+            .graphql(
+                "mutation($n: String!, $m: [String]!) {
+                   channelCreate(channelName: $n, members: $m) { status statusCode message metadata }
+                 }",
+                json!({ "n": name, "m": members }),
+                Some(token),
+            )
+            .await;
+        response["data"]["channelCreate"].clone()
+    }
+
+    /// Creates a channel and returns its id.
+    pub async fn channel(&self, token: &str, name: &str, members: &[&str]) -> String {
+        let created = self.channel_create(token, name, members).await;
+        assert_eq!(created["statusCode"], 200, "{created}");
+        created["metadata"]["channel_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn send_message(&self, token: &str, channel: &str, text: &str) -> Value {
+        let response = self
+            .graphql(
+                "mutation($c: String!, $t: String!) {
+                   textMessageSend(channelIdentifier: $c, textMessage: $t) { status statusCode message metadata }
+                 }",
+                json!({ "c": channel, "t": text }),
+                Some(token),
+            )
+            .await;
+        response["data"]["textMessageSend"].clone()
+    }
+
+    /// Sends a message and returns its id.
+    pub async fn send(&self, token: &str, channel: &str, text: &str) -> String {
+        let sent = self.send_message(token, channel, text).await;
+        assert_eq!(sent["statusCode"], 200, "{sent}");
+        sent["metadata"]["message_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Opens a WebSocket offering `protocol` (none when `None`), with optional upgrade headers.
+    pub async fn ws_with(&self, protocol: Option<&str>, authorization: Option<&str>) -> WsClient {
+        let mut request = format!("ws://{}/ws/graphql/", self.addr)
+            .into_client_request()
+            .unwrap();
+        if let Some(protocol) = protocol {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_str(protocol).unwrap(),
+            );
+        }
+        if let Some(auth) = authorization {
+            request
+                .headers_mut()
+                .insert("Authorization", HeaderValue::from_str(auth).unwrap());
+        }
+        let (stream, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket upgrade");
+        let negotiated = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        WsClient { stream, negotiated }
+    }
+
+    pub async fn ws(&self, protocol: &str) -> WsClient {
+        self.ws_with(Some(protocol), None).await
+    }
+
+    /// A graphql-transport-ws connection, initialised with `token` in the payload and acknowledged.
+    pub async fn transport_ws(&self, token: &str) -> WsClient {
+        let mut ws = self.ws("graphql-transport-ws").await;
+        ws.send_json(json!({ "type": "connection_init", "payload": { "Authorization": format!("JWT {token}") } })).await;
+        assert_eq!(ws.recv_json().await["type"], "connection_ack");
+        ws
+    }
+}
+
+pub const NEW_MESSAGE_SUBSCRIPTION: &str = "subscription($c: String!) {
+  onNewChatMessage(channelIdentifier: $c) { channelIdentifier message { id message type createAt owner { username } } }
+}";
+
+pub struct WsClient {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub negotiated: Option<String>,
+}
+
+impl WsClient {
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::text(text))
+            .await
+            .expect("WebSocket send");
+    }
+
+    /// Writes bytes straight to the socket, bypassing the client's framing.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        match self.stream.get_mut() {
+            MaybeTlsStream::Plain(tcp) => tcp.write_all(bytes).await.expect("raw write"),
+            _ => unreachable!("tests use plain TCP"),
+        }
+    }
+
+    /// The next protocol message (text frame) as JSON; panics on close or after 10 s.
+    pub async fn recv_json(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a message within 10 s")
+                .expect("connection open")
+                .expect("valid frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON message"),
+                Message::Close(frame) => panic!("connection closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Like [`recv_json`](Self::recv_json) but skips legacy `ka` keep-alives.
+    pub async fn recv_data(&mut self) -> Value {
+        loop {
+            let message = self.recv_json().await;
+            if message["type"] != "ka" {
+                return message;
+            }
+        }
+    }
+
+    /// Waits for the server's close frame and returns its code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("close within 10 s");
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (frame.code.into(), frame.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for `wait` (used after stop/complete).
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(message) = tokio::time::timeout(wait, self.stream.next()).await {
+            panic!("expected silence, got {message:?}");
+        }
+    }
+}
+
+/// A masked client frame, for tests that send what a well-behaved client library would not.
+pub fn raw_client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![first_byte];
+    let len = payload.len();
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else if len <= u16::MAX as usize {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}

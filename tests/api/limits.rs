@@ -1,0 +1,268 @@
+//! Every configured limit answers with a clear error or close code, and a slow consumer is
+//! disconnected without holding anyone else back.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{
+    raw_client_frame, spawn_app, spawn_app_with, WsClient, NEW_MESSAGE_SUBSCRIPTION,
+};
+use crate::transport_ws::wait_for_subscriptions;
+
+#[tokio::test]
+async fn oversized_bodies_and_costly_queries_are_refused() {
+    let app = spawn_app_with(|c| {
+        c.api.max_body_bytes = 2048;
+        c.api.max_query_depth = 4;
+        c.api.max_query_complexity = 6;
+    })
+    .await;
+    let big = app
+        .http
+        .post(app.url("/graphql/"))
+        .json(&json!({ "query": "x".repeat(4096) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    let body: Value = big.json().await.unwrap();
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("2048 bytes"));
+
+    let alice = app.signed_up("alice").await;
+    let deep = app
+        .graphql(
+            "{ channelList { data { lastMessage { owner { id } } } } }",
+            json!({}),
+            Some(&alice),
+        )
+        .await;
+    assert!(
+        deep["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nested too deep"),
+        "{deep}"
+    );
+    let wide = app
+        .graphql(
+            "{ userList { count pageCount data { id username email isStaff } } }",
+            json!({}),
+            Some(&alice),
+        )
+        .await;
+    assert!(
+        wide["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too complex"),
+        "{wide}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_frames_close_with_the_standard_codes() {
+    let app = spawn_app_with(|c| {
+        c.gateway.max_frame_bytes = 1024;
+        c.gateway.max_message_bytes = 2048;
+    })
+    .await;
+
+    let mut ws = app.ws("graphql-transport-ws").await;
+    ws.send_text(&format!(
+        "{{\"type\":\"connection_init\",\"payload\":{{\"pad\":\"{}\"}}}}",
+        "x".repeat(1100)
+    ))
+    .await;
+    assert_eq!(ws.expect_close().await.0, 1009, "frame over the limit");
+
+    // Three fragments of 900 bytes: each frame fits, the message does not.
+    let mut ws = app.ws("graphql-transport-ws").await;
+    ws.send_raw(&raw_client_frame(0x01, &[b' '; 900])).await;
+    ws.send_raw(&raw_client_frame(0x00, &[b' '; 900])).await;
+    ws.send_raw(&raw_client_frame(0x80, &[b' '; 900])).await;
+    assert_eq!(ws.expect_close().await.0, 1009, "message over the limit");
+
+    // Fragments within the limits are reassembled.
+    let mut ws = app.ws("graphql-transport-ws").await;
+    ws.send_raw(&raw_client_frame(0x01, br#"{"type":"conn"#))
+        .await;
+    ws.send_raw(&raw_client_frame(0x80, br#"ection_init"}"#))
+        .await;
+    assert_eq!(ws.recv_json().await["type"], "connection_ack");
+
+    let mut ws = app.ws("graphql-transport-ws").await;
+    ws.send_raw(&raw_client_frame(0x81, &[0xff, 0xfe, 0xfd]))
+        .await;
+    assert_eq!(ws.expect_close().await.0, 1007, "text that is not UTF-8");
+
+    let mut ws = app.ws("graphql-transport-ws").await;
+    ws.send_raw(&raw_client_frame(0xC1, b"{}")).await;
+    assert_eq!(ws.expect_close().await.0, 1002, "reserved bit set");
+
+    let mut ws = app.ws("graphql-transport-ws").await;
+    ws.send_raw(&raw_client_frame(0x80, b"{}")).await;
+    assert_eq!(
+        ws.expect_close().await.0,
+        1002,
+        "continuation without a start"
+    );
+
+    let mut ws = app.ws("graphql-transport-ws").await;
+    ws.send_raw(&raw_client_frame(0x82, b"{}")).await;
+    assert_eq!(
+        ws.expect_close().await.0,
+        4400,
+        "binary message on graphql-transport-ws"
+    );
+    let mut ws = app.ws("graphql-ws").await;
+    ws.send_raw(&raw_client_frame(0x82, b"{}")).await;
+    assert_eq!(
+        ws.expect_close().await.0,
+        1003,
+        "binary message on graphql-ws"
+    );
+
+    // WebSocket-level ping frames are answered with pong frames.
+    let mut ws = app.ws("graphql-transport-ws").await;
+    ws.send_raw(&raw_client_frame(0x89, b"are you there")).await;
+    let pong = tokio::time::timeout(Duration::from_secs(5), ws.stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong, Message::Pong(b"are you there".to_vec().into()));
+}
+
+/// A subscriber that stops reading is closed with 1013 once its queue is full. What it did
+/// receive is an unbroken prefix of the channel, and a reading subscriber gets everything.
+#[tokio::test]
+async fn a_slow_consumer_is_disconnected_and_does_not_hold_back_others() {
+    let app = spawn_app_with(|c| {
+        c.gateway.send_queue_limit = 4;
+        c.gateway.write_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let alice = app.signed_up("alice").await;
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": NEW_MESSAGE_SUBSCRIPTION, "variables": { "c": "town-square" } } });
+
+    // The slow client: a tiny receive buffer, and it will not read until the end.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(app.addr).await.unwrap();
+    let mut request = format!("ws://{}/ws/graphql/", app.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (stream, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    let mut slow = WsClient {
+        stream,
+        negotiated: None,
+    };
+    slow.send_json(json!({ "type": "connection_init", "payload": { "token": alice } }))
+        .await;
+    assert_eq!(slow.recv_json().await["type"], "connection_ack");
+    slow.send_json(subscribe.clone()).await;
+
+    let mut fast = app.transport_ws(&alice).await;
+    fast.send_json(subscribe).await;
+    wait_for_subscriptions(&app, 2).await;
+
+    let total = 400;
+    let padding = "p".repeat(16_000);
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for _ in 0..total {
+            let next = fast.recv_json().await;
+            seen.push(
+                next["payload"]["data"]["onNewChatMessage"]["message"]["message"]
+                    .as_str()
+                    .unwrap()[..8]
+                    .to_owned(),
+            );
+        }
+        seen
+    });
+    for i in 0..total {
+        app.send(&alice, "town-square", &format!("{i:08}{padding}"))
+            .await;
+    }
+    let fast_seen = reader.await.unwrap();
+    assert_eq!(
+        fast_seen,
+        (0..total).map(|i| format!("{i:08}")).collect::<Vec<_>>(),
+        "the reading subscriber got every message in order"
+    );
+
+    let mut received = 0;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.stream.next())
+            .await
+            .expect("the slow client hears back")
+        {
+            Some(Ok(Message::Text(text))) => {
+                let next: Value = serde_json::from_str(&text).unwrap();
+                let message = next["payload"]["data"]["onNewChatMessage"]["message"]["message"]
+                    .as_str()
+                    .unwrap();
+                assert_eq!(
+                    &message[..8],
+                    format!("{received:08}"),
+                    "no gap before the close"
+                );
+                received += 1;
+            }
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(code, 1013);
+    assert!(
+        received < total,
+        "the slow consumer was cut off ({received} of {total})"
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_503() {
+    let app = spawn_app_with(|c| c.gateway.max_connections = 2).await;
+    let _a = app.ws("graphql-transport-ws").await;
+    let _b = app.ws("graphql-transport-ws").await;
+    let request = format!("ws://{}/ws/graphql/", app.addr)
+        .into_client_request()
+        .unwrap();
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected HTTP 503, got {other:?}"),
+    }
+    drop(_a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _c = app.ws("graphql-transport-ws").await;
+}
+
+#[tokio::test]
+async fn plain_http_to_the_websocket_endpoint_is_told_to_upgrade() {
+    let app = spawn_app().await;
+    let response = app.http.get(app.url("/ws/graphql/")).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Upgrade"));
+}

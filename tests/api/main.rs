@@ -1,0 +1,8 @@
+//! End-to-end tests of the public contract against a real listening server.
+
+mod helpers;
+mod http_contract;
+mod legacy_ws;
+mod limits;
+mod persistence;
+mod transport_ws;
