@@ -16,7 +16,8 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
         channel_identifier: String,
-    ) -> async_graphql::Result<impl Stream<Item = OnNewChatMessage>> {
+    ) -> async_graphql::Result<impl Stream<Item = Option<OnNewChatMessage>>> {
+        // `Option`: the contract declares the field nullable.
         let actor = require_user(ctx)?;
         let app = state(ctx);
         let budget = ctx.data_opt::<Arc<SendBudget>>().ok_or_else(|| {
@@ -29,9 +30,11 @@ impl SubscriptionRoot {
             .map_err(graphql_error)?;
         let tz = app.settings.time_zone;
         let live = app.hub.subscribe(&channel.id, budget.clone());
-        Ok(live.map(move |event| OnNewChatMessage {
-            channel_identifier: Some(channel_identifier.clone()),
-            message: Some(MessageQueryType::from_event(&event.post, tz)),
+        Ok(live.map(move |event| {
+            Some(OnNewChatMessage {
+                channel_identifier: Some(channel_identifier.clone()),
+                message: Some(MessageQueryType::from_event(&event.post, tz)),
+            })
         }))
     }
 }

@@ -1,0 +1,190 @@
+//! The schema keeps every name, argument, type and nullability of the contract's SDL
+//! (`CONTRACT.md`, copied below). Additions are allowed; renames and type changes fail here.
+
+use std::collections::BTreeMap;
+
+use mmsub_api::schema::{MutationRoot, QueryRoot, SubscriptionRoot};
+
+const CONTRACT_SDL: &str = r#"
+scalar GenericScalar          # any JSON value
+
+input PageType {
+  pageSize: Int               # default 10
+  pageNumber: Int             # userList and channelList: 1-based (default 1); getMessageList: 0-based, 0 = newest page (default 0)
+}
+
+type UserQueryType { id: ID! username: String! email: String! isStaff: Boolean! }
+type UserListType { data: [UserQueryType] pageCount: Int count: Int }
+
+type MessageQueryType {
+  id: String
+  message: String             # "Welcome" for posts of type system_join_team
+  createAt: String            # ISO-8601 with offset, in the server's TIME_ZONE (default UTC)
+  owner: UserQueryType        # the author
+  type: String                # "str" for a plain text post, else the Mattermost post type
+}
+type MessageListType { data: [MessageQueryType] hasNext: Boolean hasPrevious: Boolean }
+
+type ChannelQueryType { channelId: String channelName: String lastMessage: MessageQueryType }
+type ChannelListType { data: [ChannelQueryType] hasNext: Boolean }
+
+type ResponseBase { status: String statusCode: Int message: String metadata: GenericScalar }
+type ResponseWithToken {
+  status: String statusCode: Int message: String
+  token: String refreshToken: String metadata: GenericScalar   # metadata: {id, username, email}
+}
+union ResponseUnion = ResponseWithToken | ResponseBase
+
+type ObtainJSONWebToken { payload: GenericScalar! refreshExpiresIn: Int! token: String! }
+type Verify { payload: GenericScalar! }
+type Refresh { payload: GenericScalar! refreshExpiresIn: Int! token: String! }
+
+type OnNewChatMessage { channelIdentifier: String message: MessageQueryType }
+
+type Query {
+  userList(page: PageType): UserListType                                   # (auth)
+  channelList(page: PageType): ChannelListType                             # (auth) the caller's channels, each with its last message
+  getMessageList(channelIdentifier: String!, page: PageType): MessageListType   # (auth) oldest first within the page
+}
+
+type Mutation {
+  userCreate(username: String!, password: String!, email: String!): ResponseBase
+  userGetToken(username: String!, password: String!): ResponseUnion        # ResponseWithToken, or ResponseBase with statusCode 404 "Login Failed!"
+  tokenAuth(username: String!, password: String!): ObtainJSONWebToken
+  verifyToken(token: String): Verify
+  refreshToken(token: String): Refresh
+  textMessageSend(channelIdentifier: String!, textMessage: String!): ResponseBase   # (auth) metadata {"message_id"}
+  channelCreate(channelName: String!, members: [String]!): ResponseBase          # (auth) metadata {"channel_id"}; members are usernames; the caller joins too
+}
+
+type Subscription {
+  onNewChatMessage(channelIdentifier: String!): OnNewChatMessage          # (auth)
+}
+"#;
+
+/// Type name → (field name → "(args):Type" with all whitespace removed); unions and scalars
+/// map to their normalized definition under the key "=".
+fn parse(sdl: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let without_descriptions = sdl.split("\"\"\"").step_by(2).collect::<String>();
+    let text: String = without_descriptions
+        .lines()
+        .map(|line| line.split('#').next().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut types = BTreeMap::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic()) {
+        rest = &rest[start..];
+        let keyword: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .collect();
+        rest = rest[keyword.len()..].trim_start();
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '@')
+            .collect();
+        rest = &rest[name.len()..];
+        match keyword.as_str() {
+            "type" | "input" => {
+                let open = rest.find('{').unwrap();
+                let close = rest.find('}').unwrap();
+                types.insert(name, fields(&rest[open + 1..close]));
+                rest = &rest[close + 1..];
+            }
+            "union" => {
+                let end = rest.find('\n').unwrap_or(rest.len());
+                let members: String = rest[..end].chars().filter(|c| !c.is_whitespace()).collect();
+                types.insert(name, BTreeMap::from([("=".to_owned(), members)]));
+                rest = &rest[end..];
+            }
+            "scalar" => {
+                types.insert(name, BTreeMap::new());
+            }
+            "schema" | "directive" | _ => {
+                let end = rest.find(['\n', '}']).map(|i| i + 1).unwrap_or(rest.len());
+                rest = &rest[end..];
+            }
+        }
+    }
+    types
+}
+
+fn fields(body: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let chars: Vec<char> = body.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if !(chars[i].is_alphanumeric() || chars[i] == '_') {
+            i += 1;
+            continue;
+        }
+        let name: String = chars[i..]
+            .iter()
+            .take_while(|c| c.is_alphanumeric() || **c == '_')
+            .collect();
+        i += name.len();
+        let mut signature = String::new();
+        let mut depth = 0;
+        let mut seen_colon = false;
+        while i < chars.len() {
+            let c = chars[i];
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ':' if depth == 0 => seen_colon = true,
+                c if c.is_whitespace()
+                    && depth == 0
+                    && seen_colon
+                    && signature.ends_with(|l: char| l != ':') =>
+                {
+                    break
+                }
+                _ => {}
+            }
+            if !c.is_whitespace() {
+                signature.push(c);
+            }
+            i += 1;
+        }
+        out.insert(name, signature);
+    }
+    out
+}
+
+#[test]
+fn every_contract_signature_is_served_unchanged() {
+    let ours = parse(
+        &async_graphql::Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+            .finish()
+            .sdl(),
+    );
+    let contract = parse(CONTRACT_SDL);
+    assert_eq!(
+        contract.len(),
+        18,
+        "the contract parses into its 18 named types"
+    );
+    assert_eq!(contract["Mutation"].len(), 7);
+    assert_eq!(contract["Query"].len(), 3);
+    assert_eq!(contract["UserQueryType"]["isStaff"], ":Boolean!");
+    for (type_name, contract_fields) in &contract {
+        let served = ours
+            .get(type_name)
+            .unwrap_or_else(|| panic!("type {type_name} is missing"));
+        for (field, signature) in contract_fields {
+            let served_signature = served
+                .get(field)
+                .unwrap_or_else(|| panic!("{type_name}.{field} is missing"));
+            if type_name == "Mutation" && field == "refreshToken" {
+                // An added optional argument keeps the contract's call valid.
+                assert_eq!(
+                    served_signature,
+                    "(token:String,refreshToken:String):Refresh"
+                );
+                continue;
+            }
+            assert_eq!(served_signature, signature, "{type_name}.{field}");
+        }
+    }
+}
