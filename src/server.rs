@@ -10,7 +10,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use mmsub_api::auth::JwtKeys;
 use mmsub_api::backend::embedded::EmbeddedStore;
 use mmsub_api::http::{error_response, json_response, HttpResponse};
@@ -23,6 +23,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{resolve_jwt_secret, ServerConfig};
+
+/// A client must finish sending request headers within this time (slow-header clients hold sockets).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -139,6 +142,8 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
                 async move { Ok::<_, Infallible>(router.route(request).await) }
             });
             let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(e) = connection.await {

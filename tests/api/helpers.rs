@@ -16,6 +16,22 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// A token signed like django-graphql-jwt's: expires `exp_in` seconds from now, issued
+/// `issued_ago` seconds ago.
+pub fn jwt(username: &str, exp_in: i64, issued_ago: i64, secret: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({ "username": username, "exp": now + exp_in, "origIat": now - issued_ago });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
 pub const PASSWORD: &str = "Str0ng!Pass";
 pub const JWT_SECRET: &str = "test-secret-shared-with-the-original";
 const WAIT: Duration = Duration::from_secs(10);
@@ -69,12 +85,24 @@ impl TestApp {
 
     /// POSTs a GraphQL request; returns the whole JSON response.
     pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
+        let authorization = token.map(|t| format!("JWT {t}"));
+        self.graphql_with_authorization(query, variables, authorization.as_deref())
+            .await
+    }
+
+    /// Like [`graphql`](Self::graphql) with any `Authorization` header value.
+    pub async fn graphql_with_authorization(
+        &self,
+        query: &str,
+        variables: Value,
+        authorization: Option<&str>,
+    ) -> Value {
         let mut request = self
             .http
             .post(self.url("/graphql/"))
             .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.header("Authorization", format!("JWT {token}"));
+        if let Some(authorization) = authorization {
+            request = request.header("Authorization", authorization);
         }
         let response = request.send().await.expect("HTTP request");
         assert_eq!(response.status(), 200, "GraphQL over HTTP answers 200");
@@ -92,6 +120,27 @@ impl TestApp {
             )
             .await;
         response["data"]["userCreate"].clone()
+    }
+
+    pub async fn readyz(&self) -> Value {
+        let response = self
+            .http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .expect("GET /readyz");
+        response.json().await.expect("JSON body")
+    }
+
+    /// Subscriptions register when the server first polls them; waits until `count` are live.
+    pub async fn wait_for_subscriptions(&self, count: u64) {
+        for _ in 0..500 {
+            if self.readyz().await["subscriptions"].as_u64() == Some(count) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{count} subscriptions did not become live");
     }
 
     /// Creates a user with the standard password and returns an access token for it.

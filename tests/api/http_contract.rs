@@ -1,9 +1,8 @@
 //! Every query and mutation of the contract over HTTP, with its error paths.
 
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp, JWT_SECRET, PASSWORD};
+use crate::helpers::{jwt, spawn_app, spawn_app_with, TestApp, JWT_SECRET, PASSWORD};
 
 const PERMISSION: &str = "You do not have permission to perform this action";
 
@@ -12,15 +11,6 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-fn sign(claims: Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
 }
 
 fn first_error(response: &Value) -> String {
@@ -164,10 +154,7 @@ async fn token_auth_verify_and_refresh_follow_django_graphql_jwt() {
         first_error(&app.graphql(verify, json!({ "t": "garbage" }), None).await),
         "Error decoding signature"
     );
-    let expired = sign(
-        json!({ "username": "alice", "exp": unix_now() - 5, "origIat": unix_now() - 100 }),
-        JWT_SECRET,
-    );
+    let expired = jwt("alice", -5, 100, JWT_SECRET);
     assert_eq!(
         first_error(&app.graphql(verify, json!({ "t": expired }), None).await),
         "Signature has expired"
@@ -182,10 +169,7 @@ async fn token_auth_verify_and_refresh_follow_django_graphql_jwt() {
         unix_now() - 100
     );
     assert!(refreshed["payload"]["exp"].as_i64().unwrap() > unix_now());
-    let too_old = sign(
-        json!({ "username": "alice", "exp": unix_now() - 5, "origIat": unix_now() - 8 * 24 * 3600 }),
-        JWT_SECRET,
-    );
+    let too_old = jwt("alice", -5, 8 * 24 * 3600, JWT_SECRET);
     assert_eq!(
         first_error(&app.graphql(refresh, json!({ "t": too_old }), None).await),
         "Refresh has expired"
@@ -225,22 +209,12 @@ async fn tokens_signed_by_the_original_server_work_with_both_schemes() {
     let app = spawn_app().await;
     app.signed_up("alice").await;
     // What django-graphql-jwt issued with the same DJANGO_SECRET_KEY.
-    let original = sign(
-        json!({ "username": "alice", "exp": unix_now() + 300, "origIat": unix_now() }),
-        JWT_SECRET,
-    );
+    let original = jwt("alice", 300, 0, JWT_SECRET);
     for scheme in ["JWT", "Bearer"] {
-        let response: Value = app
-            .http
-            .post(app.url("/graphql/"))
-            .header("Authorization", format!("{scheme} {original}"))
-            .json(&json!({ "query": "{ userList { count } }" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let authorization = format!("{scheme} {original}");
+        let response = app
+            .graphql_with_authorization("{ userList { count } }", json!({}), Some(&authorization))
+            .await;
         assert_eq!(
             response["data"]["userList"]["count"], 1,
             "{scheme}: {response}"
@@ -252,14 +226,8 @@ async fn tokens_signed_by_the_original_server_work_with_both_schemes() {
 async fn protected_operations_need_a_valid_token() {
     let app = spawn_app().await;
     app.signed_up("alice").await;
-    let expired = sign(
-        json!({ "username": "alice", "exp": unix_now() - 5, "origIat": unix_now() - 100 }),
-        JWT_SECRET,
-    );
-    let forged = sign(
-        json!({ "username": "alice", "exp": unix_now() + 300, "origIat": unix_now() }),
-        "another secret",
-    );
+    let expired = jwt("alice", -5, 100, JWT_SECRET);
+    let forged = jwt("alice", 300, 0, "another secret");
     for query in [
         "{ userList { count } }",
         "{ channelList { hasNext } }",
@@ -570,15 +538,7 @@ async fn endpoints_graphiql_health_and_bad_requests() {
             .status(),
         200
     );
-    let ready: Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = app.readyz().await;
     assert_eq!(ready["status"], "ready");
     assert_eq!(
         app.http

@@ -5,7 +5,6 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with, NEW_MESSAGE_SUBSCRIPTION};
-use crate::transport_ws::wait_for_subscriptions;
 
 /// The original tester's exact flow: legacy protocol, the JWT under `headers` in
 /// connection_init, `start` sent right after init without waiting for the ack.
@@ -28,7 +27,7 @@ async fn the_original_tester_flow_receives_messages() {
         "ka",
         "legacy clients expect a keep-alive right after the ack"
     );
-    wait_for_subscriptions(&app, 1).await;
+    app.wait_for_subscriptions(1).await;
 
     let sent = app
         .send(&token, "town-square", "hello from the tester")
@@ -66,13 +65,13 @@ async fn keep_alive_stop_and_terminate() {
     assert_eq!(ws.recv_json().await["type"], "ka", "periodic keep-alive");
 
     ws.send_json(json!({ "id": "7", "type": "start", "payload": { "query": NEW_MESSAGE_SUBSCRIPTION, "variables": { "c": "town-square" } } })).await;
-    wait_for_subscriptions(&app, 1).await;
+    app.wait_for_subscriptions(1).await;
     ws.send_json(json!({ "id": "7", "type": "stop" })).await;
     assert_eq!(
         ws.recv_data().await,
         json!({ "id": "7", "type": "complete" })
     );
-    wait_for_subscriptions(&app, 0).await;
+    app.wait_for_subscriptions(0).await;
 
     ws.send_json(json!({ "type": "connection_terminate" }))
         .await;
@@ -120,7 +119,7 @@ async fn errors_are_reported_without_dropping_the_connection() {
         .contains("not a member"));
 
     ws.send_json(json!({ "id": "2", "type": "start", "payload": { "query": NEW_MESSAGE_SUBSCRIPTION, "variables": { "c": "town-square" } } })).await;
-    wait_for_subscriptions(&app, 1).await;
+    app.wait_for_subscriptions(1).await;
     app.send(&alice, "town-square", "still here").await;
     assert_eq!(
         ws.recv_data().await["payload"]["data"]["onNewChatMessage"]["message"]["message"],

@@ -12,7 +12,6 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::helpers::{
     raw_client_frame, spawn_app, spawn_app_with, WsClient, NEW_MESSAGE_SUBSCRIPTION,
 };
-use crate::transport_ws::wait_for_subscriptions;
 
 #[tokio::test]
 async fn oversized_bodies_and_costly_queries_are_refused() {
@@ -179,7 +178,7 @@ async fn a_slow_consumer_is_disconnected_and_does_not_hold_back_others() {
 
     let mut fast = app.transport_ws(&alice).await;
     fast.send_json(subscribe).await;
-    wait_for_subscriptions(&app, 2).await;
+    app.wait_for_subscriptions(2).await;
 
     let total = 400;
     let padding = "p".repeat(16_000);

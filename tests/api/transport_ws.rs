@@ -33,7 +33,7 @@ async fn members_receive_every_message_in_order_whatever_the_token_source() {
 
     by_payload.send_json(json!({ "id": "a", "type": "subscribe", "payload": { "query": NEW_MESSAGE_SUBSCRIPTION, "variables": { "c": "room" } } })).await;
     by_header.send_json(json!({ "id": "b", "type": "subscribe", "payload": { "query": NEW_MESSAGE_SUBSCRIPTION, "variables": { "c": channel_id } } })).await;
-    wait_for_subscriptions(&app, 2).await;
+    app.wait_for_subscriptions(2).await;
 
     let mut sent = Vec::new();
     for i in 0..20 {
@@ -59,26 +59,6 @@ async fn members_receive_every_message_in_order_whatever_the_token_source() {
             );
         }
     }
-}
-
-/// Subscriptions register when the server first polls them; wait until all are live.
-pub async fn wait_for_subscriptions(app: &crate::helpers::TestApp, count: u64) {
-    for _ in 0..200 {
-        let ready: serde_json::Value = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if ready["subscriptions"].as_u64() == Some(count) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("subscriptions did not become live");
 }
 
 #[tokio::test]
@@ -118,7 +98,7 @@ async fn a_refused_subscription_gets_error_and_the_connection_stays_usable() {
 
     // The same id may be reused once its operation ended; the connection still works.
     ws.send_json(json!({ "id": "1", "type": "subscribe", "payload": { "query": NEW_MESSAGE_SUBSCRIPTION, "variables": { "c": "town-square" } } })).await;
-    wait_for_subscriptions(&app, 1).await;
+    app.wait_for_subscriptions(1).await;
     app.send(&alice, "town-square", "hello eve").await;
     let next = ws.recv_json().await;
     assert_eq!(
@@ -287,11 +267,11 @@ async fn complete_from_the_client_stops_delivery_and_queries_complete_by_themsel
     let alice = app.signed_up("alice").await;
     let mut ws = app.transport_ws(&alice).await;
     ws.send_json(json!({ "id": "s", "type": "subscribe", "payload": { "query": NEW_MESSAGE_SUBSCRIPTION, "variables": { "c": "town-square" } } })).await;
-    wait_for_subscriptions(&app, 1).await;
+    app.wait_for_subscriptions(1).await;
     app.send(&alice, "town-square", "one").await;
     assert_eq!(ws.recv_json().await["type"], "next");
     ws.send_json(json!({ "id": "s", "type": "complete" })).await;
-    wait_for_subscriptions(&app, 0).await;
+    app.wait_for_subscriptions(0).await;
     app.send(&alice, "town-square", "two").await;
 
     // A query over the socket answers next then complete; nothing of "two" arrives before it.
@@ -329,7 +309,7 @@ async fn subscriptions_per_connection_are_limited_with_an_error() {
         .as_str()
         .unwrap()
         .contains("limit is 2"));
-    wait_for_subscriptions(&app, 2).await;
+    app.wait_for_subscriptions(2).await;
     app.send(&alice, "town-square", "still open").await;
     let mut ids: Vec<_> = [ws.recv_json().await, ws.recv_json().await]
         .iter()

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests need, checks formatting and
+# lints, runs every Rust test, then the JavaScript clients against a real server.
+# Under CI=true a missing tool fails the run instead of skipping a part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "${CI:-}" = "true" ]; then
+    echo "scripts/test.sh: $1 is required ($2) and missing: failing under CI=true" >&2
+    exit 1
+  fi
+  echo "scripts/test.sh: SKIPPED $2: $1 is not installed" >&2
+  return 1
+}
+
+need cargo "every Rust test" || exit 1
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace
+
+if need node "the JavaScript client smoke test (tester/)" && need npm "the JavaScript client smoke test (tester/)"; then
+  echo "== tester: original legacy client and standard graphql-ws client against a live server"
+  (cd tester && npm ci --no-audit --no-fund --loglevel=error)
+  data_dir=$(mktemp -d)
+  log="$data_dir/server.log"
+  ./target/debug/mmsub serve --listen 127.0.0.1:0 --data-dir "$data_dir" >"$log" 2>&1 &
+  server=$!
+  trap 'kill $server 2>/dev/null || true; rm -rf "$data_dir"' EXIT
+  url=""
+  for _ in $(seq 1 100); do
+    url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$log" | head -n 1 || true)
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  [ -n "$url" ] || { echo "the server did not start:"; cat "$log"; exit 1; }
+  node tester/smoke.js "$url"
+fi
+echo "scripts/test.sh: all tests passed"
