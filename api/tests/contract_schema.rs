@@ -101,7 +101,7 @@ fn parse(sdl: &str) -> BTreeMap<String, BTreeMap<String, String>> {
             "scalar" => {
                 types.insert(name, BTreeMap::new());
             }
-            "schema" | "directive" | _ => {
+            _ => {
                 let end = rest.find(['\n', '}']).map(|i| i + 1).unwrap_or(rest.len());
                 rest = &rest[end..];
             }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, NEW_MESSAGE_SUBSCRIPTION};
+use crate::helpers::{jwt, spawn_app, spawn_app_with, JWT_SECRET, NEW_MESSAGE_SUBSCRIPTION};
 
 #[tokio::test]
 async fn members_receive_every_message_in_order_whatever_the_token_source() {
@@ -160,6 +160,7 @@ async fn every_protocol_violation_closes_with_its_code() {
     for payload in [
         json!({ "Authorization": "JWT garbage" }),
         json!({ "token": "garbage" }),
+        json!({ "token": jwt("alice", -5, 100, JWT_SECRET) }),
         json!({ "Authorization": "Basic x" }),
     ] {
         let mut ws = app.ws("graphql-transport-ws").await;
