@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// Longest textMessage, in characters.
     #[arg(long, env = "MMSUB_MAX_MESSAGE_CHARS", default_value_t = 16383)]
     pub max_message_chars: usize,
+    /// Most missed messages a subscription resumed with `afterMessageId` replays.
+    #[arg(long, env = "MMSUB_MAX_RESUME_MESSAGES", default_value_t = 1000)]
+    pub max_resume_messages: u32,
     /// Largest WebSocket frame a client may send, in bytes (close 1009 beyond).
     #[arg(long, env = "MMSUB_WS_MAX_FRAME_BYTES", default_value_t = 64 << 10)]
     pub ws_max_frame_bytes: usize,
@@ -168,6 +171,7 @@ impl ServeArgs {
             time_zone,
             max_page_size: self.max_page_size,
             max_message_chars: self.max_message_chars,
+            max_resume_messages: self.max_resume_messages,
             max_query_depth: self.max_query_depth,
             max_query_complexity: self.max_query_complexity,
             max_body_bytes: self.max_body_bytes,

@@ -13,6 +13,8 @@ pub struct ApiSettings {
     pub max_page_size: u32,
     /// Longest `textMessage`, in characters (Mattermost's own limit is 16383).
     pub max_message_chars: usize,
+    /// Most missed messages a resuming subscription replays (`afterMessageId`).
+    pub max_resume_messages: u32,
     pub max_query_depth: usize,
     pub max_query_complexity: usize,
     /// Largest accepted HTTP request body.
@@ -30,6 +32,7 @@ impl Default for ApiSettings {
             time_zone: Tz::UTC,
             max_page_size: 200,
             max_message_chars: 16383,
+            max_resume_messages: 1000,
             max_query_depth: 12,
             max_query_complexity: 500,
             max_body_bytes: 1 << 20,

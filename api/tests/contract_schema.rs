@@ -152,6 +152,26 @@ fn fields(body: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// Splits `(a:T,b:U):R` into its arguments and its type.
+fn split_signature(signature: &str) -> (Vec<(String, String)>, String) {
+    let (args, ty) = match signature.strip_prefix('(') {
+        Some(rest) => {
+            let close = rest.find(')').expect("balanced arguments");
+            (&rest[..close], &rest[close + 1..])
+        }
+        None => ("", signature),
+    };
+    let args = args
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            let (name, ty) = a.split_once(':').expect("name:Type");
+            (name.to_owned(), ty.to_owned())
+        })
+        .collect();
+    (args, ty.trim_start_matches(':').to_owned())
+}
+
 #[test]
 fn every_contract_signature_is_served_unchanged() {
     let ours = parse(
@@ -176,15 +196,38 @@ fn every_contract_signature_is_served_unchanged() {
             let served_signature = served
                 .get(field)
                 .unwrap_or_else(|| panic!("{type_name}.{field} is missing"));
-            if type_name == "Mutation" && field == "refreshToken" {
-                // An added optional argument keeps the contract's call valid.
-                assert_eq!(
-                    served_signature,
-                    "(token:String,refreshToken:String):Refresh"
-                );
-                continue;
+            let (contract_args, contract_type) = split_signature(signature);
+            let (served_args, served_type) = split_signature(served_signature);
+            assert_eq!(served_type, contract_type, "{type_name}.{field}: type");
+            for (name, ty) in &contract_args {
+                let served_ty = served_args.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+                assert_eq!(served_ty, Some(ty), "{type_name}.{field}({name}): argument");
             }
-            assert_eq!(served_signature, signature, "{type_name}.{field}");
+            for (name, ty) in &served_args {
+                if !contract_args.iter().any(|(n, _)| n == name) {
+                    assert!(
+                        !ty.ends_with('!'),
+                        "{type_name}.{field}: an added argument {name} must be optional"
+                    );
+                }
+            }
         }
     }
+}
+
+#[test]
+fn additions_beyond_the_contract_are_the_documented_ones() {
+    let ours = parse(
+        &async_graphql::Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+            .finish()
+            .sdl(),
+    );
+    assert_eq!(
+        ours["Mutation"]["refreshToken"],
+        "(token:String,refreshToken:String):Refresh"
+    );
+    assert_eq!(
+        ours["Subscription"]["onNewChatMessage"],
+        "(channelIdentifier:String!,afterMessageId:String):OnNewChatMessage"
+    );
 }

@@ -319,3 +319,74 @@ async fn subscriptions_per_connection_are_limited_with_an_error() {
     ids.sort();
     assert_eq!(ids, ["1", "2"]);
 }
+
+const RESUME_SUBSCRIPTION: &str = "subscription($c: String!, $after: String) {
+  onNewChatMessage(channelIdentifier: $c, afterMessageId: $after) { message { id message } }
+}";
+
+fn message_text(next: &serde_json::Value) -> &str {
+    next["payload"]["data"]["onNewChatMessage"]["message"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a message: {next}"))
+}
+
+/// A subscriber that lost its connection resumes from the last message it saw: it gets what it
+/// missed, in order, then live messages, with nothing twice.
+#[tokio::test]
+async fn a_dropped_subscriber_resumes_from_the_last_message_it_saw() {
+    let app = spawn_app().await;
+    let alice = app.signed_up("alice").await;
+    app.channel(&alice, "resumable", &[]).await;
+    let subscribe = |after: Option<&str>| json!({ "id": "r", "type": "subscribe", "payload": { "query": RESUME_SUBSCRIPTION, "variables": { "c": "resumable", "after": after } } });
+
+    let mut ws = app.transport_ws(&alice).await;
+    ws.send_json(subscribe(None)).await;
+    app.wait_for_subscriptions(1).await;
+    let first = app.send(&alice, "resumable", "m1").await;
+    assert_eq!(message_text(&ws.recv_json().await), "m1");
+    drop(ws);
+    app.wait_for_subscriptions(0).await;
+
+    app.send(&alice, "resumable", "m2").await;
+    app.send(&alice, "resumable", "m3").await;
+
+    let mut ws = app.transport_ws(&alice).await;
+    ws.send_json(subscribe(Some(&first))).await;
+    assert_eq!(message_text(&ws.recv_json().await), "m2");
+    assert_eq!(message_text(&ws.recv_json().await), "m3");
+    app.wait_for_subscriptions(1).await;
+    app.send(&alice, "resumable", "m4").await;
+    assert_eq!(message_text(&ws.recv_json().await), "m4");
+    ws.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn resuming_from_an_unknown_message_or_too_far_back_is_an_error() {
+    let app = spawn_app_with(|c| c.api.max_resume_messages = 2).await;
+    let alice = app.signed_up("alice").await;
+    app.channel(&alice, "resumable", &[]).await;
+    let first = app.send(&alice, "resumable", "m1").await;
+    for text in ["m2", "m3", "m4"] {
+        app.send(&alice, "resumable", text).await;
+    }
+    let mut ws = app.transport_ws(&alice).await;
+    for (id, after, expected) in [
+        ("a", "no-such-message", "Message not found"),
+        ("b", first.as_str(), "getMessageList"),
+    ] {
+        ws.send_json(json!({ "id": id, "type": "subscribe", "payload": { "query": RESUME_SUBSCRIPTION, "variables": { "c": "resumable", "after": after } } }))
+            .await;
+        let error = ws.recv_json().await;
+        assert_eq!(
+            (error["type"].as_str(), error["id"].as_str()),
+            (Some("error"), Some(id))
+        );
+        assert!(
+            error["payload"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{error}"
+        );
+    }
+}

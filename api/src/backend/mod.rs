@@ -191,6 +191,16 @@ pub trait ChatBackend: Send + Sync + 'static {
         text: &str,
     ) -> BackendResult<ChannelPost>;
 
+    /// Posts of a channel that came after `after_id`, oldest first, at most `limit`: what a
+    /// resuming subscriber missed. Unknown `after_id` (or one of another channel) is `NotFound`.
+    async fn messages_after(
+        &self,
+        actor: &str,
+        identifier: &str,
+        after_id: &str,
+        limit: u32,
+    ) -> BackendResult<Vec<Post>>;
+
     /// `page.number` 0 is the newest page.
     async fn messages(
         &self,

@@ -483,6 +483,41 @@ impl ChatBackend for EmbeddedStore {
         .await
     }
 
+    async fn messages_after(
+        &self,
+        actor_name: &str,
+        identifier: &str,
+        after_id: &str,
+        limit: u32,
+    ) -> BackendResult<Vec<Post>> {
+        let actor_name = actor_name.to_owned();
+        let identifier = identifier.to_owned();
+        let after_id = after_id.to_owned();
+        self.read(move |conn, team_id| {
+            let channel = member_channel(conn, team_id, &actor(conn, &actor_name)?, &identifier)?;
+            let after_seq: i64 = conn
+                .prepare_cached("SELECT seq FROM posts WHERE id = ?1 AND channel_id = ?2")
+                .and_then(|mut s| {
+                    s.query_row([&after_id, &channel.id], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(storage_error)?
+                .ok_or_else(|| {
+                    BackendError::NotFound(format!("Message not found in this channel: {after_id}"))
+                })?;
+            conn.prepare_cached(&format!(
+                "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
+                 WHERE p.channel_id = ?1 AND p.seq > ?2 ORDER BY p.seq LIMIT ?3"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![channel.id, after_seq, limit], post_from)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(storage_error)
+        })
+        .await
+    }
+
     async fn messages(
         &self,
         actor_name: &str,
