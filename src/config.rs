@@ -61,55 +61,59 @@ pub struct ServeArgs {
     pub mattermost_admin_login_password: Option<String>,
 
     /// Largest HTTP request body, in bytes (413 beyond).
-    #[arg(long, env = "MMSUB_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "MMSUB_MAX_BODY_BYTES", default_value_t = ApiSettings::default().max_body_bytes)]
     pub max_body_bytes: usize,
-    /// Deepest GraphQL selection accepted.
-    #[arg(long, env = "MMSUB_MAX_QUERY_DEPTH", default_value_t = 12)]
+    /// Deepest GraphQL selection accepted (GraphiQL's introspection query needs 15).
+    #[arg(long, env = "MMSUB_MAX_QUERY_DEPTH", default_value_t = ApiSettings::default().max_query_depth)]
     pub max_query_depth: usize,
     /// Highest GraphQL query complexity accepted.
-    #[arg(long, env = "MMSUB_MAX_QUERY_COMPLEXITY", default_value_t = 500)]
+    #[arg(long, env = "MMSUB_MAX_QUERY_COMPLEXITY", default_value_t = ApiSettings::default().max_query_complexity)]
     pub max_query_complexity: usize,
     /// Largest pageSize.
-    #[arg(long, env = "MMSUB_MAX_PAGE_SIZE", default_value_t = 200)]
+    #[arg(long, env = "MMSUB_MAX_PAGE_SIZE", default_value_t = ApiSettings::default().max_page_size)]
     pub max_page_size: u32,
     /// Longest textMessage, in characters.
-    #[arg(long, env = "MMSUB_MAX_MESSAGE_CHARS", default_value_t = 16383)]
+    #[arg(long, env = "MMSUB_MAX_MESSAGE_CHARS", default_value_t = ApiSettings::default().max_message_chars)]
     pub max_message_chars: usize,
     /// Most missed messages a subscription resumed with `afterMessageId` replays.
-    #[arg(long, env = "MMSUB_MAX_RESUME_MESSAGES", default_value_t = 1000)]
+    #[arg(long, env = "MMSUB_MAX_RESUME_MESSAGES", default_value_t = ApiSettings::default().max_resume_messages)]
     pub max_resume_messages: u32,
     /// Largest WebSocket frame a client may send, in bytes (close 1009 beyond).
-    #[arg(long, env = "MMSUB_WS_MAX_FRAME_BYTES", default_value_t = 64 << 10)]
+    #[arg(long, env = "MMSUB_WS_MAX_FRAME_BYTES", default_value_t = GatewaySettings::default().max_frame_bytes)]
     pub ws_max_frame_bytes: usize,
     /// Largest WebSocket message a client may send, over all fragments (close 1009 beyond).
-    #[arg(long, env = "MMSUB_WS_MAX_MESSAGE_BYTES", default_value_t = 256 << 10)]
+    #[arg(long, env = "MMSUB_WS_MAX_MESSAGE_BYTES", default_value_t = GatewaySettings::default().max_message_bytes)]
     pub ws_max_message_bytes: usize,
     /// Active subscriptions per WebSocket connection.
     #[arg(
         long,
         env = "MMSUB_MAX_SUBSCRIPTIONS_PER_CONNECTION",
-        default_value_t = 100
+        default_value_t = GatewaySettings::default().max_subscriptions_per_connection
     )]
     pub max_subscriptions_per_connection: usize,
     /// Milliseconds a client has to send connection_init (close 4408 after).
     #[arg(
         long,
         env = "MMSUB_CONNECTION_INIT_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value_t = millis(GatewaySettings::default().connection_init_timeout)
     )]
     pub connection_init_timeout_ms: u64,
     /// Messages queued for one connection before it is closed as a slow consumer (close 1013).
-    #[arg(long, env = "MMSUB_SEND_QUEUE_LIMIT", default_value_t = 1024)]
+    #[arg(long, env = "MMSUB_SEND_QUEUE_LIMIT", default_value_t = GatewaySettings::default().send_queue_limit)]
     pub send_queue_limit: usize,
     /// Milliseconds between keep-alive messages (ping / ka); 0 disables.
-    #[arg(long, env = "MMSUB_KEEPALIVE_MS", default_value_t = 15_000)]
+    #[arg(long, env = "MMSUB_KEEPALIVE_MS", default_value_t = millis(GatewaySettings::default().keepalive_interval))]
     pub keepalive_ms: u64,
     /// Milliseconds a WebSocket write may wait for the client before the connection is dropped.
-    #[arg(long, env = "MMSUB_WS_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "MMSUB_WS_WRITE_TIMEOUT_MS", default_value_t = millis(GatewaySettings::default().write_timeout))]
     pub ws_write_timeout_ms: u64,
     /// Open WebSocket connections per node (503 beyond). A process here may hold 20,000 files.
-    #[arg(long, env = "MMSUB_MAX_CONNECTIONS", default_value_t = 16_000)]
+    #[arg(long, env = "MMSUB_MAX_CONNECTIONS", default_value_t = GatewaySettings::default().max_connections)]
     pub max_connections: usize,
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 /// Everything a server needs to start, resolved and checked.
@@ -229,4 +233,85 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<ServerConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("mmsub").chain(args.iter().copied()))?;
+        match cli.command {
+            Some(Command::Serve(args)) => args,
+            None => cli.serve,
+        }
+        .into_config()
+    }
+
+    #[test]
+    fn flags_reach_the_settings_with_or_without_the_serve_subcommand() {
+        for prefix in [&[][..], &["serve"][..]] {
+            let args: Vec<&str> = prefix
+                .iter()
+                .copied()
+                .chain([
+                    "--listen",
+                    "127.0.0.1:9",
+                    "--time-zone",
+                    "Asia/Tehran",
+                    "--send-queue-limit",
+                    "7",
+                    "--keepalive-ms",
+                    "0",
+                ])
+                .collect();
+            let config = parse(&args).unwrap();
+            assert_eq!(config.listen.port(), 9);
+            assert_eq!(config.api.time_zone, Tz::Asia__Tehran);
+            assert_eq!(config.gateway.send_queue_limit, 7);
+            assert!(config.gateway.keepalive_interval.is_zero());
+        }
+    }
+
+    #[test]
+    fn the_original_secret_is_the_fallback_signing_secret() {
+        let config = parse(&["--django-secret-key", "from-django"]).unwrap();
+        assert_eq!(config.jwt_secret.as_deref(), Some("from-django"));
+        let config = parse(&["--django-secret-key", "from-django", "--jwt-secret", "own"]).unwrap();
+        assert_eq!(config.jwt_secret.as_deref(), Some("own"));
+    }
+
+    #[test]
+    fn impossible_settings_are_refused_with_the_reason() {
+        let err = parse(&["--time-zone", "Mars/Base"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown time zone"), "{err}");
+        let err = parse(&["--send-queue-limit", "0"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--send-queue-limit must be at least 1"),
+            "{err}"
+        );
+        let err = parse(&["--mattermost-server-url", "https://chat.example.com"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("embedded backend"), "{err}");
+    }
+
+    #[test]
+    fn a_generated_secret_is_kept_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig::embedded(dir.path());
+        let first = resolve_jwt_secret(&config).unwrap();
+        assert_eq!(resolve_jwt_secret(&config).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("jwt-secret"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
 }

@@ -4,6 +4,7 @@
 // both subscribe to town-square; a message sent by textMessageSend must reach both.
 //
 //   node smoke.js http://127.0.0.1:8000
+const { getIntrospectionQuery } = require('graphql');
 const { createClient } = require('graphql-ws');
 const WebSocket = require('ws');
 const { subscribe: legacySubscribe } = require('./graphql-websocket-client');
@@ -27,6 +28,13 @@ async function graphql(query, variables, token) {
 }
 
 async function main() {
+  // What GraphiQL sends on load: the default limits must admit it.
+  const schema = await graphql(
+    getIntrospectionQuery({ descriptions: true, specifiedByUrl: true, directiveIsRepeatable: true, schemaDescription: true, inputValueDeprecation: true }),
+    {},
+  );
+  if (schema.__schema.subscriptionType.name !== 'Subscription') fail('introspection lacks the Subscription type');
+  console.log('tester smoke: the GraphiQL introspection query passes the default limits');
   const username = `js${Date.now().toString(36)}`;
   const password = 'Str0ng!Pass';
   const created = await graphql(

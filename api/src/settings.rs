@@ -33,7 +33,7 @@ impl Default for ApiSettings {
             max_page_size: 200,
             max_message_chars: 16383,
             max_resume_messages: 1000,
-            max_query_depth: 12,
+            max_query_depth: 16,
             max_query_complexity: 500,
             max_body_bytes: 1 << 20,
             access_token_ttl: Duration::from_secs(30 * 60),

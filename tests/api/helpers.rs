@@ -75,9 +75,14 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Shuts the server down the way SIGTERM does.
+    pub async fn stop(&mut self) {
+        self.server.take().expect("running").shutdown().await;
+    }
+
     /// Stops the server and starts a new one on the same data directory (and port).
     pub async fn restart(mut self) -> TestApp {
-        self.server.take().expect("running").shutdown().await;
+        self.stop().await;
         let mut config = self.config.clone();
         config.listen = self.addr;
         start(config, self._data_dir.clone()).await

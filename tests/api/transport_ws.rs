@@ -390,3 +390,17 @@ async fn resuming_from_an_unknown_message_or_too_far_back_is_an_error() {
         );
     }
 }
+
+#[tokio::test]
+async fn shutting_down_closes_live_sessions_with_going_away() {
+    let mut app = spawn_app().await;
+    let alice = app.signed_up("alice").await;
+    let mut modern = app.transport_ws(&alice).await;
+    let mut legacy = app.ws("graphql-ws").await;
+    app.stop().await;
+    assert_eq!(
+        modern.expect_close().await,
+        (1001, "Server shutting down".into())
+    );
+    assert_eq!(legacy.expect_close().await.0, 1001);
+}
