@@ -28,6 +28,7 @@ const DATABASE_FILE: &str = "mmsub.db";
 
 pub struct EmbeddedStore {
     writer: Writer,
+    passwords: passwords::Passwords,
     readers: Arc<ReaderPool>,
     team_id: String,
 }
@@ -59,8 +60,10 @@ impl EmbeddedStore {
         let conn = open(&path)?;
         conn.execute_batch(include_str!("schema.sql"))?;
         let team_id = ensure_team(&conn, team_name)?;
+        let hashing_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             writer: Writer::spawn(conn)?,
+            passwords: passwords::Passwords::spawn(hashing_threads)?,
             readers: Arc::new(ReaderPool {
                 path,
                 idle: Mutex::new(Vec::new()),
@@ -303,10 +306,7 @@ fn token_hash(token: &str) -> String {
 #[async_trait]
 impl ChatBackend for EmbeddedStore {
     async fn create_user(&self, new: NewUser) -> BackendResult<CreatedUser> {
-        let password = new.password.clone();
-        let hash = tokio::task::spawn_blocking(move || passwords::hash(&password))
-            .await
-            .map_err(|_| BackendError::Unavailable("Password hashing was cancelled.".into()))?;
+        let hash = self.passwords.hash(new.password.clone()).await?;
         self.write(move |conn, team_id| {
             let user = User { id: new_id(), username: new.username, email: new.email, is_staff: false };
             conn.execute(
@@ -330,26 +330,21 @@ impl ChatBackend for EmbeddedStore {
 
     async fn authenticate(&self, username: &str, password: &str) -> BackendResult<Option<User>> {
         let username = username.to_owned();
-        let password = password.to_owned();
-        self.read(move |conn, _| {
-            let found: Option<(User, String)> = conn
-                .prepare_cached(&format!(
+        let found: Option<(User, String)> = self
+            .read(move |conn, _| {
+                conn.prepare_cached(&format!(
                     "SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.username = ?1"
                 ))
                 .and_then(|mut s| {
                     s.query_row([&username], |r| Ok((user_from(r, 0)?, r.get(4)?)))
                         .optional()
                 })
-                .map_err(storage_error)?;
-            Ok(match found {
-                Some((user, phc)) => passwords::verify(&password, &phc).then_some(user),
-                None => {
-                    passwords::verify_against_dummy(&password);
-                    None
-                }
+                .map_err(storage_error)
             })
-        })
-        .await
+            .await?;
+        let (user, phc) = found.unzip();
+        let valid = self.passwords.verify(password.to_owned(), phc).await?;
+        Ok(user.filter(|_| valid))
     }
 
     async fn user(&self, username: &str) -> BackendResult<Option<User>> {
