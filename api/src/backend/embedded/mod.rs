@@ -67,6 +67,7 @@ impl EmbeddedStore {
             readers: Arc::new(ReaderPool {
                 path,
                 idle: Mutex::new(Vec::new()),
+                permits: tokio::sync::Semaphore::new(MAX_READERS),
             }),
             team_id,
         })
@@ -81,11 +82,18 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&Connection, &str) -> BackendResult<T> + Send + 'static,
     {
+        let cancelled = || BackendError::Unavailable("A storage read was cancelled.".into());
+        let _permit = self
+            .readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| cancelled())?;
         let readers = self.readers.clone();
         let team_id = self.team_id.clone();
         tokio::task::spawn_blocking(move || readers.with(|conn| work(conn, &team_id)))
             .await
-            .map_err(|_| BackendError::Unavailable("A storage read was cancelled.".into()))?
+            .map_err(|_| cancelled())?
     }
 
     async fn write<T, F>(&self, work: F) -> BackendResult<T>
@@ -123,11 +131,15 @@ fn ensure_team(conn: &Connection, team_name: &str) -> rusqlite::Result<String> {
     Ok(team_id)
 }
 
-/// Idle read connections, opened on demand.
+/// Idle read connections, opened on demand; at most [`MAX_READERS`] reads run at once, so a
+/// burst of requests queues briefly instead of opening a connection (and a thread) per request.
 struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
 }
+
+const MAX_READERS: usize = 8;
 
 impl ReaderPool {
     fn with<T>(&self, work: impl FnOnce(&Connection) -> BackendResult<T>) -> BackendResult<T> {
@@ -143,7 +155,7 @@ impl ReaderPool {
         };
         let outcome = work(&conn);
         let mut idle = self.idle.lock().expect("reader pool poisoned");
-        if idle.len() < 8 {
+        if idle.len() < MAX_READERS {
             idle.push(conn);
         }
         outcome
