@@ -74,20 +74,68 @@ async fn oversized_and_malformed_frames_close_with_the_standard_codes() {
     })
     .await;
 
-    let mut ws = app.ws("graphql-transport-ws").await;
-    ws.send_text(&format!(
+    // (subprotocol, frames the client sends, close code, why): 0x01 text, 0x02 binary,
+    // 0x00 continuation; 0x80 marks the final frame, 0x40 a reserved bit.
+    let oversized_frame = format!(
         "{{\"type\":\"connection_init\",\"payload\":{{\"pad\":\"{}\"}}}}",
         "x".repeat(1100)
-    ))
-    .await;
-    assert_eq!(ws.expect_close().await.0, 1009, "frame over the limit");
-
-    // Three fragments of 900 bytes: each frame fits, the message does not.
-    let mut ws = app.ws("graphql-transport-ws").await;
-    ws.send_raw(&raw_client_frame(0x01, &[b' '; 900])).await;
-    ws.send_raw(&raw_client_frame(0x00, &[b' '; 900])).await;
-    ws.send_raw(&raw_client_frame(0x80, &[b' '; 900])).await;
-    assert_eq!(ws.expect_close().await.0, 1009, "message over the limit");
+    );
+    let cases: Vec<(&str, Vec<Vec<u8>>, u16, &str)> = vec![
+        (
+            "graphql-transport-ws",
+            vec![raw_client_frame(0x81, oversized_frame.as_bytes())],
+            1009,
+            "frame over the limit",
+        ),
+        (
+            "graphql-transport-ws",
+            // Each 900-byte fragment fits; the 2700-byte message does not.
+            vec![
+                raw_client_frame(0x01, &[b' '; 900]),
+                raw_client_frame(0x00, &[b' '; 900]),
+                raw_client_frame(0x80, &[b' '; 900]),
+            ],
+            1009,
+            "message over the limit",
+        ),
+        (
+            "graphql-transport-ws",
+            vec![raw_client_frame(0x81, &[0xff, 0xfe, 0xfd])],
+            1007,
+            "text that is not UTF-8",
+        ),
+        (
+            "graphql-transport-ws",
+            vec![raw_client_frame(0xC1, b"{}")],
+            1002,
+            "reserved bit set",
+        ),
+        (
+            "graphql-transport-ws",
+            vec![raw_client_frame(0x80, b"{}")],
+            1002,
+            "continuation without a start",
+        ),
+        (
+            "graphql-transport-ws",
+            vec![raw_client_frame(0x82, b"{}")],
+            4400,
+            "binary message on graphql-transport-ws",
+        ),
+        (
+            "graphql-ws",
+            vec![raw_client_frame(0x82, b"{}")],
+            1003,
+            "binary message on graphql-ws",
+        ),
+    ];
+    for (protocol, frames, code, why) in cases {
+        let mut ws = app.ws(protocol).await;
+        for frame in frames {
+            ws.send_raw(&frame).await;
+        }
+        assert_eq!(ws.expect_close().await.0, code, "{why}");
+    }
 
     // Fragments within the limits are reassembled.
     let mut ws = app.ws("graphql-transport-ws").await;
@@ -96,38 +144,6 @@ async fn oversized_and_malformed_frames_close_with_the_standard_codes() {
     ws.send_raw(&raw_client_frame(0x80, br#"ection_init"}"#))
         .await;
     assert_eq!(ws.recv_json().await["type"], "connection_ack");
-
-    let mut ws = app.ws("graphql-transport-ws").await;
-    ws.send_raw(&raw_client_frame(0x81, &[0xff, 0xfe, 0xfd]))
-        .await;
-    assert_eq!(ws.expect_close().await.0, 1007, "text that is not UTF-8");
-
-    let mut ws = app.ws("graphql-transport-ws").await;
-    ws.send_raw(&raw_client_frame(0xC1, b"{}")).await;
-    assert_eq!(ws.expect_close().await.0, 1002, "reserved bit set");
-
-    let mut ws = app.ws("graphql-transport-ws").await;
-    ws.send_raw(&raw_client_frame(0x80, b"{}")).await;
-    assert_eq!(
-        ws.expect_close().await.0,
-        1002,
-        "continuation without a start"
-    );
-
-    let mut ws = app.ws("graphql-transport-ws").await;
-    ws.send_raw(&raw_client_frame(0x82, b"{}")).await;
-    assert_eq!(
-        ws.expect_close().await.0,
-        4400,
-        "binary message on graphql-transport-ws"
-    );
-    let mut ws = app.ws("graphql-ws").await;
-    ws.send_raw(&raw_client_frame(0x82, b"{}")).await;
-    assert_eq!(
-        ws.expect_close().await.0,
-        1003,
-        "binary message on graphql-ws"
-    );
 
     // WebSocket-level ping frames are answered with pong frames.
     let mut ws = app.ws("graphql-transport-ws").await;
