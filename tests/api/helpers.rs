@@ -334,6 +334,17 @@ impl WsClient {
     }
 }
 
+/// Asserts that the string at `pointer` (a JSON pointer such as `/errors/0/message`) contains
+/// `needle`, showing the whole value when it does not.
+#[track_caller]
+pub fn assert_text(value: &Value, pointer: &str, needle: &str) {
+    let text = value.pointer(pointer).and_then(Value::as_str);
+    assert!(
+        text.is_some_and(|t| t.contains(needle)),
+        "expected {needle:?} at {pointer} in {value}"
+    );
+}
+
 /// A masked client frame, for tests that send what a well-behaved client library would not.
 pub fn raw_client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x11, 0x22, 0x33, 0x44];

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
-    raw_client_frame, spawn_app, spawn_app_with, WsClient, NEW_MESSAGE_SUBSCRIPTION,
+    assert_text, raw_client_frame, spawn_app, spawn_app_with, WsClient, NEW_MESSAGE_SUBSCRIPTION,
 };
 
 #[tokio::test]
@@ -30,10 +30,7 @@ async fn oversized_bodies_and_costly_queries_are_refused() {
         .unwrap();
     assert_eq!(big.status(), 413);
     let body: Value = big.json().await.unwrap();
-    assert!(body["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("2048 bytes"));
+    assert_text(&body, "/errors/0/message", "2048 bytes");
 
     let alice = app.signed_up("alice").await;
     let deep = app
@@ -43,13 +40,7 @@ async fn oversized_bodies_and_costly_queries_are_refused() {
             Some(&alice),
         )
         .await;
-    assert!(
-        deep["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("nested too deep"),
-        "{deep}"
-    );
+    assert_text(&deep, "/errors/0/message", "nested too deep");
     let wide = app
         .graphql(
             "{ userList { count pageCount data { id username email isStaff } } }",
@@ -57,13 +48,7 @@ async fn oversized_bodies_and_costly_queries_are_refused() {
             Some(&alice),
         )
         .await;
-    assert!(
-        wide["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("too complex"),
-        "{wide}"
-    );
+    assert_text(&wide, "/errors/0/message", "too complex");
 }
 
 #[tokio::test]
@@ -276,8 +261,5 @@ async fn plain_http_to_the_websocket_endpoint_is_told_to_upgrade() {
     let response = app.http.get(app.url("/ws/graphql/")).send().await.unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
-    assert!(body["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("Upgrade"));
+    assert_text(&body, "/errors/0/message", "Upgrade");
 }

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{jwt, spawn_app, spawn_app_with, JWT_SECRET, NEW_MESSAGE_SUBSCRIPTION};
+use crate::helpers::{
+    assert_text, jwt, spawn_app, spawn_app_with, JWT_SECRET, NEW_MESSAGE_SUBSCRIPTION,
+};
 
 #[tokio::test]
 async fn members_receive_every_message_in_order_whatever_the_token_source() {
@@ -75,23 +77,11 @@ async fn a_refused_subscription_gets_error_and_the_connection_stays_usable() {
         (error["type"].as_str(), error["id"].as_str()),
         (Some("error"), Some("1"))
     );
-    assert!(
-        error["payload"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not a member"),
-        "{error}"
-    );
+    assert_text(&error, "/payload/0/message", "not a member");
 
     ws.send_json(json!({ "id": "2", "type": "subscribe", "payload": { "query": NEW_MESSAGE_SUBSCRIPTION, "variables": { "c": "nowhere" } } })).await;
     let error = ws.recv_json().await;
-    assert!(
-        error["payload"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Channel not found"),
-        "{error}"
-    );
+    assert_text(&error, "/payload/0/message", "Channel not found");
 
     ws.send_json(json!({ "id": "3", "type": "subscribe", "payload": { "query": "subscription { noSuchField }" } })).await;
     assert_eq!(ws.recv_json().await["type"], "error");
@@ -306,10 +296,7 @@ async fn subscriptions_per_connection_are_limited_with_an_error() {
         (error["id"].as_str(), error["type"].as_str()),
         (Some("3"), Some("error"))
     );
-    assert!(error["payload"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("limit is 2"));
+    assert_text(&error, "/payload/0/message", "limit is 2");
     app.wait_for_subscriptions(2).await;
     app.send(&alice, "town-square", "still open").await;
     let mut ids: Vec<_> = [ws.recv_json().await, ws.recv_json().await]
@@ -381,13 +368,7 @@ async fn resuming_from_an_unknown_message_or_too_far_back_is_an_error() {
             (error["type"].as_str(), error["id"].as_str()),
             (Some("error"), Some(id))
         );
-        assert!(
-            error["payload"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains(expected),
-            "{error}"
-        );
+        assert_text(&error, "/payload/0/message", expected);
     }
 }
 
