@@ -177,15 +177,20 @@ fn user_from(row: &Row, at: usize) -> rusqlite::Result<User> {
     })
 }
 
-fn post_from(row: &Row) -> rusqlite::Result<Post> {
+/// A post from the `POST_COLUMNS` starting at column `at`.
+fn post_at(row: &Row, at: usize) -> rusqlite::Result<Post> {
     Ok(Post {
-        id: row.get(0)?,
-        channel_id: row.get(1)?,
-        message: row.get(2)?,
-        create_at: row.get(3)?,
-        post_type: row.get(4)?,
-        author: user_from(row, 5)?,
+        id: row.get(at)?,
+        channel_id: row.get(at + 1)?,
+        message: row.get(at + 2)?,
+        create_at: row.get(at + 3)?,
+        post_type: row.get(at + 4)?,
+        author: user_from(row, at + 5)?,
     })
+}
+
+fn post_from(row: &Row) -> rusqlite::Result<Post> {
+    post_at(row, 0)
 }
 
 fn user_by_name(conn: &Connection, username: &str) -> BackendResult<Option<User>> {
@@ -428,37 +433,29 @@ impl ChatBackend for EmbeddedStore {
         let actor_name = actor_name.to_owned();
         self.read(move |conn, team_id| {
             let user = actor(conn, &actor_name)?;
+            // Each channel with its newest post, found through the (channel_id, seq) index: one
+            // statement for the whole page.
             let mut channels = conn
-                .prepare_cached(
-                    "SELECT c.id, c.name, c.display_name FROM channels c
+                .prepare_cached(&format!(
+                    "SELECT c.id, c.name, c.display_name, {POST_COLUMNS} FROM channels c
                      JOIN channel_members m ON m.channel_id = c.id
-                     WHERE m.user_id = ?1 AND c.team_id = ?2 ORDER BY c.name LIMIT ?3 OFFSET ?4",
-                )
+                     LEFT JOIN posts p ON p.seq = (SELECT MAX(seq) FROM posts WHERE channel_id = c.id)
+                     LEFT JOIN users u ON u.id = p.user_id
+                     WHERE m.user_id = ?1 AND c.team_id = ?2 ORDER BY c.name LIMIT ?3 OFFSET ?4"
+                ))
                 .and_then(|mut s| {
-                    s.query_map(
-                        params![user.id, team_id, page.size + 1, page.offset()],
-                        |r| {
-                            Ok(Channel {
-                                id: r.get(0)?,
-                                name: r.get(1)?,
-                                display_name: r.get(2)?,
-                            })
-                        },
-                    )?
+                    s.query_map(params![user.id, team_id, page.size + 1, page.offset()], |r| {
+                        let has_post = r.get::<_, Option<String>>(3)?.is_some();
+                        Ok(ChannelSummary {
+                            channel: Channel { id: r.get(0)?, name: r.get(1)?, display_name: r.get(2)? },
+                            last_message: if has_post { Some(post_at(r, 3)?) } else { None },
+                        })
+                    })?
                     .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(storage_error)?;
             let has_next = channels.len() > page.size as usize;
             channels.truncate(page.size as usize);
-            let channels = channels
-                .into_iter()
-                .map(|channel| {
-                    Ok(ChannelSummary {
-                        last_message: last_post(conn, &channel.id)?,
-                        channel,
-                    })
-                })
-                .collect::<BackendResult<Vec<_>>>()?;
             Ok(ChannelPage { channels, has_next })
         })
         .await
@@ -645,6 +642,56 @@ mod tests {
         stored.sort();
         ids.sort();
         assert_eq!(stored, ids);
+    }
+
+    #[tokio::test]
+    async fn channel_lists_carry_each_channels_newest_post_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), "main").unwrap();
+        store.create_user(new_user("erin")).await.unwrap();
+        store.create_channel("erin", "quiet", &[]).await.unwrap();
+        store.create_channel("erin", "busy", &[]).await.unwrap();
+        store.send_message("erin", "busy", "first").await.unwrap();
+        let newest = store.send_message("erin", "busy", "second").await.unwrap();
+        let page = store
+            .member_channels(
+                "erin",
+                PageRequest {
+                    size: 10,
+                    number: 0,
+                },
+            )
+            .await
+            .unwrap();
+        let summary: Vec<_> = page
+            .channels
+            .iter()
+            .map(|c| {
+                (
+                    c.channel.name.as_str(),
+                    c.last_message.as_ref().map(|p| p.id.as_str()),
+                )
+            })
+            .collect();
+        let welcome = summary[2].1.expect("town-square has the join post");
+        assert_eq!(
+            summary,
+            [
+                ("busy", Some(newest.post.id.as_str())),
+                ("quiet", None),
+                ("town-square", Some(welcome))
+            ]
+        );
+        assert_eq!(page.channels[0].channel.display_name, "busy");
+        assert_eq!(
+            page.channels[0]
+                .last_message
+                .as_ref()
+                .unwrap()
+                .author
+                .username,
+            "erin"
+        );
     }
 
     #[tokio::test]
