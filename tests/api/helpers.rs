@@ -95,6 +95,17 @@ impl TestApp {
             .await
     }
 
+    /// Runs a GraphQL operation and returns `data.<field>`.
+    pub async fn data(
+        &self,
+        field: &str,
+        query: &str,
+        variables: Value,
+        token: Option<&str>,
+    ) -> Value {
+        self.graphql(query, variables, token).await["data"][field].clone()
+    }
+
     /// Like [`graphql`](Self::graphql) with any `Authorization` header value.
     pub async fn graphql_with_authorization(
         &self,
@@ -115,16 +126,15 @@ impl TestApp {
     }
 
     pub async fn user_create(&self, username: &str, email: &str, password: &str) -> Value {
-        let response = self
-            .graphql(
-                "mutation($u: String!, $p: String!, $e: String!) {
-                   userCreate(username: $u, password: $p, email: $e) { status statusCode message metadata }
-                 }",
-                json!({ "u": username, "p": password, "e": email }),
-                None,
-            )
-            .await;
-        response["data"]["userCreate"].clone()
+        self.data(
+            "userCreate",
+            "mutation($u: String!, $p: String!, $e: String!) {
+               userCreate(username: $u, password: $p, email: $e) { status statusCode message metadata }
+             }",
+            json!({ "u": username, "p": password, "e": email }),
+            None,
+        )
+        .await
     }
 
     pub async fn readyz(&self) -> Value {
@@ -172,16 +182,15 @@ impl TestApp {
     }
 
     pub async fn channel_create(&self, token: &str, name: &str, members: &[&str]) -> Value {
-        let response = self
-            .graphql(
-                "mutation($n: String!, $m: [String]!) {
-                   channelCreate(channelName: $n, members: $m) { status statusCode message metadata }
-                 }",
-                json!({ "n": name, "m": members }),
-                Some(token),
-            )
-            .await;
-        response["data"]["channelCreate"].clone()
+        self.data(
+            "channelCreate",
+            "mutation($n: String!, $m: [String]!) {
+               channelCreate(channelName: $n, members: $m) { status statusCode message metadata }
+             }",
+            json!({ "n": name, "m": members }),
+            Some(token),
+        )
+        .await
     }
 
     /// Creates a channel and returns its id.
@@ -195,16 +204,15 @@ impl TestApp {
     }
 
     pub async fn send_message(&self, token: &str, channel: &str, text: &str) -> Value {
-        let response = self
-            .graphql(
-                "mutation($c: String!, $t: String!) {
-                   textMessageSend(channelIdentifier: $c, textMessage: $t) { status statusCode message metadata }
-                 }",
-                json!({ "c": channel, "t": text }),
-                Some(token),
-            )
-            .await;
-        response["data"]["textMessageSend"].clone()
+        self.data(
+            "textMessageSend",
+            "mutation($c: String!, $t: String!) {
+               textMessageSend(channelIdentifier: $c, textMessage: $t) { status statusCode message metadata }
+             }",
+            json!({ "c": channel, "t": text }),
+            Some(token),
+        )
+        .await
     }
 
     /// Sends a message and returns its id.

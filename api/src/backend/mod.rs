@@ -166,8 +166,6 @@ pub trait ChatBackend: Send + Sync + 'static {
     /// The user if the password is right; `None` for an unknown user or a wrong password.
     async fn authenticate(&self, username: &str, password: &str) -> BackendResult<Option<User>>;
 
-    async fn user(&self, username: &str) -> BackendResult<Option<User>>;
-
     async fn list_users(&self, actor: &str, page: PageRequest) -> BackendResult<UserPage>;
 
     /// Creates an open channel in the team with the actor and every member in it.
