@@ -66,7 +66,8 @@ impl Router {
                 let body = json!({
                     "status": word,
                     "connections": self.gateway.open_connections(),
-                    "subscriptions": self.state.hub.subscription_count(),
+                    "subscriptions": self.gateway.subscription_count(),
+                    "subscriptionGroups": self.gateway.group_count(),
                 });
                 json_response(status, body.to_string().into_bytes())
             }
@@ -91,7 +92,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let state = Arc::new(AppState {
         backend: Arc::new(store),
         bus: Arc::new(InProcessBus::new(hub.clone())),
-        hub,
         jwt: jwt.clone(),
         settings: config.api.clone(),
     });
@@ -99,6 +99,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let gateway = Gateway::new(
         schema.clone(),
+        hub,
         jwt,
         config.gateway.clone(),
         shutdown.clone(),

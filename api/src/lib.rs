@@ -13,5 +13,5 @@ pub mod schema;
 pub mod settings;
 pub mod validation;
 
-pub use schema::{build_schema, AppState, MmsubSchema};
+pub use schema::{build_schema, Admission, AppState, GroupFeed, MmsubSchema};
 pub use settings::ApiSettings;

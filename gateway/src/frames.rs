@@ -12,6 +12,8 @@ use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 
 use crate::close;
+use crate::outbox::Delivery;
+use crate::protocol::Dialect;
 
 #[derive(Debug)]
 pub enum Inbound {
@@ -146,8 +148,12 @@ const OP_PONG: u8 = 0xA;
 
 /// Appends one unmasked, final frame (server to client) to `buf`.
 fn push_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    push_header(buf, opcode, payload.len());
+    buf.extend_from_slice(payload);
+}
+
+fn push_header(buf: &mut Vec<u8>, opcode: u8, len: usize) {
     buf.push(0x80 | opcode);
-    let len = payload.len();
     if len < 126 {
         buf.push(len as u8);
     } else if len <= u16::MAX as usize {
@@ -157,11 +163,30 @@ fn push_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
         buf.push(127);
         buf.extend_from_slice(&(len as u64).to_be_bytes());
     }
-    buf.extend_from_slice(payload);
 }
 
 pub fn push_text(buf: &mut Vec<u8>, payload: &[u8]) {
     push_frame(buf, OP_TEXT, payload);
+}
+
+/// Appends a subscription delivery as one text frame: its parts are spliced, not re-encoded.
+pub fn push_delivery(buf: &mut Vec<u8>, delivery: &Delivery) {
+    push_header(buf, OP_TEXT, delivery.len());
+    buf.reserve(delivery.len());
+    buf.extend_from_slice(&delivery.prefix);
+    buf.extend_from_slice(&delivery.payload);
+    buf.extend_from_slice(Delivery::SUFFIX);
+}
+
+/// The constant start of every delivery to subscription `id`, up to where its payload goes.
+pub fn delivery_prefix(dialect: Dialect, id: &str) -> Bytes {
+    let mut prefix = Vec::with_capacity(id.len() + 40);
+    prefix.extend_from_slice(b"{\"id\":");
+    serde_json::to_writer(&mut prefix, id).expect("a string always serializes");
+    prefix.extend_from_slice(b",\"type\":\"");
+    prefix.extend_from_slice(dialect.data_type().as_bytes());
+    prefix.extend_from_slice(b"\",\"payload\":");
+    Bytes::from(prefix)
 }
 
 pub fn push_pong(buf: &mut Vec<u8>, payload: &[u8]) {
@@ -191,6 +216,26 @@ mod tests {
             push_text(&mut buf, &vec![b'a'; len]);
             assert_eq!(buf.len(), header + len);
             assert_eq!(buf[0], 0x81);
+        }
+    }
+
+    #[test]
+    fn a_spliced_delivery_is_the_message_encode_would_write() {
+        let payload = br#"{"data":{"onNewChatMessage":null}}"#;
+        for dialect in [Dialect::TransportWs, Dialect::Legacy] {
+            let delivery = Delivery {
+                prefix: delivery_prefix(dialect, "sub \"1\""),
+                payload: Bytes::from_static(payload),
+            };
+            let mut spliced = Vec::new();
+            push_delivery(&mut spliced, &delivery);
+            let value: serde_json::Value = serde_json::from_slice(payload).unwrap();
+            let mut encoded = Vec::new();
+            push_text(
+                &mut encoded,
+                &crate::protocol::encode(Some("sub \"1\""), dialect.data_type(), Some(value)),
+            );
+            assert_eq!(spliced, encoded);
         }
     }
 

@@ -2,11 +2,15 @@
 //!
 //! `/ws/graphql/` upgrades with fastwebsockets, negotiates `graphql-transport-ws` or the legacy
 //! `graphql-ws` from `Sec-WebSocket-Protocol` (no header at all means legacy, what the original
-//! server spoke), and runs a [`session`] per connection. Subscriptions execute against the shared
-//! GraphQL schema; their events come from the relay crate's fan-out hub.
+//! server spoke), and runs a [`session`] per connection. A subscription is admitted by the
+//! shared GraphQL schema, then joins a [`groups`] entry: events come from the relay crate's
+//! fan-out hub to the group, are rendered once per group, and reach each connection's
+//! [`outbox`] as shared bytes.
 
 pub mod close;
-mod frames;
+pub mod frames;
+pub mod groups;
+pub mod outbox;
 pub mod protocol;
 mod session;
 
@@ -20,8 +24,10 @@ use http_body_util::Full;
 use mmsub_api::auth::{JwtKeys, Viewer};
 use mmsub_api::http::{error_response, HttpResponse};
 use mmsub_api::MmsubSchema;
+use mmsub_relay::FanoutHub;
 use tokio_util::sync::CancellationToken;
 
+use groups::SubscriptionGroups;
 use protocol::Dialect;
 
 #[derive(Debug, Clone)]
@@ -61,6 +67,7 @@ impl Default for GatewaySettings {
 
 pub struct Gateway {
     schema: MmsubSchema,
+    groups: Arc<SubscriptionGroups>,
     jwt: JwtKeys,
     settings: GatewaySettings,
     connections: AtomicUsize,
@@ -79,11 +86,13 @@ impl Drop for ConnectionSlot {
 impl Gateway {
     pub fn new(
         schema: MmsubSchema,
+        hub: Arc<FanoutHub>,
         jwt: JwtKeys,
         settings: GatewaySettings,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
+            groups: SubscriptionGroups::new(schema.clone(), hub),
             schema,
             jwt,
             settings,
@@ -94,6 +103,16 @@ impl Gateway {
 
     pub fn open_connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Subscriptions admitted on this node (each in a group).
+    pub fn subscription_count(&self) -> usize {
+        self.groups.member_count()
+    }
+
+    /// Distinct payloads rendered per event on this node: each group renders once.
+    pub fn group_count(&self) -> usize {
+        self.groups.group_count()
     }
 
     /// Answers an HTTP request to the WebSocket endpoint: the 101 response, or why not.

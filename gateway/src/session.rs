@@ -1,19 +1,25 @@
 //! One WebSocket connection from upgrade to close: the protocol state machine of both
 //! dialects, its subscriptions, and its outgoing frames.
 //!
-//! The session waits on five things at once: client messages (from the reader task), results of
-//! its subscriptions, the keep-alive timer, the connection_init deadline, and the send budget's
+//! The session waits on six things at once: client messages (from the reader task), deliveries
+//! from subscription groups (its outbox), results of operations it runs itself (admissions,
+//! replays, queries), the keep-alive timer, the connection_init deadline, and the send budget's
 //! overflow signal. Whatever became ready is encoded into one buffer and written with one
 //! syscall; a write that cannot finish within `write_timeout` ends the connection.
+//!
+//! A subscription to `onNewChatMessage` lives in two phases: its admission run (checks and
+//! replay, executed here, results encoded here) and then membership of a subscription group,
+//! whose deliveries arrive pre-rendered through the outbox.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_graphql::Response;
+use async_graphql::{Request, Response};
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt};
 use mmsub_api::auth::{TokenError, Viewer};
-use mmsub_relay::SendBudget;
+use mmsub_api::Admission;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -21,11 +27,19 @@ use tokio_stream::StreamMap;
 
 use crate::close;
 use crate::frames::{self, FrameLimits, Inbound};
+use crate::groups::key::{self, Plan};
+use crate::groups::MemberHandle;
+use crate::outbox::{self, Outbox, OutboxReceiver};
 use crate::protocol::{encode, init_token, ClientMessage, Dialect};
 use crate::Gateway;
 
-/// Most subscription results encoded before the buffer is written out.
+/// Most operation results encoded before the buffer is written out.
 const MAX_BATCH: usize = 256;
+/// Most group deliveries encoded before the buffer is written out.
+const MAX_DELIVERY_BATCH: usize = 1024;
+/// A write buffer that grew past this (a burst) is given back after the write, so that idle
+/// connections stay small.
+const KEEP_BUFFER_BYTES: usize = 16 << 10;
 
 /// A subscription's results; `None` once, when it has finished.
 type ResultStream = BoxStream<'static, Option<Response>>;
@@ -45,8 +59,23 @@ pub(crate) struct Session<W> {
     viewer: Viewer,
     init_received: bool,
     acknowledged: bool,
-    subscriptions: StreamMap<String, ResultStream>,
-    budget: Arc<SendBudget>,
+    /// Results of the operations this session executes itself, by operation id.
+    running: StreamMap<String, ResultStream>,
+    /// Every operation of the connection, by id.
+    active: HashMap<String, Active>,
+    outbox: Arc<Outbox>,
+}
+
+enum Active {
+    /// Executing here; `Some` for a subscription that will join a group once admitted.
+    Running(Option<Admitting>),
+    /// A group member: deliveries come through the outbox; dropping the handle leaves.
+    Live { _member: MemberHandle },
+}
+
+struct Admitting {
+    admission: Arc<Admission>,
+    member: Arc<Mutex<Option<MemberHandle>>>,
 }
 
 /// Runs a connection whose handshake is done, until it closes.
@@ -60,7 +89,7 @@ pub(crate) async fn run<S>(
 {
     let (reader, writer) = tokio::io::split(io);
     let Some(dialect) = dialect else {
-        let session = Session::new(Dialect::TransportWs, gateway, writer, header_viewer);
+        let (session, _) = Session::new(Dialect::TransportWs, gateway, writer, header_viewer);
         session
             .close(
                 close::SUBPROTOCOL_NOT_ACCEPTABLE,
@@ -76,31 +105,37 @@ pub(crate) async fn run<S>(
     };
     let (inbound_tx, inbound_rx) = mpsc::channel(16);
     let reader_task = tokio::spawn(frames::read_loop(reader, inbound_tx, limits));
-    Session::new(dialect, gateway, writer, header_viewer)
-        .serve(inbound_rx)
-        .await;
+    let (session, deliveries) = Session::new(dialect, gateway, writer, header_viewer);
+    session.serve(inbound_rx, deliveries).await;
     reader_task.abort();
 }
 
 impl<W: AsyncWrite + Unpin> Session<W> {
-    fn new(dialect: Dialect, gateway: Arc<Gateway>, writer: W, viewer: Viewer) -> Self {
-        let budget = SendBudget::new(gateway.settings.send_queue_limit);
-        Self {
+    fn new(
+        dialect: Dialect,
+        gateway: Arc<Gateway>,
+        writer: W,
+        viewer: Viewer,
+    ) -> (Self, OutboxReceiver) {
+        let (outbox, deliveries) = outbox::outbox(gateway.settings.send_queue_limit);
+        let session = Self {
             dialect,
             gateway,
             writer,
-            out: Vec::with_capacity(4096),
+            out: Vec::new(),
             viewer,
             init_received: false,
             acknowledged: false,
-            subscriptions: StreamMap::new(),
-            budget,
-        }
+            running: StreamMap::new(),
+            active: HashMap::new(),
+            outbox,
+        };
+        (session, deliveries)
     }
 
-    async fn serve(mut self, mut inbound: mpsc::Receiver<Inbound>) {
+    async fn serve(mut self, mut inbound: mpsc::Receiver<Inbound>, mut deliveries: OutboxReceiver) {
         let settings = self.gateway.settings.clone();
-        let budget = self.budget.clone();
+        let budget = self.outbox.budget().clone();
         let shutdown = self.gateway.shutdown.clone();
         let init_deadline = tokio::time::sleep(settings.connection_init_timeout);
         tokio::pin!(init_deadline);
@@ -124,7 +159,15 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     Some(message) => self.on_inbound(message),
                     None => Flow::Stop,
                 },
-                Some((id, result)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
+                Some(delivery) = deliveries.recv() => {
+                    frames::push_delivery(&mut self.out, &delivery);
+                    for _ in 1..MAX_DELIVERY_BATCH {
+                        let Some(delivery) = deliveries.try_recv() else { break };
+                        frames::push_delivery(&mut self.out, &delivery);
+                    }
+                    Flow::Continue
+                }
+                Some((id, result)) = self.running.next(), if !self.running.is_empty() => {
                     self.on_result(&id, result);
                     self.drain_ready_results();
                     Flow::Continue
@@ -152,7 +195,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// Encodes more results that are ready right now, so they leave in the same write.
     fn drain_ready_results(&mut self) {
         for _ in 0..MAX_BATCH {
-            match self.subscriptions.next().now_or_never() {
+            match self.running.next().now_or_never() {
                 Some(Some((id, result))) => self.on_result(&id, result),
                 _ => return,
             }
@@ -166,6 +209,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let timeout = self.gateway.settings.write_timeout;
         let written = tokio::time::timeout(timeout, self.writer.write_all(&self.out)).await;
         self.out.clear();
+        if self.out.capacity() > KEEP_BUFFER_BYTES {
+            self.out = Vec::new();
+        }
         match written {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::new(
@@ -277,7 +323,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                         "Invalid message received: subscribe payload needs a query".into(),
                     );
                 };
-                if self.subscriptions.contains_key(&id) {
+                if self.active.contains_key(&id) {
                     return Flow::Close(
                         close::SUBSCRIBER_EXISTS,
                         format!("Subscriber for {id} already exists"),
@@ -287,7 +333,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             }
             "complete" => {
                 if let Some(id) = message.id {
-                    self.subscriptions.remove(&id);
+                    self.stop(&id);
                 }
             }
             other => {
@@ -342,12 +388,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     return Flow::Continue;
                 };
                 // subscriptions-transport-ws semantics: a start with a live id replaces it.
-                self.subscriptions.remove(&id);
+                self.stop(&id);
                 self.start(id, request);
             }
             "stop" => {
                 if let Some(id) = message.id {
-                    if self.subscriptions.remove(&id).is_some() {
+                    if self.stop(&id) {
                         self.send(Some(&id), "complete", None::<()>);
                     }
                 }
@@ -362,23 +408,68 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         Flow::Continue
     }
 
-    fn start(&mut self, id: String, request: async_graphql::Request) {
+    fn start(&mut self, id: String, request: Request) {
         let limit = self.gateway.settings.max_subscriptions_per_connection;
-        if self.subscriptions.len() >= limit {
+        if self.active.len() >= limit {
             let message =
                 format!("Too many subscriptions on this connection: the limit is {limit}");
             self.send_operation_error(&id, vec![json!({ "message": message })]);
             return;
         }
-        let request = request.data(self.viewer.clone()).data(self.budget.clone());
+        let (request, admitting) = match key::plan(&request) {
+            Plan::NotOneRootField => {
+                let message = "A subscription operation must select exactly one root field.";
+                self.send_operation_error(&id, vec![json!({ "message": message })]);
+                return;
+            }
+            Plan::Alone => (request, None),
+            Plan::Shared(key) => {
+                let admitting = self.admitting(&id, key, &request);
+                (request.data(admitting.admission.clone()), Some(admitting))
+            }
+        };
         let results: ResultStream = self
             .gateway
             .schema
-            .execute_stream(request)
+            .execute_stream(request.data(self.viewer.clone()))
             .map(Some)
             .chain(stream::once(async { None }))
             .boxed();
-        self.subscriptions.insert(id, results);
+        self.running.insert(id.clone(), results);
+        self.active.insert(id, Active::Running(admitting));
+    }
+
+    /// The admission of subscription `id`: once the schema admits it to a channel, it joins
+    /// the group of `key` there, held until the admission run (its replay) has ended.
+    fn admitting(&self, id: &str, key: String, request: &Request) -> Admitting {
+        let member = Arc::new(Mutex::new(None));
+        let slot = member.clone();
+        let groups = self.gateway.groups.clone();
+        let prefix = frames::delivery_prefix(self.dialect, id);
+        let outbox = self.outbox.clone();
+        let (query, operation_name, variables) = (
+            request.query.clone(),
+            request.operation_name.clone(),
+            request.variables.clone(),
+        );
+        let admission = Admission::new(move |channel_id| {
+            let delivery_request = move || {
+                let request = Request::new(query).variables(variables);
+                match operation_name {
+                    Some(name) => request.operation_name(name),
+                    None => request,
+                }
+            };
+            let handle = groups.join(key, channel_id, delivery_request, prefix, outbox);
+            *slot.lock().expect("member slot poisoned") = Some(handle);
+        });
+        Admitting { admission, member }
+    }
+
+    /// Ends operation `id`, leaving its group if it joined one; false if there was none.
+    fn stop(&mut self, id: &str) -> bool {
+        self.running.remove(id);
+        self.active.remove(id).is_some()
     }
 
     fn send_operation_error(&mut self, id: &str, errors: Vec<Value>) {
@@ -402,13 +493,28 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
                     .collect();
                 self.send_operation_error(id, errors);
-                self.subscriptions.remove(id);
+                self.stop(id);
             }
             Some(response) => self.send(Some(id), self.dialect.data_type(), Some(&response)),
-            None => {
-                self.send(Some(id), "complete", None::<()>);
-                self.subscriptions.remove(id);
-            }
+            // Admitted and replayed: from now on the group delivers.
+            None => match self.active.remove(id) {
+                Some(Active::Running(Some(admitting))) => {
+                    let member = admitting
+                        .member
+                        .lock()
+                        .expect("member slot poisoned")
+                        .take();
+                    match member {
+                        Some(member) => {
+                            member.go_live(admitting.admission.take_replayed());
+                            self.active
+                                .insert(id.to_owned(), Active::Live { _member: member });
+                        }
+                        None => self.send(Some(id), "complete", None::<()>),
+                    }
+                }
+                _ => self.send(Some(id), "complete", None::<()>),
+            },
         }
     }
 }

@@ -12,4 +12,4 @@ pub mod hub;
 
 pub use bus::{Bus, BusError, EventSink, InProcessBus};
 pub use event::{EventAuthor, EventPost, MessageEvent, EVENT_VERSION};
-pub use hub::{FanoutHub, LiveSubscription, SendBudget};
+pub use hub::{FanoutHub, LiveSubscription};

@@ -1,5 +1,6 @@
 //! End-to-end tests of the public contract against a real listening server.
 
+mod groups;
 mod helpers;
 mod http_contract;
 mod legacy_ws;

@@ -1,8 +1,8 @@
 //! The GraphQL schema of the contract, shared by HTTP and both WebSocket protocols.
 //!
 //! Resolvers read two things from the context: the node-wide [`AppState`] (schema data) and the
-//! request's [`Viewer`] (request data, from the token). WebSocket connections also add their
-//! [`mmsub_relay::SendBudget`], which is what lets a subscription join the fan-out hub.
+//! request's [`Viewer`] (request data, from the token). WebSocket subscriptions also carry an
+//! [`Admission`] or a [`GroupFeed`]; see the `subscription` module.
 
 mod mutation;
 mod query;
@@ -12,14 +12,14 @@ pub mod types;
 use std::sync::Arc;
 
 use async_graphql::{Context, ErrorExtensions, Schema};
-use mmsub_relay::{Bus, FanoutHub};
+use mmsub_relay::Bus;
 
 use crate::auth::{JwtKeys, Viewer};
 use crate::backend::{BackendError, ChatBackend, PageRequest};
 use crate::settings::ApiSettings;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
-pub use subscription::SubscriptionRoot;
+pub use subscription::{Admission, GroupFeed, SubscriptionRoot};
 use types::PageType;
 
 pub type MmsubSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -28,7 +28,6 @@ pub type MmsubSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 pub struct AppState {
     pub backend: Arc<dyn ChatBackend>,
     pub bus: Arc<dyn Bus>,
-    pub hub: Arc<FanoutHub>,
     pub jwt: JwtKeys,
     pub settings: ApiSettings,
 }

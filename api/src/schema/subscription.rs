@@ -1,16 +1,73 @@
-use std::collections::HashSet;
-use std::sync::Arc;
+//! `onNewChatMessage`, split into the two runs that make fan-out cheap.
+//!
+//! - **Admission**, once per subscriber: checks the token and channel membership, tells the
+//!   gateway which channel to join (through [`Admission`]), then replays what was posted after
+//!   `afterMessageId`, and ends.
+//! - **Delivery**, once per group of subscribers that asked for the same payload: turns each
+//!   live event of the channel (from [`GroupFeed`]) into the payload, which the gateway
+//!   serializes once and sends to every member.
+//!
+//! Without either (a subscription over HTTP) the field answers with an error that says where
+//! subscriptions are served.
+
+use std::sync::{Arc, Mutex};
 
 use async_graphql::{Context, Subscription};
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
-use mmsub_relay::SendBudget;
+use mmsub_relay::MessageEvent;
 
 use super::types::{MessageQueryType, OnNewChatMessage};
 use super::{graphql_error, require_user, state};
 use crate::backend::BackendError;
 
 pub struct SubscriptionRoot;
+
+type JoinChannel = Box<dyn FnOnce(&str) + Send>;
+
+/// Request data of a subscriber's admission run: where to report the channel to join and the
+/// messages replayed, so the gateway can skip live events the replay already sent.
+pub struct Admission {
+    join: Mutex<Option<JoinChannel>>,
+    replayed: Mutex<Vec<String>>,
+}
+
+impl Admission {
+    /// `join` is called once, with the channel id, after the subscriber was found to be a
+    /// member and before history is read, so nothing posted in between is missed.
+    pub fn new(join: impl FnOnce(&str) + Send + 'static) -> Arc<Self> {
+        Arc::new(Self {
+            join: Mutex::new(Some(Box::new(join))),
+            replayed: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Ids of the messages the admission run replayed.
+    pub fn take_replayed(&self) -> Vec<String> {
+        std::mem::take(&mut self.replayed.lock().expect("admission lock poisoned"))
+    }
+
+    fn join(&self, channel_id: &str) {
+        let join = self.join.lock().expect("admission lock poisoned").take();
+        if let Some(join) = join {
+            join(channel_id);
+        }
+    }
+}
+
+/// Request data of a group's delivery run: the live events of the group's channel. Only the
+/// gateway creates one, after every member passed admission.
+pub struct GroupFeed(Mutex<Option<BoxStream<'static, Arc<MessageEvent>>>>);
+
+impl GroupFeed {
+    pub fn new(events: impl futures::Stream<Item = Arc<MessageEvent>> + Send + 'static) -> Self {
+        Self(Mutex::new(Some(events.boxed())))
+    }
+
+    fn take(&self) -> Option<BoxStream<'static, Arc<MessageEvent>>> {
+        self.0.lock().expect("feed lock poisoned").take()
+    }
+}
 
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
@@ -24,9 +81,25 @@ impl SubscriptionRoot {
         after_message_id: Option<String>,
         // `Option` items: the contract declares the field nullable.
     ) -> async_graphql::Result<BoxStream<'static, Option<OnNewChatMessage>>> {
-        let actor = require_user(ctx)?;
         let app = state(ctx);
-        let budget = ctx.data_opt::<Arc<SendBudget>>().ok_or_else(|| {
+        let tz = app.settings.time_zone;
+        let echoed = channel_identifier.clone();
+        let payload = move |message: MessageQueryType| {
+            Some(OnNewChatMessage {
+                channel_identifier: Some(echoed.clone()),
+                message: Some(message),
+            })
+        };
+        if let Some(feed) = ctx.data_opt::<GroupFeed>() {
+            let events = feed
+                .take()
+                .ok_or_else(|| async_graphql::Error::new("a group feed is used once"))?;
+            return Ok(events
+                .map(move |event| payload(MessageQueryType::from_event(&event.post, tz)))
+                .boxed());
+        }
+        let actor = require_user(ctx)?;
+        let admission = ctx.data_opt::<Arc<Admission>>().ok_or_else(|| {
             async_graphql::Error::new("Subscriptions are served over WebSocket at /ws/graphql/")
         })?;
         let channel = app
@@ -34,51 +107,27 @@ impl SubscriptionRoot {
             .member_channel(actor, &channel_identifier)
             .await
             .map_err(graphql_error)?;
-        // Listen before reading history, so nothing posted in between is missed.
-        let live = app.hub.subscribe(&channel.id, budget.clone());
-        let missed = match after_message_id {
-            None => Vec::new(),
-            Some(after) => {
-                let limit = app.settings.max_resume_messages;
-                let missed = app
-                    .backend
-                    .messages_after(actor, &channel.id, &after, limit.saturating_add(1))
-                    .await
-                    .map_err(graphql_error)?;
-                if missed.len() > limit as usize {
-                    return Err(graphql_error(BackendError::Invalid(format!(
-                        "More than {limit} messages were posted after {after}: read them with getMessageList, then resume from the newest."
-                    ))));
-                }
-                missed
-            }
+        admission.join(&channel.id);
+        let Some(after) = after_message_id else {
+            return Ok(stream::empty().boxed());
         };
-        let tz = app.settings.time_zone;
-        let payload = move |message: MessageQueryType| {
-            Some(OnNewChatMessage {
-                channel_identifier: Some(channel_identifier.clone()),
-                message: Some(message),
-            })
-        };
-        // A live event may also be in the replay (posted while history was read): skip those
-        // until the first event newer than the replay; after it, none can repeat.
-        let mut replayed: Option<HashSet<String>> =
-            (!missed.is_empty()).then(|| missed.iter().map(|p| p.id.clone()).collect());
+        let limit = app.settings.max_resume_messages;
+        let missed = app
+            .backend
+            .messages_after(actor, &channel.id, &after, limit.saturating_add(1))
+            .await
+            .map_err(graphql_error)?;
+        if missed.len() > limit as usize {
+            return Err(graphql_error(BackendError::Invalid(format!(
+                "More than {limit} messages were posted after {after}: read them with getMessageList, then resume from the newest."
+            ))));
+        }
+        *admission.replayed.lock().expect("admission lock poisoned") =
+            missed.iter().map(|p| p.id.clone()).collect();
         let history = missed
             .into_iter()
-            .map(move |p| MessageQueryType::from_post(p, tz))
+            .map(move |p| payload(MessageQueryType::from_post(p, tz)))
             .collect::<Vec<_>>();
-        let live = live.filter_map(move |event| {
-            let repeat = match &replayed {
-                Some(ids) if ids.contains(&event.post.id) => true,
-                Some(_) => {
-                    replayed = None;
-                    false
-                }
-                None => false,
-            };
-            std::future::ready((!repeat).then(|| MessageQueryType::from_event(&event.post, tz)))
-        });
-        Ok(stream::iter(history).chain(live).map(payload).boxed())
+        Ok(stream::iter(history).boxed())
     }
 }

@@ -1,0 +1,246 @@
+//! Subscription groups: subscribers whose payloads are identical share one rendering.
+//!
+//! Every subscriber of a channel that selected the same fields with the same arguments (the
+//! [`key`]) belongs to one group. A group listens to its channel on the fan-out hub, runs the
+//! subscription's GraphQL delivery once per event, serializes the response once, and hands each
+//! member's connection a [`Delivery`]: the member's pre-built frame prefix plus the shared
+//! payload bytes. Per subscriber and event that is two reference-count increments and a queue
+//! push; no JSON work and no copy of the payload until the bytes are written to the socket.
+//!
+//! A member joins *held*: while its admission run replays history, live deliveries wait in the
+//! member's own buffer (counted against its connection's budget). [`MemberHandle::go_live`]
+//! sends what waited, minus what the replay already sent, and from then on deliveries go
+//! straight to the connection. Dropping the handle leaves the group; the last member to leave
+//! stops the group and its hub listener.
+
+pub mod key;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_graphql::Request;
+use bytes::Bytes;
+use futures::StreamExt;
+use mmsub_api::{GroupFeed, MmsubSchema};
+use mmsub_relay::FanoutHub;
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox::{Delivery, Outbox};
+
+/// Every group of this node, by key.
+pub struct SubscriptionGroups {
+    schema: MmsubSchema,
+    hub: Arc<FanoutHub>,
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+    members: AtomicUsize,
+}
+
+struct Group {
+    key: String,
+    members: Mutex<Members>,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct Members {
+    next_id: u64,
+    list: Vec<Member>,
+}
+
+struct Member {
+    id: u64,
+    prefix: Bytes,
+    outbox: Arc<Outbox>,
+    /// `Some` until the member goes live: deliveries that arrived meanwhile, with post ids.
+    held: Option<Vec<(Arc<str>, Bytes)>>,
+    /// After going live, posts the replay sent that may still arrive live (a post is
+    /// committed before it is published): skipped until the first post not among them.
+    replayed: Option<HashSet<String>>,
+}
+
+/// A subscription's place in its group. Dropping it leaves the group.
+pub struct MemberHandle {
+    groups: Arc<SubscriptionGroups>,
+    group: Arc<Group>,
+    id: u64,
+}
+
+impl SubscriptionGroups {
+    pub fn new(schema: MmsubSchema, hub: Arc<FanoutHub>) -> Arc<Self> {
+        Arc::new(Self {
+            schema,
+            hub,
+            groups: Mutex::new(HashMap::new()),
+            members: AtomicUsize::new(0),
+        })
+    }
+
+    /// Subscriptions in all groups (held or live).
+    pub fn member_count(&self) -> usize {
+        self.members.load(Ordering::Acquire)
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.lock().expect("groups lock poisoned").len()
+    }
+
+    /// Adds a held member to the group of `key`, starting the group on `channel_id` if it is
+    /// new. `delivery_request` builds the group's delivery run (any member's request will do:
+    /// equal keys render equal payloads). Must be called inside the Tokio runtime.
+    pub fn join(
+        self: &Arc<Self>,
+        key: String,
+        channel_id: &str,
+        delivery_request: impl FnOnce() -> Request,
+        prefix: Bytes,
+        outbox: Arc<Outbox>,
+    ) -> MemberHandle {
+        let mut groups = self.groups.lock().expect("groups lock poisoned");
+        let group = groups
+            .entry(key)
+            .or_insert_with_key(|key| self.start_group(key.clone(), channel_id, delivery_request()))
+            .clone();
+        // Still under the map lock: a concurrent last `leave` cannot stop this group now.
+        let id = {
+            let mut members = group.members.lock().expect("group lock poisoned");
+            let id = members.next_id;
+            members.next_id += 1;
+            members.list.push(Member {
+                id,
+                prefix,
+                outbox,
+                held: Some(Vec::new()),
+                replayed: None,
+            });
+            id
+        };
+        drop(groups);
+        self.members.fetch_add(1, Ordering::AcqRel);
+        MemberHandle {
+            groups: self.clone(),
+            group,
+            id,
+        }
+    }
+
+    fn start_group(&self, key: String, channel_id: &str, request: Request) -> Arc<Group> {
+        let group = Arc::new(Group {
+            key,
+            members: Mutex::new(Members::default()),
+            stop: CancellationToken::new(),
+        });
+        // The delivery run sees each event once; remember their post ids in order, so each
+        // rendered payload can be matched with its event (held members skip replayed ones).
+        let ids = Arc::new(Mutex::new(VecDeque::<Arc<str>>::new()));
+        let seen = ids.clone();
+        let feed = self.hub.subscribe(channel_id).inspect(move |event| {
+            seen.lock()
+                .expect("ids lock poisoned")
+                .push_back(event.post.id.as_str().into());
+        });
+        let mut results = self
+            .schema
+            .execute_stream(request.data(GroupFeed::new(feed)));
+        let running = group.clone();
+        tokio::spawn(async move {
+            loop {
+                let response = tokio::select! {
+                    _ = running.stop.cancelled() => return,
+                    response = results.next() => match response {
+                        Some(response) => response,
+                        None => return,
+                    },
+                };
+                let post_id = ids.lock().expect("ids lock poisoned").pop_front();
+                match serde_json::to_vec(&response) {
+                    Ok(payload) => running.publish(post_id, Bytes::from(payload)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a subscription payload did not serialize")
+                    }
+                }
+            }
+        });
+        group
+    }
+
+    fn leave(&self, group: &Arc<Group>, id: u64) {
+        let mut groups = self.groups.lock().expect("groups lock poisoned");
+        let mut members = group.members.lock().expect("group lock poisoned");
+        let Some(at) = members.list.iter().position(|m| m.id == id) else {
+            return;
+        };
+        let member = members.list.swap_remove(at);
+        self.members.fetch_sub(1, Ordering::AcqRel);
+        for _ in member.held.iter().flatten() {
+            member.outbox.unreserve();
+        }
+        if members.list.is_empty() {
+            if groups
+                .get(&group.key)
+                .is_some_and(|g| Arc::ptr_eq(g, group))
+            {
+                groups.remove(&group.key);
+            }
+            group.stop.cancel();
+        }
+    }
+}
+
+impl Group {
+    /// Hands one event's payload to every member.
+    fn publish(&self, post_id: Option<Arc<str>>, payload: Bytes) {
+        let mut members = self.members.lock().expect("group lock poisoned");
+        for member in &mut members.list {
+            match &mut member.held {
+                None => {
+                    if let (Some(replayed), Some(id)) = (&member.replayed, &post_id) {
+                        if replayed.contains(&**id) {
+                            continue;
+                        }
+                        member.replayed = None;
+                    }
+                    // On overflow the connection is closing with "slow consumer"; see outbox.
+                    member.outbox.push(Delivery {
+                        prefix: member.prefix.clone(),
+                        payload: payload.clone(),
+                    });
+                }
+                Some(held) => {
+                    if member.outbox.reserve() {
+                        let id = post_id.clone().unwrap_or_else(|| Arc::from(""));
+                        held.push((id, payload.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl MemberHandle {
+    /// Ends the hold: sends what arrived during admission, except posts in `replayed`.
+    pub fn go_live(&self, replayed: Vec<String>) {
+        let replayed: HashSet<String> = replayed.into_iter().collect();
+        let mut members = self.group.members.lock().expect("group lock poisoned");
+        let Some(member) = members.list.iter_mut().find(|m| m.id == self.id) else {
+            return;
+        };
+        for (post_id, payload) in member.held.take().unwrap_or_default() {
+            if replayed.contains(&*post_id) {
+                member.outbox.unreserve();
+            } else {
+                member.outbox.push_reserved(Delivery {
+                    prefix: member.prefix.clone(),
+                    payload,
+                });
+            }
+        }
+        member.replayed = (!replayed.is_empty()).then_some(replayed);
+    }
+}
+
+impl Drop for MemberHandle {
+    fn drop(&mut self) {
+        self.groups.leave(&self.group, self.id);
+    }
+}
