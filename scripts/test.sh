@@ -40,5 +40,22 @@ if need node "the JavaScript client smoke test (tester/)" && need npm "the JavaS
   done
   [ -n "$url" ] || { echo "the server did not start:"; cat "$log"; exit 1; }
   node tester/smoke.js "$url"
+  echo "== loadtest fanout: a small run against the same server, nothing lost"
+  cargo build --quiet -p mmsub-loadtest
+  report=$(./target/debug/loadtest fanout --url "$url" --subscribers 20 --channels 2 --messages 40 --timeout-secs 60)
+  echo "$report"
+  python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+assert r["delivered"] == r["expected"] == 400 and r["lost"] == r["duplicates"] == r["out_of_order"] == 0, r' "$report"
+fi
+
+# The performance gate needs valgrind; install it where we can (root on Debian/Ubuntu).
+if ! command -v valgrind >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "== installing valgrind for the performance gate"
+  (apt-get install -y -qq valgrind >/dev/null 2>&1 || (apt-get update -qq >/dev/null && apt-get install -y -qq valgrind >/dev/null)) || true
+fi
+if need valgrind "the performance gate (scripts/perf-gate.sh)"; then
+  echo "== performance gate: hot-path instruction counts against benches/gate-baseline.txt"
+  scripts/perf-gate.sh
 fi
 echo "scripts/test.sh: all tests passed"

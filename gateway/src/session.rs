@@ -147,11 +147,16 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         };
         let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
 
+        // Created once: a fresh `cancelled()` per iteration would register and unregister a
+        // waiter (a lock each) on every delivery.
+        let shutting_down = shutdown.cancelled();
+        let overflowed = budget.overflowed();
+        tokio::pin!(shutting_down, overflowed);
         loop {
             let flow = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => Flow::Close(close::GOING_AWAY, "Server shutting down".into()),
-                _ = budget.overflowed() => Flow::Close(
+                _ = &mut shutting_down => Flow::Close(close::GOING_AWAY, "Server shutting down".into()),
+                _ = &mut overflowed => Flow::Close(
                     close::SLOW_CONSUMER,
                     format!("Slow consumer: more than {} messages waiting to be sent", budget.limit()),
                 ),

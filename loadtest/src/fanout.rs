@@ -1,37 +1,77 @@
-use std::collections::HashSet;
+//! `loadtest fanout` and `loadtest idle`: real WebSocket subscribers against a real server.
+//!
+//! Each published message carries its channel sequence number and its send time
+//! (`lt:<seq>:<nanos since the run began>`). A subscriber finds that marker in the raw frame
+//! with one substring search instead of parsing the JSON, so the generator's cost per delivery
+//! stays small next to the server's; it records latency in microseconds, and a bitset tells
+//! duplicates from first arrivals. Ordering is defined per channel: each channel has one
+//! sequential publisher.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use futures::{SinkExt, StreamExt};
+use anyhow::bail;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
 
-const PASSWORD: &str = "Load!Test123";
+use crate::client::{run_id, sample_process, Client, ProcessSample};
+use crate::ws::{RawWebSocket, OP_CLOSE, OP_TEXT};
+
+/// At most this many WebSocket handshakes in flight (a burst of thousands overflows backlogs).
+const CONNECT_CONCURRENCY: usize = 128;
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct FanoutArgs {
+pub struct SubscriberArgs {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub url: String,
-    /// WebSocket subscribers (S).
+    /// WebSocket subscribers (S), one connection each.
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
     /// Channels the subscribers are spread over (K).
     #[arg(long, default_value_t = 1)]
     pub channels: usize,
-    /// Messages to publish in total (P), spread evenly over the channels.
-    #[arg(long, default_value_t = 1000)]
-    pub messages: usize,
     /// `graphql-transport-ws` or `graphql-ws`.
     #[arg(long, default_value = "graphql-transport-ws")]
     pub protocol: String,
-    /// Give up waiting for deliveries after this many seconds.
+    /// The server's process id: report its CPU time and memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Give up after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub subscribers: SubscriberArgs,
+    /// Messages to publish in total (P), spread evenly over the channels.
+    #[arg(long, default_value_t = 1000)]
+    pub messages: usize,
+    /// Messages per second over all channels (R); 0 publishes as fast as the server answers,
+    /// one request in flight per channel.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub subscribers: SubscriberArgs,
+    /// Keep the subscribers open this long after measuring (to inspect the server).
+    #[arg(long, default_value_t = 0)]
+    pub hold_secs: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LatencyReport {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,6 +80,7 @@ pub struct FanoutReport {
     pub channels: usize,
     pub messages: usize,
     pub protocol: String,
+    pub rate: Option<f64>,
     pub expected: u64,
     pub delivered: u64,
     pub lost: u64,
@@ -48,172 +89,238 @@ pub struct FanoutReport {
     pub publish_secs: f64,
     pub wall_secs: f64,
     pub deliveries_per_sec: f64,
+    /// From the mutation being sent to the frame being read, in microseconds.
+    pub latency_us: LatencyReport,
+    pub server_cpu_secs: Option<f64>,
+    pub server_cpu_us_per_delivery: Option<f64>,
+    pub generator_cpu_secs: Option<f64>,
 }
 
-struct Client {
-    http: reqwest::Client,
-    url: String,
+#[derive(Debug, Serialize)]
+pub struct IdleReport {
+    pub subscribers: usize,
+    pub channels: usize,
+    pub protocol: String,
+    pub server_rss_before_bytes: u64,
+    pub server_rss_after_bytes: u64,
+    pub server_bytes_per_subscriber: u64,
 }
 
-impl Client {
-    async fn graphql(
-        &self,
-        query: &str,
-        variables: Value,
-        token: Option<&str>,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .post(format!("{}/graphql/", self.url))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.header("Authorization", format!("JWT {token}"));
-        }
-        let body: Value = request.send().await?.json().await?;
-        if let Some(errors) = body.get("errors") {
-            bail!("GraphQL error: {errors}");
-        }
-        Ok(body["data"].clone())
+type Socket = RawWebSocket;
+
+/// Everything a run shares: users, channels, the subscribers' connections.
+struct Setup {
+    client: Arc<Client>,
+    publisher_token: String,
+    channels: Vec<String>,
+    sockets: Vec<(usize, Socket)>,
+}
+
+async fn set_up(args: &SubscriberArgs, deadline: Instant) -> anyhow::Result<Setup> {
+    if args.subscribers == 0 || args.channels == 0 {
+        bail!("need at least one subscriber and one channel");
     }
-
-    async fn user(&self, username: &str) -> anyhow::Result<String> {
-        self.graphql(
-            "mutation($u: String!, $p: String!, $e: String!) { userCreate(username: $u, password: $p, email: $e) { statusCode message } }",
-            json!({ "u": username, "p": PASSWORD, "e": format!("{username}@loadtest.example") }),
-            None,
-        )
+    if !matches!(
+        args.protocol.as_str(),
+        "graphql-transport-ws" | "graphql-ws"
+    ) {
+        bail!("--protocol is graphql-transport-ws or graphql-ws");
+    }
+    let client = Arc::new(Client::new(&args.url));
+    let run = run_id();
+    let publisher_token = client.user(&format!("lt{run}p")).await?;
+    let reader = format!("lt{run}r");
+    let reader_token = client.user(&reader).await?;
+    let channels = client
+        .channels(&publisher_token, &run, args.channels, &[&reader])
         .await?;
-        let data = self
-            .graphql("mutation($u: String!, $p: String!) { tokenAuth(username: $u, password: $p) { token } }", json!({ "u": username, "p": PASSWORD }), None)
-            .await?;
-        Ok(data["tokenAuth"]["token"]
-            .as_str()
-            .context("no token")?
-            .to_owned())
-    }
+    let baseline = client.subscriptions().await?;
 
-    async fn subscriptions(&self) -> anyhow::Result<u64> {
-        let ready: Value = self
-            .http
-            .get(format!("{}/readyz", self.url))
-            .send()
-            .await?
-            .json()
-            .await?;
-        Ok(ready["subscriptions"].as_u64().unwrap_or(0))
+    let gate = Arc::new(tokio::sync::Semaphore::new(CONNECT_CONCURRENCY));
+    let connecting: Vec<_> = (0..args.subscribers)
+        .map(|i| {
+            let (gate, ws_url, protocol, token) = (
+                gate.clone(),
+                client.ws_url(),
+                args.protocol.clone(),
+                reader_token.clone(),
+            );
+            let k = i % args.channels;
+            let channel = channels[k].clone();
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await?;
+                let socket = subscribe(&ws_url, &protocol, &token, &channel).await?;
+                anyhow::Ok((k, socket))
+            })
+        })
+        .collect();
+    let mut sockets = Vec::with_capacity(args.subscribers);
+    for (i, connecting) in connecting.into_iter().enumerate() {
+        sockets.push(connecting.await??);
+        if (i + 1).is_multiple_of(2000) {
+            eprintln!("loadtest: {} connections open", i + 1);
+        }
     }
+    client
+        .wait_for_subscriptions(baseline + args.subscribers as u64, deadline)
+        .await?;
+    Ok(Setup {
+        client,
+        publisher_token,
+        channels,
+        sockets,
+    })
 }
 
-/// What one subscriber saw: message sequence numbers in arrival order.
-async fn subscriber(
-    ws_url: String,
-    protocol: String,
-    token: String,
-    channel: String,
-    deadline: Instant,
-    expected: usize,
-) -> anyhow::Result<Vec<u64>> {
-    let mut request = ws_url.into_client_request()?;
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(&protocol)?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
-    let legacy = protocol == "graphql-ws";
-    ws.send(Message::text(json!({ "type": "connection_init", "payload": { "Authorization": format!("JWT {token}") } }).to_string())).await?;
+/// Opens one connection and starts its one subscription.
+async fn subscribe(
+    ws_url: &str,
+    protocol: &str,
+    token: &str,
+    channel: &str,
+) -> anyhow::Result<Socket> {
+    let mut ws = RawWebSocket::connect(ws_url, protocol).await?;
+    ws.send_text(
+        &json!({ "type": "connection_init", "payload": { "Authorization": format!("JWT {token}") } })
+            .to_string(),
+    )
+    .await?;
     let query = "subscription($c: String!) { onNewChatMessage(channelIdentifier: $c) { message { message } } }";
-    let kind = if legacy { "start" } else { "subscribe" };
-    ws.send(Message::text(json!({ "id": "1", "type": kind, "payload": { "query": query, "variables": { "c": channel } } }).to_string())).await?;
-    let mut seen = Vec::with_capacity(expected);
-    while seen.len() < expected {
+    let kind = if protocol == "graphql-ws" {
+        "start"
+    } else {
+        "subscribe"
+    };
+    ws.send_text(
+        &json!({ "id": "1", "type": kind, "payload": { "query": query, "variables": { "c": channel } } })
+            .to_string(),
+    )
+    .await?;
+    Ok(ws)
+}
+
+/// What one subscriber saw.
+#[derive(Default)]
+struct Seen {
+    received: u64,
+    unique: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// Finds `lt:<seq>:<nanos>` in a frame without parsing it.
+fn marker(frame: &[u8]) -> Option<(u64, u64)> {
+    let at = memchr::memmem::find(frame, b"lt:")? + 3;
+    let mut numbers = frame[at..].split(|b| !b.is_ascii_digit());
+    let seq = std::str::from_utf8(numbers.next()?).ok()?.parse().ok()?;
+    let nanos = std::str::from_utf8(numbers.next()?).ok()?.parse().ok()?;
+    Some((seq, nanos))
+}
+
+async fn receive(
+    mut ws: Socket,
+    expected: usize,
+    epoch: Instant,
+    deadline: Instant,
+    progress: Arc<AtomicU64>,
+) -> anyhow::Result<Seen> {
+    let mut seen = Seen {
+        latencies_us: Vec::with_capacity(expected),
+        ..Seen::default()
+    };
+    let mut bits = vec![0u64; expected.div_ceil(64)];
+    let mut highest: Option<u64> = None;
+    while (seen.unique as usize) < expected {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some(frame)) = tokio::time::timeout(remaining, ws.next()).await else {
+        let Ok(frame) = tokio::time::timeout(remaining, ws.next_frame()).await else {
             break;
         };
-        let Message::Text(text) = frame? else {
+        let text = match frame? {
+            Some((OP_TEXT, text)) => text,
+            Some((OP_CLOSE, reason)) => bail!(
+                "the server closed the connection: {}",
+                String::from_utf8_lossy(reason.get(2..).unwrap_or_default())
+            ),
+            Some(_) => continue,
+            None => break,
+        };
+        let Some((seq, sent)) = marker(text) else {
+            // Not a delivery: acks, keep-alives, or a refusal worth reporting.
+            let value: Value = serde_json::from_slice(text)?;
+            if matches!(value["type"].as_str(), Some("error" | "connection_error")) {
+                bail!("subscription refused: {value}");
+            }
             continue;
         };
-        let value: Value = serde_json::from_str(&text)?;
-        match value["type"].as_str() {
-            Some("next") | Some("data") => {
-                let text = value["payload"]["data"]["onNewChatMessage"]["message"]["message"]
-                    .as_str()
-                    .unwrap_or_default();
-                if let Some(n) = text.rsplit(':').next().and_then(|n| n.parse().ok()) {
-                    seen.push(n);
-                }
+        let now = epoch.elapsed().as_nanos() as u64;
+        seen.received += 1;
+        seen.latencies_us
+            .push((now.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32);
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        match bits.get_mut(word) {
+            Some(w) if *w & bit == 0 => {
+                *w |= bit;
+                seen.unique += 1;
             }
-            Some("error") | Some("connection_error") => bail!("subscription refused: {value}"),
-            _ => {}
+            _ => seen.duplicates += 1,
+        }
+        if highest.is_some_and(|h| seq <= h) {
+            seen.out_of_order += 1;
+        }
+        highest = highest.max(Some(seq));
+        if seen.received.is_multiple_of(64) {
+            progress.fetch_add(64, Ordering::Relaxed);
         }
     }
-    let _ = ws.close(None).await;
+    ws.close().await;
     Ok(seen)
 }
 
-pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
-    if args.subscribers == 0 || args.channels == 0 || args.messages < args.channels {
-        bail!("need at least one subscriber, one channel, and one message per channel");
+pub async fn fanout(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
+    let s = &args.subscribers;
+    if args.messages < s.channels {
+        bail!("need at least one message per channel");
     }
-    let client = Arc::new(Client {
-        http: reqwest::Client::new(),
-        url: args.url.trim_end_matches('/').to_owned(),
-    });
-    let ws_url = format!("{}/ws/graphql/", client.url.replacen("http", "ws", 1));
-    let run_id = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis()
-            % 0xffffff
-    );
-    let publisher = client.user(&format!("lt{run_id}p")).await?;
-    let reader = format!("lt{run_id}r");
-    let reader_token = client.user(&reader).await?;
-    let mut channels = Vec::new();
-    for k in 0..args.channels {
-        let name = format!("lt-{run_id}-{k}");
-        client
-            .graphql("mutation($n: String!, $m: [String]!) { channelCreate(channelName: $n, members: $m) { statusCode } }", json!({ "n": name, "m": [reader] }), Some(&publisher))
-            .await?;
-        channels.push(name);
-    }
-    let per_channel = args.messages / args.channels;
-    let expected = (per_channel * args.subscribers) as u64;
-    let baseline = client.subscriptions().await?;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.timeout_secs);
-
-    let subscribers: Vec<_> = (0..args.subscribers)
-        .map(|i| {
-            tokio::spawn(subscriber(
-                ws_url.clone(),
-                args.protocol.clone(),
-                reader_token.clone(),
-                channels[i % args.channels].clone(),
-                deadline,
-                per_channel,
-            ))
-        })
+    let deadline = Instant::now() + Duration::from_secs(s.timeout_secs);
+    let setup = set_up(s, deadline).await?;
+    let per_channel = args.messages / s.channels;
+    let expected = (per_channel * s.subscribers) as u64;
+    let epoch = Instant::now();
+    let progress = Arc::new(AtomicU64::new(0));
+    let receivers: Vec<_> = setup
+        .sockets
+        .into_iter()
+        .map(|(_, ws)| tokio::spawn(receive(ws, per_channel, epoch, deadline, progress.clone())))
         .collect();
-    while client.subscriptions().await? < baseline + args.subscribers as u64 {
-        if Instant::now() > deadline {
-            bail!("subscriptions did not all become live before the timeout");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
+    let server_before = s.server_pid.map(sample_process).transpose()?;
+    let generator_before = sample_process(std::process::id()).ok();
     let publish_started = Instant::now();
-    let publishers: Vec<_> = channels
+    let publishers: Vec<_> = setup
+        .channels
         .iter()
-        .map(|channel| {
-            let (client, publisher, channel) = (client.clone(), publisher.clone(), channel.clone());
+        .enumerate()
+        .map(|(k, channel)| {
+            let (client, token, channel) = (
+                setup.client.clone(),
+                setup.publisher_token.clone(),
+                channel.clone(),
+            );
+            let (rate, channels) = (args.rate, s.channels);
             tokio::spawn(async move {
                 for n in 0..per_channel {
+                    if rate > 0.0 {
+                        // Message n of channel k is due at (n·K + k) / R: an even stream.
+                        let due = ((n * channels + k) as f64 / rate).min(3600.0);
+                        tokio::time::sleep_until((publish_started + Duration::from_secs_f64(due)).into()).await;
+                    }
+                    let sent = epoch.elapsed().as_nanos();
                     client
                         .graphql(
                             "mutation($c: String!, $t: String!) { textMessageSend(channelIdentifier: $c, textMessage: $t) { statusCode } }",
-                            json!({ "c": channel, "t": format!("lt:{n}") }),
-                            Some(&publisher),
+                            json!({ "c": channel, "t": format!("lt:{n}:{sent}") }),
+                            Some(&token),
                         )
                         .await?;
                 }
@@ -221,38 +328,107 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
             })
         })
         .collect();
+    let reporter = tokio::spawn({
+        let progress = progress.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                eprintln!(
+                    "loadtest: ~{} of {expected} deliveries",
+                    progress.load(Ordering::Relaxed)
+                );
+            }
+        }
+    });
     for p in publishers {
         p.await??;
     }
     let publish_secs = publish_started.elapsed().as_secs_f64();
 
-    let (mut delivered, mut duplicates, mut out_of_order) = (0u64, 0u64, 0u64);
-    for s in subscribers {
-        let seen = s.await??;
-        let mut unique = HashSet::new();
-        for (i, n) in seen.iter().enumerate() {
-            delivered += 1;
-            if !unique.insert(*n) {
-                duplicates += 1;
-            }
-            if i > 0 && *n <= seen[i - 1] {
-                out_of_order += 1;
-            }
+    let mut total = Seen::default();
+    let mut latency = Histogram::<u64>::new(3)?;
+    for r in receivers {
+        let seen = r.await??;
+        total.received += seen.received;
+        total.unique += seen.unique;
+        total.duplicates += seen.duplicates;
+        total.out_of_order += seen.out_of_order;
+        for us in seen.latencies_us {
+            latency.record(us as u64)?;
         }
     }
+    reporter.abort();
     let wall = publish_started.elapsed().as_secs_f64();
+    let server_after = s.server_pid.map(sample_process).transpose()?;
+    let server_cpu = server_before
+        .zip(server_after)
+        .map(|(a, b): (ProcessSample, ProcessSample)| b.cpu_secs - a.cpu_secs);
+    let generator_cpu = generator_before
+        .zip(sample_process(std::process::id()).ok())
+        .map(|(a, b)| b.cpu_secs - a.cpu_secs);
     Ok(FanoutReport {
-        subscribers: args.subscribers,
-        channels: args.channels,
-        messages: per_channel * args.channels,
-        protocol: args.protocol,
+        subscribers: s.subscribers,
+        channels: s.channels,
+        messages: per_channel * s.channels,
+        protocol: s.protocol.clone(),
+        rate: (args.rate > 0.0).then_some(args.rate),
         expected,
-        delivered,
-        lost: expected.saturating_sub(delivered - duplicates),
-        duplicates,
-        out_of_order,
+        delivered: total.received,
+        lost: expected - total.unique,
+        duplicates: total.duplicates,
+        out_of_order: total.out_of_order,
         publish_secs,
         wall_secs: wall,
-        deliveries_per_sec: delivered as f64 / wall,
+        deliveries_per_sec: total.received as f64 / wall,
+        latency_us: LatencyReport {
+            p50: latency.value_at_quantile(0.50),
+            p90: latency.value_at_quantile(0.90),
+            p99: latency.value_at_quantile(0.99),
+            max: latency.max(),
+        },
+        server_cpu_secs: server_cpu,
+        server_cpu_us_per_delivery: server_cpu
+            .filter(|_| total.received > 0)
+            .map(|cpu| cpu * 1e6 / total.received as f64),
+        generator_cpu_secs: generator_cpu,
     })
+}
+
+pub async fn idle(args: IdleArgs) -> anyhow::Result<IdleReport> {
+    let s = &args.subscribers;
+    let Some(pid) = s.server_pid else {
+        bail!("idle measures the server's memory: give --server-pid");
+    };
+    let deadline = Instant::now() + Duration::from_secs(s.timeout_secs);
+    let before = sample_process(pid)?;
+    let setup = set_up(s, deadline).await?;
+    // Let the server settle (allocator, lazily grown buffers) before reading its memory.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = sample_process(pid)?;
+    if args.hold_secs > 0 {
+        tokio::time::sleep(Duration::from_secs(args.hold_secs.min(3600))).await;
+    }
+    drop(setup);
+    Ok(IdleReport {
+        subscribers: s.subscribers,
+        channels: s.channels,
+        protocol: s.protocol.clone(),
+        server_rss_before_bytes: before.rss_bytes,
+        server_rss_after_bytes: after.rss_bytes,
+        server_bytes_per_subscriber: after.rss_bytes.saturating_sub(before.rss_bytes)
+            / s.subscribers as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_marker_in_either_protocol_frame() {
+        let frame = br#"{"id":"1","type":"next","payload":{"data":{"onNewChatMessage":{"message":{"message":"lt:42:123456789"}}}}}"#;
+        assert_eq!(marker(frame), Some((42, 123_456_789)));
+        assert_eq!(marker(br#"{"type":"ka"}"#), None);
+        assert_eq!(marker(br#"{"message":"lt:x"}"#), None);
+    }
 }

@@ -1,12 +1,17 @@
-//! Load generator for mmsub.
+//! Load generator for mmsub. Every loop is bounded in count and time; it talks to loopback
+//! unless `--url` says otherwise.
 //!
-//! `loadtest fanout` opens S WebSocket subscribers over K channels, waits until every
-//! subscription is live, publishes P messages through `textMessageSend` (one sequential publisher
-//! per channel, so each channel has a defined order), and prints one JSON line: deliveries, lost,
-//! duplicated and out-of-order messages, and the wall time. Every loop is bounded in count and
-//! time; it talks to loopback unless `--url` says otherwise.
+//! - `loadtest fanout`: S WebSocket subscribers over K channels, P messages published through
+//!   `textMessageSend` (as fast as possible, or at R per second); one JSON line with
+//!   deliveries/s, lost, duplicated and out-of-order deliveries, latency percentiles in
+//!   microseconds, and the server's CPU time per delivery.
+//! - `loadtest idle`: S idle subscribers; the server's resident memory per subscriber.
+//! - `loadtest http`: goose scenarios over the HTTP GraphQL API, with goose's HTML report.
 
+mod client;
 mod fanout;
+mod http;
+mod ws;
 
 use clap::{Parser, Subcommand};
 
@@ -21,15 +26,22 @@ struct Cli {
 enum Command {
     /// Measure fan-out: S subscribers over K channels receiving P messages.
     Fanout(fanout::FanoutArgs),
+    /// Measure the server's memory per idle subscriber.
+    Idle(fanout::IdleArgs),
+    /// Goose scenarios over HTTP GraphQL; arguments after `--` go to goose.
+    Http(http::HttpArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Fanout(args) => {
-            let report = fanout::run(args).await?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(())
-        }
+        Command::Fanout(args) => print(&fanout::fanout(args).await?),
+        Command::Idle(args) => print(&fanout::idle(args).await?),
+        Command::Http(args) => http::run(args).await,
     }
+}
+
+fn print(report: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(report)?);
+    Ok(())
 }

@@ -1,0 +1,117 @@
+//! The CI performance gate's workload: fixed, single-threaded work on the hot path, run under
+//! callgrind by `scripts/perf-gate.sh`, which counts the instructions executed inside
+//! `measure` only (setup is not counted) and compares them with `benches/gate-baseline.txt`.
+//!
+//! Instruction counts do not depend on machine load, so unlike wall-clock timings they can
+//! gate a shared CI machine. `gate <workload>` runs one workload; without an argument it runs
+//! them all once (a smoke run).
+
+mod support;
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use mmsub_api::auth::JwtKeys;
+use mmsub_gateway::frames;
+use mmsub_gateway::outbox::Delivery;
+use mmsub_gateway::protocol::{init_token, ClientMessage, Dialect};
+use serde_json::json;
+use support::Fanout;
+
+pub const WORKLOADS: [&str; 4] = ["fanout_same", "fanout_ten", "protocol", "jwt"];
+
+enum Prepared {
+    Fanout(Fanout),
+    Protocol(Vec<String>, Delivery),
+    Jwt(JwtKeys, String),
+}
+
+fn prepare(workload: &str) -> Prepared {
+    match workload {
+        // 100 subscribers of one channel; one selection, or ten.
+        "fanout_same" | "fanout_ten" => {
+            let selections = if workload == "fanout_same" { 1 } else { 10 };
+            let mut fixture = Fanout::new(100, selections);
+            // Warm up: the first events fill lazily built caches (schema, allocator).
+            for _ in 0..3 {
+                fixture.deliver_one();
+            }
+            Prepared::Fanout(fixture)
+        }
+        "protocol" => {
+            let query = support::selection(0);
+            let messages = [
+                json!({"type": "connection_init", "payload": {"Authorization": "JWT abc.def.ghi"}}),
+                json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"c": "x"}}}),
+                json!({"type": "ping"}),
+                json!({"id": "1", "type": "complete"}),
+                json!({"type": "connection_init", "payload": {"headers": {"Authorization": "JWT abc.def.ghi"}}}),
+                json!({"id": "1", "type": "stop"}),
+            ];
+            let payload = Bytes::from(support::event(1).encode());
+            Prepared::Protocol(
+                messages.iter().map(|m| m.to_string()).collect(),
+                Delivery {
+                    prefix: frames::delivery_prefix(Dialect::TransportWs, "1"),
+                    payload,
+                },
+            )
+        }
+        "jwt" => {
+            let keys = JwtKeys::new(
+                b"gate-secret",
+                std::time::Duration::from_secs(1800),
+                std::time::Duration::from_secs(86400),
+            );
+            let token = keys.issue("alice", None).token;
+            Prepared::Jwt(keys, token)
+        }
+        other => panic!("unknown workload {other:?}: one of {WORKLOADS:?}"),
+    }
+}
+
+/// The only function whose instructions callgrind counts.
+#[inline(never)]
+fn measure(prepared: &mut Prepared) {
+    match prepared {
+        Prepared::Fanout(fixture) => {
+            for _ in 0..20 {
+                black_box(fixture.deliver_one());
+            }
+        }
+        Prepared::Protocol(messages, delivery) => {
+            let mut out = Vec::with_capacity(1 << 16);
+            for _ in 0..100 {
+                for text in messages.iter() {
+                    let message: ClientMessage = serde_json::from_str(text).expect("valid");
+                    black_box(init_token(message.payload.as_ref()));
+                }
+                frames::push_delivery(&mut out, delivery);
+            }
+            black_box(out);
+        }
+        Prepared::Jwt(keys, token) => {
+            for _ in 0..100 {
+                black_box(keys.verify(token).expect("valid"));
+            }
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; only a workload name selects one.
+    let chosen: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let workloads: Vec<&str> = if chosen.is_empty() {
+        WORKLOADS.to_vec()
+    } else {
+        chosen.iter().map(String::as_str).collect()
+    };
+    for workload in workloads {
+        let mut prepared = prepare(workload);
+        measure(&mut prepared);
+        println!("gate workload {workload}: done");
+    }
+}

@@ -1,0 +1,114 @@
+//! (c) Decoding and encoding every message of both protocols, and (d) JWT verification.
+//!
+//! Client messages are decoded the way a session does (the JSON envelope, then the token of a
+//! `connection_init`); server messages are encoded into a frame buffer the way a session does,
+//! deliveries by splicing.
+
+mod support;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use mmsub_api::auth::JwtKeys;
+use mmsub_gateway::frames;
+use mmsub_gateway::outbox::Delivery;
+use mmsub_gateway::protocol::{encode, init_token, ClientMessage, Dialect};
+use serde_json::{json, Value};
+
+fn client_messages() -> Vec<(&'static str, String)> {
+    let subscription = support::selection(0);
+    vec![
+        ("transport/connection_init", json!({"type": "connection_init", "payload": {"Authorization": "JWT eyJhbGciOiJIUzI1NiJ9.e30.sig"}}).to_string()),
+        ("transport/subscribe", json!({"id": "1", "type": "subscribe", "payload": {"query": subscription, "variables": {"c": "town-square"}}}).to_string()),
+        ("transport/ping", json!({"type": "ping"}).to_string()),
+        ("transport/pong", json!({"type": "pong"}).to_string()),
+        ("transport/complete", json!({"id": "1", "type": "complete"}).to_string()),
+        ("legacy/connection_init", json!({"type": "connection_init", "payload": {"headers": {"Authorization": "JWT eyJhbGciOiJIUzI1NiJ9.e30.sig"}}}).to_string()),
+        ("legacy/start", json!({"id": "1", "type": "start", "payload": {"query": subscription}}).to_string()),
+        ("legacy/stop", json!({"id": "1", "type": "stop"}).to_string()),
+        ("legacy/connection_terminate", json!({"type": "connection_terminate"}).to_string()),
+    ]
+}
+
+fn decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode");
+    for (name, text) in client_messages() {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let message: ClientMessage = serde_json::from_str(&text).expect("valid");
+                let token = init_token(message.payload.as_ref());
+                (message, token)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn encode_messages(c: &mut Criterion) {
+    let payload = serde_json::to_vec(&json!({"data": {"onNewChatMessage": {"channelIdentifier": "town-square", "message": {"id": "00000000000000000000000001", "message": "hello", "createAt": "2023-11-14T22:13:20.123000+00:00", "type": "str", "owner": {"username": "alice"}}}}})).expect("json");
+    let payload = Bytes::from(payload);
+    let error = vec![json!({"message": "You do not have permission to perform this action"})];
+    let mut group = c.benchmark_group("encode");
+    let mut out = Vec::with_capacity(4096);
+    for dialect in [Dialect::TransportWs, Dialect::Legacy] {
+        let prefix = match dialect {
+            Dialect::TransportWs => "transport",
+            Dialect::Legacy => "legacy",
+        };
+        let control: Vec<(&str, Option<&str>, Option<Value>)> = match dialect {
+            Dialect::TransportWs => vec![
+                ("connection_ack", None, None),
+                ("ping", None, None),
+                ("pong", None, None),
+                ("error", Some("1"), Some(json!(error))),
+                ("complete", Some("1"), None),
+            ],
+            Dialect::Legacy => vec![
+                ("connection_ack", None, None),
+                (
+                    "connection_error",
+                    None,
+                    Some(json!({"message": "Forbidden"})),
+                ),
+                ("ka", None, None),
+                ("error", Some("1"), Some(error[0].clone())),
+                ("complete", Some("1"), None),
+            ],
+        };
+        for (kind, id, body) in control {
+            group.bench_function(format!("{prefix}/{kind}"), |b| {
+                b.iter(|| {
+                    out.clear();
+                    frames::push_text(&mut out, &encode(id, kind, body.as_ref()));
+                    out.len()
+                })
+            });
+        }
+        let delivery = Delivery {
+            prefix: frames::delivery_prefix(dialect, "1"),
+            payload: payload.clone(),
+        };
+        group.bench_function(format!("{prefix}/{}", dialect.data_type()), |b| {
+            b.iter(|| {
+                out.clear();
+                frames::push_delivery(&mut out, &delivery);
+                out.len()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn jwt(c: &mut Criterion) {
+    let keys = JwtKeys::new(
+        b"bench-secret",
+        std::time::Duration::from_secs(1800),
+        std::time::Duration::from_secs(7 * 86400),
+    );
+    let token = keys.issue("alice", None).token;
+    c.bench_function("jwt/verify", |b| {
+        b.iter(|| keys.verify(&token).expect("valid"))
+    });
+}
+
+criterion_group!(benches, decode, encode_messages, jwt);
+criterion_main!(benches);

@@ -1,0 +1,125 @@
+//! Fixtures shared by the benches: a node's delivery path without sockets.
+//!
+//! [`Fanout`] is everything between "an event reached this node" and "its bytes sit in each
+//! connection's write buffer": the hub, the subscription groups (GraphQL rendering once per
+//! group, JSON once per group), each connection's outbox, and frame encoding. Only the socket
+//! write is left out, which is the kernel's cost, not ours.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mmsub_api::auth::JwtKeys;
+use mmsub_api::backend::embedded::EmbeddedStore;
+use mmsub_api::{build_schema, ApiSettings, AppState};
+use mmsub_gateway::frames;
+use mmsub_gateway::groups::{MemberHandle, SubscriptionGroups};
+use mmsub_gateway::outbox::{outbox, OutboxReceiver};
+use mmsub_gateway::protocol::Dialect;
+use mmsub_relay::{EventAuthor, EventPost, EventSink, FanoutHub, InProcessBus, MessageEvent};
+
+pub const CHANNEL_ID: &str = "benchchannelid000000000000";
+
+pub struct Fanout {
+    pub runtime: tokio::runtime::Runtime,
+    hub: Arc<FanoutHub>,
+    _members: Vec<MemberHandle>,
+    receivers: Vec<OutboxReceiver>,
+    out: Vec<u8>,
+    sequence: u64,
+    _dir: tempfile::TempDir,
+}
+
+/// The subscription document of selection `i`: all select the same fields, under their own
+/// alias, so each is its own group.
+pub fn selection(i: usize) -> String {
+    format!(
+        "subscription {{ s{i}: onNewChatMessage(channelIdentifier: \"bench\") {{ channelIdentifier message {{ id message createAt type owner {{ id username email isStaff }} }} }} }}"
+    )
+}
+
+impl Fanout {
+    /// `subscribers` connections of one subscription each, spread over `selections` groups.
+    pub fn new(subscribers: usize, selections: usize) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hub = FanoutHub::new();
+        let settings = ApiSettings::default();
+        let state = Arc::new(AppState {
+            backend: Arc::new(EmbeddedStore::open(dir.path(), "bench").expect("store")),
+            bus: Arc::new(InProcessBus::new(hub.clone())),
+            jwt: JwtKeys::new(b"bench", Duration::from_secs(60), Duration::from_secs(60)),
+            settings,
+        });
+        let groups = SubscriptionGroups::new(build_schema(state), hub.clone());
+        let mut members = Vec::with_capacity(subscribers);
+        let mut receivers = Vec::with_capacity(subscribers);
+        let _entered = runtime.enter();
+        for s in 0..subscribers {
+            let (outbox, receiver) = outbox(1 << 20);
+            let query = selection(s % selections);
+            let key = query.clone();
+            let member = groups.join(
+                key,
+                CHANNEL_ID,
+                move || async_graphql::Request::new(query),
+                frames::delivery_prefix(Dialect::TransportWs, &format!("sub-{s}")),
+                outbox,
+            );
+            member.go_live(Vec::new());
+            members.push(member);
+            receivers.push(receiver);
+        }
+        drop(_entered);
+        Self {
+            runtime,
+            hub,
+            _members: members,
+            receivers,
+            out: Vec::with_capacity(1 << 16),
+            sequence: 0,
+            _dir: dir,
+        }
+    }
+
+    /// Delivers one event to every subscriber: returns the bytes that would be written.
+    pub fn deliver_one(&mut self) -> usize {
+        self.sequence += 1;
+        self.hub.deliver(Arc::new(event(self.sequence)));
+        let (receivers, out) = (&mut self.receivers, &mut self.out);
+        self.runtime.block_on(async {
+            let mut written = 0;
+            for receiver in receivers.iter_mut() {
+                let delivery = receiver.recv().await.expect("a delivery");
+                frames::push_delivery(out, &delivery);
+                // One connection's buffer is written and reused: count, then clear.
+                written += out.len();
+                out.clear();
+            }
+            written
+        })
+    }
+}
+
+pub fn event(sequence: u64) -> MessageEvent {
+    MessageEvent::new(
+        CHANNEL_ID.into(),
+        "bench".into(),
+        EventPost {
+            id: format!("{sequence:026}"),
+            message: "A chat message of an ordinary length, with some words in it.".into(),
+            create_at: 1_700_000_000_000 + sequence as i64,
+            post_type: String::new(),
+            author: EventAuthor {
+                id: "authoridauthoridauthorid00".into(),
+                username: "alice".into(),
+                email: "alice@example.com".into(),
+                is_staff: false,
+            },
+        },
+    )
+}

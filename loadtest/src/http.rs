@@ -1,0 +1,215 @@
+//! `loadtest http`: the contract's HTTP operations under goose, with goose's HTML report.
+//!
+//! Each goose user registers its own account on start (`userCreate` + `tokenAuth`), creates a
+//! channel (`channelCreate`), then loops over weighted transactions: `textMessageSend` (most
+//! common, as in a chat), `getMessageList`, `channelList`, `userList` and `userGetToken`.
+//! Everything after `--` is goose's own options (`--users`, `--run-time`, `--report-file`…).
+
+use std::time::Duration;
+
+use goose::config::GooseConfiguration;
+use goose::prelude::*;
+use gumdrop::Options;
+use serde_json::{json, Value};
+
+use crate::client::{run_id, PASSWORD};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// goose options, e.g. `-- --users 20 --hatch-rate 10 --run-time 30s --report-file report.html`.
+    #[arg(last = true)]
+    pub goose: Vec<String>,
+}
+
+/// Per goose user: its account and channel.
+struct Account {
+    username: String,
+    token: String,
+    channel: String,
+}
+
+pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
+    let mut configuration = GooseConfiguration::parse_args_default(&args.goose)
+        .map_err(|e| anyhow::anyhow!("goose options: {e}"))?;
+    if configuration.host.is_empty() {
+        configuration.host = args.url.trim_end_matches('/').to_owned();
+    }
+    if configuration.run_time.is_empty() && configuration.iterations == 0 {
+        // Bounded by default: a forgotten --run-time must not load a server forever.
+        configuration.run_time = "30s".into();
+    }
+    if configuration.timeout.is_none() {
+        configuration.timeout = Some("10".into());
+    }
+    GooseAttack::initialize_with_config(configuration)?
+        .register_scenario(
+            scenario!("chat")
+                .register_transaction(
+                    transaction!(sign_up)
+                        .set_name("userCreate+tokenAuth+channelCreate")
+                        .set_on_start(),
+                )
+                .register_transaction(
+                    transaction!(send_message)
+                        .set_name("textMessageSend")
+                        .set_weight(8)?,
+                )
+                .register_transaction(
+                    transaction!(message_list)
+                        .set_name("getMessageList")
+                        .set_weight(4)?,
+                )
+                .register_transaction(
+                    transaction!(channel_list)
+                        .set_name("channelList")
+                        .set_weight(2)?,
+                )
+                .register_transaction(transaction!(user_list).set_name("userList").set_weight(1)?)
+                .register_transaction(
+                    transaction!(refresh_token)
+                        .set_name("userGetToken")
+                        .set_weight(1)?,
+                ),
+        )
+        .execute()
+        .await?;
+    Ok(())
+}
+
+/// Posts one GraphQL operation; a response with `errors` counts as a failed request.
+async fn graphql(
+    user: &mut GooseUser,
+    name: &str,
+    query: &str,
+    variables: Value,
+) -> Result<Value, Box<TransactionError>> {
+    let mut builder = user
+        .get_request_builder(&GooseMethod::Post, "/graphql/")?
+        .timeout(Duration::from_secs(10))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(account) = user.get_session_data::<Account>() {
+        builder = builder.header("Authorization", format!("JWT {}", account.token));
+    }
+    let request = GooseRequest::builder()
+        .name(name)
+        .set_request_builder(builder)
+        .build();
+    let mut goose = user.request(request).await?;
+    let body = match goose.response {
+        Ok(response) => response.json::<Value>().await.unwrap_or(Value::Null),
+        Err(_) => return Ok(Value::Null),
+    };
+    if body.get("errors").is_some() || body.get("data").is_none() {
+        let message = format!("GraphQL error: {body}");
+        return user
+            .set_failure(&message, &mut goose.request, None, None)
+            .map(|_| Value::Null);
+    }
+    Ok(body["data"].clone())
+}
+
+async fn sign_up(user: &mut GooseUser) -> TransactionResult {
+    let username = format!("gs{}u{}", run_id(), user.weighted_users_index);
+    graphql(
+        user,
+        "userCreate",
+        "mutation($u: String!, $p: String!, $e: String!) { userCreate(username: $u, password: $p, email: $e) { statusCode } }",
+        json!({ "u": username, "p": PASSWORD, "e": format!("{username}@loadtest.example") }),
+    )
+    .await?;
+    let data = graphql(
+        user,
+        "tokenAuth",
+        "mutation($u: String!, $p: String!) { tokenAuth(username: $u, password: $p) { token } }",
+        json!({ "u": username, "p": PASSWORD }),
+    )
+    .await?;
+    let token = data["tokenAuth"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let channel = format!("{username}-room");
+    user.set_session_data(Account {
+        username: username.clone(),
+        token,
+        channel: channel.clone(),
+    });
+    graphql(
+        user,
+        "channelCreate",
+        "mutation($n: String!) { channelCreate(channelName: $n, members: []) { statusCode } }",
+        json!({ "n": channel }),
+    )
+    .await?;
+    Ok(())
+}
+
+fn channel(user: &GooseUser) -> String {
+    user.get_session_data::<Account>()
+        .map(|a| a.channel.clone())
+        .unwrap_or_default()
+}
+
+async fn send_message(user: &mut GooseUser) -> TransactionResult {
+    let channel = channel(user);
+    graphql(
+        user,
+        "textMessageSend",
+        "mutation($c: String!) { textMessageSend(channelIdentifier: $c, textMessage: \"hello from goose\") { statusCode } }",
+        json!({ "c": channel }),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn message_list(user: &mut GooseUser) -> TransactionResult {
+    let channel = channel(user);
+    graphql(
+        user,
+        "getMessageList",
+        "query($c: String!) { getMessageList(channelIdentifier: $c, page: { pageSize: 20 }) { data { id message createAt owner { username } } hasNext } }",
+        json!({ "c": channel }),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn channel_list(user: &mut GooseUser) -> TransactionResult {
+    graphql(
+        user,
+        "channelList",
+        "query { channelList { data { channelId channelName lastMessage { message createAt } } hasNext } }",
+        json!({}),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn user_list(user: &mut GooseUser) -> TransactionResult {
+    graphql(
+        user,
+        "userList",
+        "query { userList(page: { pageSize: 20 }) { data { id username } pageCount count } }",
+        json!({}),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn refresh_token(user: &mut GooseUser) -> TransactionResult {
+    let username = user
+        .get_session_data::<Account>()
+        .map(|a| a.username.clone())
+        .unwrap_or_default();
+    graphql(
+        user,
+        "userGetToken",
+        "mutation($u: String!, $p: String!) { userGetToken(username: $u, password: $p) { ... on ResponseWithToken { statusCode token } ... on ResponseBase { statusCode message } } }",
+        json!({ "u": username, "p": PASSWORD }),
+    )
+    .await?;
+    Ok(())
+}
