@@ -1,14 +1,16 @@
-//! WebSocket framing: a reader task that turns frames into whole messages within the size
-//! limits, and the encoder for the frames we send.
+//! WebSocket framing: a reader task that turns client frames into whole messages within the
+//! size limits, and the encoder for the frames we send.
 //!
-//! fastwebsockets parses frames; reading runs in its own task because a frame read cannot be
-//! cancelled halfway without losing bytes, and the session needs to wait on other things too.
-//! Outgoing frames are encoded into the session's buffer so that everything ready is written
-//! with one syscall.
+//! fastwebsockets performs the upgrade; frames are parsed here (RFC 6455 §5.2) because a
+//! connection's reader must cost little while it waits: its buffer starts empty and grows only
+//! to the frames that arrive (fastwebsockets' reader holds 8 KiB per connection from the
+//! start), and parsing here also enforces what its reader let through (client frames must be
+//! masked). Reading runs in its own task because a frame read cannot be cancelled halfway
+//! without losing bytes, and the session needs to wait on other things too. Outgoing frames are
+//! encoded into the session's buffer so that everything ready is written with one syscall.
 
-use bytes::{Bytes, BytesMut};
-use fastwebsockets::{OpCode, Role, WebSocketError};
-use tokio::io::AsyncRead;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
 use crate::close;
@@ -35,26 +37,124 @@ pub struct FrameLimits {
     pub max_message_bytes: usize,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpCode {
+    Continuation,
+    Text,
+    Binary,
+    Close,
+    Ping,
+    Pong,
+}
+
+struct Frame {
+    fin: bool,
+    opcode: OpCode,
+    payload: BytesMut,
+}
+
+/// Smallest read: enough for the usual client message in one syscall.
+const MIN_READ: usize = 512;
+
+/// Reads one client frame; `Ok(None)` when the connection went away.
+async fn read_frame<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+    max_frame_bytes: usize,
+) -> Result<Option<Frame>, Inbound> {
+    loop {
+        if let Some((header, len, fin, opcode)) = parse_header(buf, max_frame_bytes)? {
+            if buf.len() >= header + len {
+                let mask: [u8; 4] = buf[header - 4..header].try_into().expect("4 bytes");
+                buf.advance(header);
+                let mut payload = buf.split_to(len);
+                for (i, byte) in payload.iter_mut().enumerate() {
+                    *byte ^= mask[i & 3];
+                }
+                return Ok(Some(Frame {
+                    fin,
+                    opcode,
+                    payload,
+                }));
+            }
+            buf.reserve((header + len - buf.len()).max(MIN_READ));
+        } else {
+            buf.reserve(MIN_READ);
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// (header length, payload length, fin, opcode) once the whole header is buffered.
+fn parse_header(
+    buf: &[u8],
+    max_frame_bytes: usize,
+) -> Result<Option<(usize, usize, bool, OpCode)>, Inbound> {
+    let [first, second, ..] = *buf else {
+        return Ok(None);
+    };
+    if first & 0x70 != 0 {
+        return Err(protocol_error("reserved bits set without an extension"));
+    }
+    let opcode = match first & 0x0f {
+        0x0 => OpCode::Continuation,
+        0x1 => OpCode::Text,
+        0x2 => OpCode::Binary,
+        0x8 => OpCode::Close,
+        0x9 => OpCode::Ping,
+        0xA => OpCode::Pong,
+        _ => return Err(protocol_error("unknown opcode")),
+    };
+    let fin = first & 0x80 != 0;
+    if second & 0x80 == 0 {
+        return Err(protocol_error("client frames must be masked"));
+    }
+    let (extended, len) = match second & 0x7f {
+        126 => match buf.get(2..4) {
+            Some(b) => (2, u16::from_be_bytes([b[0], b[1]]) as u64),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(b) => (8, u64::from_be_bytes(b.try_into().expect("8 bytes"))),
+            None => return Ok(None),
+        },
+        len => (0, len as u64),
+    };
+    let control = matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
+    if control && (!fin || len > 125) {
+        return Err(protocol_error(
+            "control frames must be whole and at most 125 bytes",
+        ));
+    }
+    if len > max_frame_bytes as u64 {
+        return Err(Inbound::Violation {
+            code: close::MESSAGE_TOO_BIG,
+            reason: "Frame too big",
+        });
+    }
+    let header = 2 + extended + 4;
+    if buf.len() < header {
+        return Ok(None);
+    }
+    Ok(Some((header, len as usize, fin, opcode)))
+}
+
 /// Reads until the peer closes, the connection fails, or the session stops listening.
-pub async fn read_loop<R>(stream: R, inbound: mpsc::Sender<Inbound>, limits: FrameLimits)
+pub async fn read_loop<R>(mut stream: R, inbound: mpsc::Sender<Inbound>, limits: FrameLimits)
 where
     R: AsyncRead + Unpin,
 {
-    let (mut reader, _) =
-        fastwebsockets::after_handshake_split(stream, tokio::io::sink(), Role::Server);
-    reader.set_auto_close(false);
-    reader.set_auto_pong(false);
-    // fastwebsockets rejects a frame whose payload is >= this value.
-    reader.set_max_message_size(limits.max_frame_bytes.saturating_add(1));
+    let mut buf = BytesMut::new();
     let mut partial: Option<(OpCode, BytesMut)> = None;
-    let mut no_obligations = |_| std::future::ready(Ok::<(), std::convert::Infallible>(()));
     loop {
-        let frame = match reader.read_frame(&mut no_obligations).await {
-            Ok(frame) => frame,
-            Err(e) => {
-                if let Some(violation) = violation(&e) {
-                    let _ = inbound.send(violation).await;
-                }
+        let frame = match read_frame(&mut stream, &mut buf, limits.max_frame_bytes).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(violation) => {
+                let _ = inbound.send(violation).await;
                 return;
             }
         };
@@ -65,16 +165,16 @@ where
                 let _ = inbound.send(Inbound::Close(code)).await;
                 return;
             }
-            OpCode::Ping => Some(Inbound::Ping(Bytes::copy_from_slice(&frame.payload))),
+            OpCode::Ping => Some(Inbound::Ping(frame.payload.freeze())),
             OpCode::Pong => None,
             OpCode::Text | OpCode::Binary if partial.is_some() => Some(protocol_error(
                 "a new message started inside a fragmented one",
             )),
             OpCode::Text | OpCode::Binary if frame.fin => {
-                Some(complete(frame.opcode, BytesMut::from(&frame.payload[..])))
+                Some(complete(frame.opcode, frame.payload))
             }
             OpCode::Text | OpCode::Binary => {
-                partial = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
+                partial = Some((frame.opcode, frame.payload));
                 None
             }
             OpCode::Continuation => match partial.as_mut() {
@@ -106,6 +206,10 @@ where
                 return;
             }
         }
+        // A large message grew the buffer; an idle connection should not keep it.
+        if buf.is_empty() && buf.capacity() > 4 * MIN_READ {
+            buf = BytesMut::new();
+        }
     }
 }
 
@@ -127,19 +231,6 @@ fn complete(opcode: OpCode, payload: BytesMut) -> Inbound {
             reason: "Text message is not valid UTF-8",
         },
     }
-}
-
-/// `None` for a connection that simply went away.
-fn violation(e: &WebSocketError) -> Option<Inbound> {
-    let (code, reason) = match e {
-        WebSocketError::UnexpectedEOF
-        | WebSocketError::IoError(_)
-        | WebSocketError::ConnectionClosed => return None,
-        WebSocketError::FrameTooLarge => (close::MESSAGE_TOO_BIG, "Frame too big"),
-        WebSocketError::InvalidUTF8 => (close::INVALID_PAYLOAD, "Text message is not valid UTF-8"),
-        _ => (close::PROTOCOL_ERROR, "Invalid WebSocket frame"),
-    };
-    Some(Inbound::Violation { code, reason })
 }
 
 const OP_TEXT: u8 = 0x1;

@@ -103,6 +103,24 @@ async fn oversized_and_malformed_frames_close_with_the_standard_codes() {
         ),
         (
             "graphql-transport-ws",
+            vec![vec![0x81, 0x02, b'{', b'}']],
+            1002,
+            "an unmasked client frame",
+        ),
+        (
+            "graphql-transport-ws",
+            vec![raw_client_frame(0x09, b"ping")],
+            1002,
+            "a fragmented control frame",
+        ),
+        (
+            "graphql-transport-ws",
+            vec![raw_client_frame(0x83, b"{}")],
+            1002,
+            "an unknown opcode",
+        ),
+        (
+            "graphql-transport-ws",
             vec![raw_client_frame(0x82, b"{}")],
             4400,
             "binary message on graphql-transport-ws",
