@@ -10,12 +10,10 @@ mod support;
 
 use std::hint::black_box;
 
-use bytes::Bytes;
 use mmsub_api::auth::JwtKeys;
 use mmsub_gateway::frames;
 use mmsub_gateway::outbox::Delivery;
 use mmsub_gateway::protocol::{init_token, ClientMessage, Dialect};
-use serde_json::json;
 use support::Fanout;
 
 pub const WORKLOADS: [&str; 4] = ["fanout_same", "fanout_ten", "protocol", "jwt"];
@@ -38,25 +36,16 @@ fn prepare(workload: &str) -> Prepared {
             }
             Prepared::Fanout(fixture)
         }
-        "protocol" => {
-            let query = support::selection(0);
-            let messages = [
-                json!({"type": "connection_init", "payload": {"Authorization": "JWT abc.def.ghi"}}),
-                json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"c": "x"}}}),
-                json!({"type": "ping"}),
-                json!({"id": "1", "type": "complete"}),
-                json!({"type": "connection_init", "payload": {"headers": {"Authorization": "JWT abc.def.ghi"}}}),
-                json!({"id": "1", "type": "stop"}),
-            ];
-            let payload = Bytes::from(support::event(1).encode());
-            Prepared::Protocol(
-                messages.iter().map(|m| m.to_string()).collect(),
-                Delivery {
-                    prefix: frames::delivery_prefix(Dialect::TransportWs, "1"),
-                    payload,
-                },
-            )
-        }
+        "protocol" => Prepared::Protocol(
+            support::client_messages()
+                .into_iter()
+                .map(|(_, text)| text)
+                .collect(),
+            Delivery {
+                prefix: frames::delivery_prefix(Dialect::TransportWs, "1"),
+                payload: support::delivery_payload(),
+            },
+        ),
         "jwt" => {
             let keys = JwtKeys::new(
                 b"gate-secret",

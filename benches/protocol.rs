@@ -6,7 +6,6 @@
 
 mod support;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use mmsub_api::auth::JwtKeys;
 use mmsub_gateway::frames;
@@ -14,24 +13,9 @@ use mmsub_gateway::outbox::Delivery;
 use mmsub_gateway::protocol::{encode, init_token, ClientMessage, Dialect};
 use serde_json::{json, Value};
 
-fn client_messages() -> Vec<(&'static str, String)> {
-    let subscription = support::selection(0);
-    vec![
-        ("transport/connection_init", json!({"type": "connection_init", "payload": {"Authorization": "JWT eyJhbGciOiJIUzI1NiJ9.e30.sig"}}).to_string()),
-        ("transport/subscribe", json!({"id": "1", "type": "subscribe", "payload": {"query": subscription, "variables": {"c": "town-square"}}}).to_string()),
-        ("transport/ping", json!({"type": "ping"}).to_string()),
-        ("transport/pong", json!({"type": "pong"}).to_string()),
-        ("transport/complete", json!({"id": "1", "type": "complete"}).to_string()),
-        ("legacy/connection_init", json!({"type": "connection_init", "payload": {"headers": {"Authorization": "JWT eyJhbGciOiJIUzI1NiJ9.e30.sig"}}}).to_string()),
-        ("legacy/start", json!({"id": "1", "type": "start", "payload": {"query": subscription}}).to_string()),
-        ("legacy/stop", json!({"id": "1", "type": "stop"}).to_string()),
-        ("legacy/connection_terminate", json!({"type": "connection_terminate"}).to_string()),
-    ]
-}
-
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
-    for (name, text) in client_messages() {
+    for (name, text) in support::client_messages() {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let message: ClientMessage = serde_json::from_str(&text).expect("valid");
@@ -44,8 +28,7 @@ fn decode(c: &mut Criterion) {
 }
 
 fn encode_messages(c: &mut Criterion) {
-    let payload = serde_json::to_vec(&json!({"data": {"onNewChatMessage": {"channelIdentifier": "town-square", "message": {"id": "00000000000000000000000001", "message": "hello", "createAt": "2023-11-14T22:13:20.123000+00:00", "type": "str", "owner": {"username": "alice"}}}}})).expect("json");
-    let payload = Bytes::from(payload);
+    let payload = support::delivery_payload();
     let error = vec![json!({"message": "You do not have permission to perform this action"})];
     let mut group = c.benchmark_group("encode");
     let mut out = Vec::with_capacity(4096);

@@ -8,6 +8,9 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::json;
 use std::time::Duration;
 
 use mmsub_api::auth::JwtKeys;
@@ -122,4 +125,26 @@ pub fn event(sequence: u64) -> MessageEvent {
             },
         },
     )
+}
+
+/// Every client message of both protocols, named, as a client sends it.
+pub fn client_messages() -> Vec<(&'static str, String)> {
+    let subscription = selection(0);
+    vec![
+        ("transport/connection_init", json!({"type": "connection_init", "payload": {"Authorization": "JWT eyJhbGciOiJIUzI1NiJ9.e30.sig"}}).to_string()),
+        ("transport/subscribe", json!({"id": "1", "type": "subscribe", "payload": {"query": subscription, "variables": {"c": "town-square"}}}).to_string()),
+        ("transport/ping", json!({"type": "ping"}).to_string()),
+        ("transport/pong", json!({"type": "pong"}).to_string()),
+        ("transport/complete", json!({"id": "1", "type": "complete"}).to_string()),
+        ("legacy/connection_init", json!({"type": "connection_init", "payload": {"headers": {"Authorization": "JWT eyJhbGciOiJIUzI1NiJ9.e30.sig"}}}).to_string()),
+        ("legacy/start", json!({"id": "1", "type": "start", "payload": {"query": subscription}}).to_string()),
+        ("legacy/stop", json!({"id": "1", "type": "stop"}).to_string()),
+        ("legacy/connection_terminate", json!({"type": "connection_terminate"}).to_string()),
+    ]
+}
+
+/// A `next` payload as a group renders it for [`selection`].
+pub fn delivery_payload() -> Bytes {
+    let payload = json!({"data": {"onNewChatMessage": {"channelIdentifier": "town-square", "message": {"id": "00000000000000000000000001", "message": "hello", "createAt": "2023-11-14T22:13:20.123000+00:00", "type": "str", "owner": {"username": "alice"}}}}});
+    Bytes::from(serde_json::to_vec(&payload).expect("json"))
 }

@@ -37,14 +37,16 @@ pub struct FrameLimits {
     pub max_message_bytes: usize,
 }
 
+/// Frame opcodes (RFC 6455 §5.2), for both the frames we read and the ones we write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum OpCode {
-    Continuation,
-    Text,
-    Binary,
-    Close,
-    Ping,
-    Pong,
+    Continuation = 0x0,
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
 }
 
 struct Frame {
@@ -233,18 +235,14 @@ fn complete(opcode: OpCode, payload: BytesMut) -> Inbound {
     }
 }
 
-const OP_TEXT: u8 = 0x1;
-const OP_CLOSE: u8 = 0x8;
-const OP_PONG: u8 = 0xA;
-
 /// Appends one unmasked, final frame (server to client) to `buf`.
-fn push_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+fn push_frame(buf: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     push_header(buf, opcode, payload.len());
     buf.extend_from_slice(payload);
 }
 
-fn push_header(buf: &mut Vec<u8>, opcode: u8, len: usize) {
-    buf.push(0x80 | opcode);
+fn push_header(buf: &mut Vec<u8>, opcode: OpCode, len: usize) {
+    buf.push(0x80 | opcode as u8);
     if len < 126 {
         buf.push(len as u8);
     } else if len <= u16::MAX as usize {
@@ -257,13 +255,13 @@ fn push_header(buf: &mut Vec<u8>, opcode: u8, len: usize) {
 }
 
 pub fn push_text(buf: &mut Vec<u8>, payload: &[u8]) {
-    push_frame(buf, OP_TEXT, payload);
+    push_frame(buf, OpCode::Text, payload);
 }
 
 /// Appends a subscription delivery as one text frame: its parts are spliced, not re-encoded.
 pub fn push_delivery(buf: &mut Vec<u8>, delivery: &Delivery) {
-    push_header(buf, OP_TEXT, delivery.len());
-    buf.reserve(delivery.len());
+    push_header(buf, OpCode::Text, delivery.message_len());
+    buf.reserve(delivery.message_len());
     buf.extend_from_slice(&delivery.prefix);
     buf.extend_from_slice(&delivery.payload);
     buf.extend_from_slice(Delivery::SUFFIX);
@@ -281,7 +279,7 @@ pub fn delivery_prefix(dialect: Dialect, id: &str) -> Bytes {
 }
 
 pub fn push_pong(buf: &mut Vec<u8>, payload: &[u8]) {
-    push_frame(buf, OP_PONG, payload);
+    push_frame(buf, OpCode::Pong, payload);
 }
 
 pub fn push_close(buf: &mut Vec<u8>, code: u16, reason: &str) {
@@ -293,7 +291,7 @@ pub fn push_close(buf: &mut Vec<u8>, code: u16, reason: &str) {
     let mut payload = Vec::with_capacity(2 + end);
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(&reason.as_bytes()[..end]);
-    push_frame(buf, OP_CLOSE, &payload);
+    push_frame(buf, OpCode::Close, &payload);
 }
 
 #[cfg(test)]

@@ -25,12 +25,9 @@ pub struct Delivery {
 impl Delivery {
     pub const SUFFIX: &'static [u8] = b"}";
 
-    pub fn len(&self) -> usize {
+    /// Length of the message this delivery encodes to.
+    pub fn message_len(&self) -> usize {
         self.prefix.len() + self.payload.len() + Self::SUFFIX.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 }
 

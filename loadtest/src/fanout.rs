@@ -106,14 +106,12 @@ pub struct IdleReport {
     pub server_bytes_per_subscriber: u64,
 }
 
-type Socket = RawWebSocket;
-
 /// Everything a run shares: users, channels, the subscribers' connections.
 struct Setup {
     client: Arc<Client>,
     publisher_token: String,
     channels: Vec<String>,
-    sockets: Vec<(usize, Socket)>,
+    sockets: Vec<RawWebSocket>,
 }
 
 async fn set_up(args: &SubscriberArgs, deadline: Instant) -> anyhow::Result<Setup> {
@@ -145,12 +143,10 @@ async fn set_up(args: &SubscriberArgs, deadline: Instant) -> anyhow::Result<Setu
                 args.protocol.clone(),
                 reader_token.clone(),
             );
-            let k = i % args.channels;
-            let channel = channels[k].clone();
+            let channel = channels[i % args.channels].clone();
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await?;
-                let socket = subscribe(&ws_url, &protocol, &token, &channel).await?;
-                anyhow::Ok((k, socket))
+                subscribe(&ws_url, &protocol, &token, &channel).await
             })
         })
         .collect();
@@ -178,7 +174,7 @@ async fn subscribe(
     protocol: &str,
     token: &str,
     channel: &str,
-) -> anyhow::Result<Socket> {
+) -> anyhow::Result<RawWebSocket> {
     let mut ws = RawWebSocket::connect(ws_url, protocol).await?;
     ws.send_text(
         &json!({ "type": "connection_init", "payload": { "Authorization": format!("JWT {token}") } })
@@ -219,7 +215,7 @@ fn marker(frame: &[u8]) -> Option<(u64, u64)> {
 }
 
 async fn receive(
-    mut ws: Socket,
+    mut ws: RawWebSocket,
     expected: usize,
     epoch: Instant,
     deadline: Instant,
@@ -291,7 +287,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
     let receivers: Vec<_> = setup
         .sockets
         .into_iter()
-        .map(|(_, ws)| tokio::spawn(receive(ws, per_channel, epoch, deadline, progress.clone())))
+        .map(|ws| tokio::spawn(receive(ws, per_channel, epoch, deadline, progress.clone())))
         .collect();
 
     let server_before = s.server_pid.map(sample_process).transpose()?;

@@ -147,34 +147,35 @@ async fn sign_up(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-fn channel(user: &GooseUser) -> String {
+/// A field of the user's account (empty before sign-up finished).
+fn account(user: &GooseUser, field: fn(&Account) -> &String) -> String {
     user.get_session_data::<Account>()
-        .map(|a| a.channel.clone())
+        .map(|a| field(a).clone())
         .unwrap_or_default()
 }
 
 async fn send_message(user: &mut GooseUser) -> TransactionResult {
-    let channel = channel(user);
+    let channel = account(user, |a| &a.channel);
     graphql(
         user,
         "textMessageSend",
         "mutation($c: String!) { textMessageSend(channelIdentifier: $c, textMessage: \"hello from goose\") { statusCode } }",
         json!({ "c": channel }),
     )
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 async fn message_list(user: &mut GooseUser) -> TransactionResult {
-    let channel = channel(user);
+    let channel = account(user, |a| &a.channel);
     graphql(
         user,
         "getMessageList",
         "query($c: String!) { getMessageList(channelIdentifier: $c, page: { pageSize: 20 }) { data { id message createAt owner { username } } hasNext } }",
         json!({ "c": channel }),
     )
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 async fn channel_list(user: &mut GooseUser) -> TransactionResult {
@@ -184,8 +185,8 @@ async fn channel_list(user: &mut GooseUser) -> TransactionResult {
         "query { channelList { data { channelId channelName lastMessage { message createAt } } hasNext } }",
         json!({}),
     )
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 async fn user_list(user: &mut GooseUser) -> TransactionResult {
@@ -195,21 +196,18 @@ async fn user_list(user: &mut GooseUser) -> TransactionResult {
         "query { userList(page: { pageSize: 20 }) { data { id username } pageCount count } }",
         json!({}),
     )
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 async fn refresh_token(user: &mut GooseUser) -> TransactionResult {
-    let username = user
-        .get_session_data::<Account>()
-        .map(|a| a.username.clone())
-        .unwrap_or_default();
+    let username = account(user, |a| &a.username);
     graphql(
         user,
         "userGetToken",
         "mutation($u: String!, $p: String!) { userGetToken(username: $u, password: $p) { ... on ResponseWithToken { statusCode token } ... on ResponseBase { statusCode message } } }",
         json!({ "u": username, "p": PASSWORD }),
     )
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }

@@ -106,12 +106,6 @@ pub struct LiveSubscription {
     receiver: mpsc::UnboundedReceiver<Arc<MessageEvent>>,
 }
 
-impl LiveSubscription {
-    pub fn channel_id(&self) -> &str {
-        &self.channel_id
-    }
-}
-
 impl Stream for LiveSubscription {
     type Item = Arc<MessageEvent>;
 
