@@ -2,13 +2,18 @@
 //! server (signed with the same `DJANGO_SECRET_KEY`) keep working here and vice versa.
 //!
 //! Payload `{"username", "exp", "origIat"}`, HS256. Access tokens live `access_token_ttl`;
-//! a token may be exchanged for a fresh one until `origIat + refresh_window`.
+//! a token may be exchanged for a fresh one until `origIat + refresh_window`. On the
+//! Mattermost backend a token also carries `mmSession`: the user's Mattermost session,
+//! encrypted by the backend (`backend::mattermost::sealed`), so that any API node can act as
+//! the user while the client cannot read it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::backend::Actor;
 
 /// The claims this server reads. Other claims in a token are kept in [`Verified::payload`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -17,6 +22,22 @@ pub struct Claims {
     pub exp: i64,
     #[serde(rename = "origIat")]
     pub orig_iat: i64,
+    /// The backend's credential for the user ([`crate::backend::Actor::credential`]).
+    #[serde(
+        rename = "mmSession",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub credential: Option<String>,
+}
+
+impl Claims {
+    pub fn actor(&self) -> Actor {
+        Actor {
+            username: self.username.clone(),
+            credential: self.credential.clone(),
+        }
+    }
 }
 
 /// Why a token was not accepted; the messages are django-graphql-jwt's.
@@ -77,13 +98,14 @@ impl JwtKeys {
         }
     }
 
-    /// Signs a new access token; `orig_iat` is carried over on refresh.
-    pub fn issue(&self, username: &str, orig_iat: Option<i64>) -> IssuedToken {
+    /// Signs a new access token for the actor; `orig_iat` is carried over on refresh.
+    pub fn issue(&self, actor: &Actor, orig_iat: Option<i64>) -> IssuedToken {
         let now = unix_now();
         let claims = Claims {
-            username: username.to_owned(),
+            username: actor.username.clone(),
             exp: now + self.access_ttl.as_secs() as i64,
             orig_iat: orig_iat.unwrap_or(now),
+            credential: actor.credential.clone(),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail");
@@ -106,7 +128,7 @@ impl JwtKeys {
         if unix_now() >= deadline {
             return Err(TokenError::RefreshExpired);
         }
-        Ok(self.issue(&verified.claims.username, Some(verified.claims.orig_iat)))
+        Ok(self.issue(&verified.claims.actor(), Some(verified.claims.orig_iat)))
     }
 
     fn decode(&self, token: &str, check_expiry: bool) -> Result<Verified, TokenError> {
@@ -142,9 +164,7 @@ pub fn token_from_authorization(value: &str) -> Option<&str> {
 #[derive(Debug, Clone)]
 pub enum Viewer {
     Anonymous,
-    User {
-        username: String,
-    },
+    User(Actor),
     /// A token was presented but not accepted.
     Rejected(TokenError),
 }
@@ -154,9 +174,7 @@ impl Viewer {
         match token {
             None => Viewer::Anonymous,
             Some(token) => match keys.verify(token) {
-                Ok(v) => Viewer::User {
-                    username: v.claims.username,
-                },
+                Ok(v) => Viewer::User(v.claims.actor()),
                 Err(e) => Viewer::Rejected(e),
             },
         }
@@ -172,9 +190,9 @@ impl Viewer {
         }
     }
 
-    pub fn username(&self) -> Option<&str> {
+    pub fn actor(&self) -> Option<&Actor> {
         match self {
-            Viewer::User { username } => Some(username),
+            Viewer::User(actor) => Some(actor),
             _ => None,
         }
     }
@@ -194,7 +212,7 @@ mod tests {
 
     #[test]
     fn issues_the_django_graphql_jwt_payload() {
-        let issued = keys(1800).issue("alice", None);
+        let issued = keys(1800).issue(&Actor::named("alice"), None);
         let v = keys(1800).verify(&issued.token).unwrap();
         assert_eq!(v.claims.username, "alice");
         assert_eq!(v.claims.exp - v.claims.orig_iat, 1800);
@@ -211,7 +229,7 @@ mod tests {
 
     #[test]
     fn rejects_wrong_secret_and_garbage() {
-        let issued = keys(60).issue("alice", None);
+        let issued = keys(60).issue(&Actor::named("alice"), None);
         let other = JwtKeys::new(b"other", Duration::from_secs(60), Duration::from_secs(60));
         assert_eq!(
             other.verify(&issued.token).unwrap_err(),
@@ -231,6 +249,7 @@ mod tests {
             username: "bob".into(),
             exp: now - 10,
             orig_iat: now - 70,
+            credential: None,
         };
         let token = jsonwebtoken::encode(
             &Header::default(),
@@ -249,6 +268,7 @@ mod tests {
             username: "bob".into(),
             exp: now - 10,
             orig_iat: now - 7200,
+            credential: None,
         };
         let token = jsonwebtoken::encode(
             &Header::default(),

@@ -6,6 +6,7 @@
 //! schema can answer with the contract's status codes.
 
 pub mod embedded;
+pub mod mattermost;
 
 use async_trait::async_trait;
 use mmsub_relay::{EventAuthor, EventPost, MessageEvent};
@@ -123,6 +124,9 @@ pub enum BackendError {
     NotFound(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The caller's backend session is missing or expired: log in again.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Conflict(String),
     /// The backing system failed or is unreachable; the message is safe to show.
@@ -135,6 +139,7 @@ impl BackendError {
         match self {
             BackendError::Invalid(_) | BackendError::Conflict(_) => 400,
             BackendError::Forbidden(_) => 403,
+            BackendError::Unauthorized(_) => 401,
             BackendError::NotFound(_) => 404,
             BackendError::Unavailable(_) => 503,
         }
@@ -151,6 +156,41 @@ impl BackendError {
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
+/// Who a backend acts for: the username the JWT names, and the backend's own credential for
+/// that user if it has one (the Mattermost backend keeps the user's session there, sealed;
+/// the embedded store has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub username: String,
+    /// Opaque to everything but the backend that issued it.
+    pub credential: Option<String>,
+}
+
+impl Actor {
+    pub fn named(username: impl Into<String>) -> Self {
+        Self {
+            username: username.into(),
+            credential: None,
+        }
+    }
+}
+
+/// A successful login: the user, and the credential the backend wants carried in the token.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: User,
+    pub credential: Option<String>,
+}
+
+impl Login {
+    pub fn actor(&self) -> Actor {
+        Actor {
+            username: self.user.username.clone(),
+            credential: self.credential.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewUser {
     pub username: String,
@@ -163,28 +203,28 @@ pub trait ChatBackend: Send + Sync + 'static {
     /// Creates the user (inputs already validated) and adds it to the team and its default channel.
     async fn create_user(&self, new: NewUser) -> BackendResult<CreatedUser>;
 
-    /// The user if the password is right; `None` for an unknown user or a wrong password.
-    async fn authenticate(&self, username: &str, password: &str) -> BackendResult<Option<User>>;
+    /// The login if the password is right; `None` for an unknown user or a wrong password.
+    async fn authenticate(&self, username: &str, password: &str) -> BackendResult<Option<Login>>;
 
-    async fn list_users(&self, actor: &str, page: PageRequest) -> BackendResult<UserPage>;
+    async fn list_users(&self, actor: &Actor, page: PageRequest) -> BackendResult<UserPage>;
 
     /// Creates an open channel in the team with the actor and every member in it.
     async fn create_channel(
         &self,
-        actor: &str,
+        actor: &Actor,
         name: &str,
         members: &[String],
     ) -> BackendResult<Channel>;
 
     /// The actor's channels, each with its last message.
-    async fn member_channels(&self, actor: &str, page: PageRequest) -> BackendResult<ChannelPage>;
+    async fn member_channels(&self, actor: &Actor, page: PageRequest) -> BackendResult<ChannelPage>;
 
     /// Resolves a channel by id or name, failing unless the actor is a member.
-    async fn member_channel(&self, actor: &str, identifier: &str) -> BackendResult<Channel>;
+    async fn member_channel(&self, actor: &Actor, identifier: &str) -> BackendResult<Channel>;
 
     async fn send_message(
         &self,
-        actor: &str,
+        actor: &Actor,
         identifier: &str,
         text: &str,
     ) -> BackendResult<ChannelPost>;
@@ -193,7 +233,7 @@ pub trait ChatBackend: Send + Sync + 'static {
     /// resuming subscriber missed. Unknown `after_id` (or one of another channel) is `NotFound`.
     async fn messages_after(
         &self,
-        actor: &str,
+        actor: &Actor,
         identifier: &str,
         after_id: &str,
         limit: u32,
@@ -202,18 +242,18 @@ pub trait ChatBackend: Send + Sync + 'static {
     /// `page.number` 0 is the newest page.
     async fn messages(
         &self,
-        actor: &str,
+        actor: &Actor,
         identifier: &str,
         page: PageRequest,
     ) -> BackendResult<MessagePage>;
 
-    /// Stores a new single-use refresh token for the user and returns it.
+    /// A new refresh token for the login, valid for `ttl`.
     async fn issue_refresh_token(
         &self,
-        username: &str,
+        login: &Login,
         ttl: std::time::Duration,
     ) -> BackendResult<String>;
 
-    /// Consumes a refresh token; `None` if it is unknown, used or expired.
-    async fn redeem_refresh_token(&self, token: &str) -> BackendResult<Option<User>>;
+    /// Redeems a refresh token; `None` if it is unknown, used, expired or revoked.
+    async fn redeem_refresh_token(&self, token: &str) -> BackendResult<Option<Login>>;
 }

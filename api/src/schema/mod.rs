@@ -15,7 +15,7 @@ use async_graphql::{Context, ErrorExtensions, Schema};
 use mmsub_relay::Bus;
 
 use crate::auth::{JwtKeys, Viewer};
-use crate::backend::{BackendError, ChatBackend, PageRequest};
+use crate::backend::{Actor, BackendError, ChatBackend, PageRequest};
 use crate::settings::ApiSettings;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
@@ -48,10 +48,10 @@ fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
     ctx.data_unchecked::<Arc<AppState>>()
 }
 
-/// The caller's username, or the contract's permission error.
-fn require_user<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a str> {
+/// The caller, or the contract's permission error.
+fn require_user<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Actor> {
     ctx.data_opt::<Viewer>()
-        .and_then(Viewer::username)
+        .and_then(Viewer::actor)
         .ok_or_else(|| {
             async_graphql::Error::new(PERMISSION_DENIED)
                 .extend_with(|_, e| e.set("code", "FORBIDDEN"))

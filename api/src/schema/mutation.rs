@@ -91,8 +91,8 @@ impl MutationRoot {
         password: String,
     ) -> Option<ResponseUnion> {
         let app = state(ctx);
-        let user = match app.backend.authenticate(&username, &password).await {
-            Ok(Some(user)) => user,
+        let login = match app.backend.authenticate(&username, &password).await {
+            Ok(Some(login)) => login,
             Ok(None) => {
                 return Some(ResponseUnion::ResponseBase(ResponseBase::new(
                     404,
@@ -104,20 +104,20 @@ impl MutationRoot {
         };
         let refresh = match app
             .backend
-            .issue_refresh_token(&user.username, app.settings.refresh_token_ttl)
+            .issue_refresh_token(&login, app.settings.refresh_token_ttl)
             .await
         {
             Ok(token) => token,
             Err(e) => return Some(ResponseUnion::ResponseBase(e.into())),
         };
-        let issued = app.jwt.issue(&user.username, None);
+        let issued = app.jwt.issue(&login.actor(), None);
         Some(ResponseUnion::ResponseWithToken(ResponseWithToken {
             status: Some("OK".into()),
             status_code: Some(200),
             message: Some("Login Successfully!".into()),
             token: Some(issued.token),
             refresh_token: Some(refresh),
-            metadata: Some(GenericScalar(user_metadata(&user))),
+            metadata: Some(GenericScalar(user_metadata(&login.user))),
         }))
     }
 
@@ -129,13 +129,13 @@ impl MutationRoot {
         password: String,
     ) -> async_graphql::Result<Option<ObtainJsonWebToken>> {
         let app = state(ctx);
-        let user = app
+        let login = app
             .backend
             .authenticate(&username, &password)
             .await
             .map_err(super::graphql_error)?
             .ok_or_else(credentials_error)?;
-        let issued = app.jwt.issue(&user.username, None);
+        let issued = app.jwt.issue(&login.actor(), None);
         Ok(Some(ObtainJsonWebToken {
             payload: GenericScalar(issued.payload),
             refresh_expires_in: issued.refresh_expires_in,
@@ -174,7 +174,7 @@ impl MutationRoot {
                 None,
             )));
         }
-        let user = app
+        let login = app
             .backend
             .redeem_refresh_token(&presented)
             .await
@@ -182,11 +182,11 @@ impl MutationRoot {
             .ok_or_else(|| async_graphql::Error::new("Invalid refresh token"))?;
         let replacement = app
             .backend
-            .issue_refresh_token(&user.username, app.settings.refresh_token_ttl)
+            .issue_refresh_token(&login, app.settings.refresh_token_ttl)
             .await
             .map_err(super::graphql_error)?;
         Ok(Some(refresh_answer(
-            app.jwt.issue(&user.username, None),
+            app.jwt.issue(&login.actor(), None),
             Some(replacement),
         )))
     }

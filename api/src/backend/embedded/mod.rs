@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
 use super::{
-    BackendError, BackendResult, Channel, ChannelPage, ChannelPost, ChannelSummary, ChatBackend,
-    CreatedUser, MessagePage, NewUser, PageRequest, Post, User, UserPage,
+    Actor, BackendError, BackendResult, Channel, ChannelPage, ChannelPost, ChannelSummary, ChatBackend,
+    CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, User, UserPage,
 };
 use crate::ids::{new_id, random_hex};
 use writer::Writer;
@@ -345,7 +345,7 @@ impl ChatBackend for EmbeddedStore {
         .await
     }
 
-    async fn authenticate(&self, username: &str, password: &str) -> BackendResult<Option<User>> {
+    async fn authenticate(&self, username: &str, password: &str) -> BackendResult<Option<Login>> {
         let username = username.to_owned();
         let found: Option<(User, String)> = self
             .read(move |conn, _| {
@@ -361,11 +361,14 @@ impl ChatBackend for EmbeddedStore {
             .await?;
         let (user, phc) = found.unzip();
         let valid = self.passwords.verify(password.to_owned(), phc).await?;
-        Ok(user.filter(|_| valid))
+        Ok(user.filter(|_| valid).map(|user| Login {
+            user,
+            credential: None,
+        }))
     }
 
-    async fn list_users(&self, actor_name: &str, page: PageRequest) -> BackendResult<UserPage> {
-        let actor_name = actor_name.to_owned();
+    async fn list_users(&self, who: &Actor, page: PageRequest) -> BackendResult<UserPage> {
+        let actor_name = who.username.clone();
         self.read(move |conn, _| {
             actor(conn, &actor_name)?;
             let total: u64 = conn
@@ -387,11 +390,11 @@ impl ChatBackend for EmbeddedStore {
 
     async fn create_channel(
         &self,
-        actor_name: &str,
+        who: &Actor,
         name: &str,
         members: &[String],
     ) -> BackendResult<Channel> {
-        let actor_name = actor_name.to_owned();
+        let actor_name = who.username.clone();
         let name = name.to_owned();
         let members: Vec<String> = members.iter().map(|m| m.trim().to_lowercase()).collect();
         self.write(move |conn, team_id| {
@@ -421,10 +424,10 @@ impl ChatBackend for EmbeddedStore {
 
     async fn member_channels(
         &self,
-        actor_name: &str,
+        who: &Actor,
         page: PageRequest,
     ) -> BackendResult<ChannelPage> {
-        let actor_name = actor_name.to_owned();
+        let actor_name = who.username.clone();
         self.read(move |conn, team_id| {
             let user = actor(conn, &actor_name)?;
             // Each channel with its newest post, found through the (channel_id, seq) index: one
@@ -455,8 +458,8 @@ impl ChatBackend for EmbeddedStore {
         .await
     }
 
-    async fn member_channel(&self, actor_name: &str, identifier: &str) -> BackendResult<Channel> {
-        let actor_name = actor_name.to_owned();
+    async fn member_channel(&self, who: &Actor, identifier: &str) -> BackendResult<Channel> {
+        let actor_name = who.username.clone();
         let identifier = identifier.to_owned();
         self.read(move |conn, team_id| {
             member_channel(conn, team_id, &actor(conn, &actor_name)?, &identifier)
@@ -466,11 +469,11 @@ impl ChatBackend for EmbeddedStore {
 
     async fn send_message(
         &self,
-        actor_name: &str,
+        who: &Actor,
         identifier: &str,
         text: &str,
     ) -> BackendResult<ChannelPost> {
-        let actor_name = actor_name.to_owned();
+        let actor_name = who.username.clone();
         let identifier = identifier.to_owned();
         let text = text.to_owned();
         self.write(move |conn, team_id| {
@@ -483,12 +486,12 @@ impl ChatBackend for EmbeddedStore {
 
     async fn messages_after(
         &self,
-        actor_name: &str,
+        who: &Actor,
         identifier: &str,
         after_id: &str,
         limit: u32,
     ) -> BackendResult<Vec<Post>> {
-        let actor_name = actor_name.to_owned();
+        let actor_name = who.username.clone();
         let identifier = identifier.to_owned();
         let after_id = after_id.to_owned();
         self.read(move |conn, team_id| {
@@ -518,11 +521,11 @@ impl ChatBackend for EmbeddedStore {
 
     async fn messages(
         &self,
-        actor_name: &str,
+        who: &Actor,
         identifier: &str,
         page: PageRequest,
     ) -> BackendResult<MessagePage> {
-        let actor_name = actor_name.to_owned();
+        let actor_name = who.username.clone();
         let identifier = identifier.to_owned();
         self.read(move |conn, team_id| {
             let channel = member_channel(conn, team_id, &actor(conn, &actor_name)?, &identifier)?;
@@ -550,8 +553,8 @@ impl ChatBackend for EmbeddedStore {
         .await
     }
 
-    async fn issue_refresh_token(&self, username: &str, ttl: Duration) -> BackendResult<String> {
-        let username = username.to_owned();
+    async fn issue_refresh_token(&self, login: &Login, ttl: Duration) -> BackendResult<String> {
+        let username = login.user.username.clone();
         let token = random_hex(20);
         let hash = token_hash(&token);
         let expires_at = crate::auth::unix_now() + ttl.as_secs() as i64;
@@ -568,7 +571,7 @@ impl ChatBackend for EmbeddedStore {
         Ok(token)
     }
 
-    async fn redeem_refresh_token(&self, token: &str) -> BackendResult<Option<User>> {
+    async fn redeem_refresh_token(&self, token: &str) -> BackendResult<Option<Login>> {
         let hash = token_hash(token);
         self.write(move |conn, _| {
             let now = crate::auth::unix_now();
@@ -582,9 +585,11 @@ impl ChatBackend for EmbeddedStore {
                 .optional()
                 .map_err(storage_error)?;
             let Some(user_id) = user_id else { return Ok(None) };
-            conn.query_row(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"), [user_id], |r| user_from(r, 0))
+            let user = conn
+                .query_row(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"), [user_id], |r| user_from(r, 0))
                 .optional()
-                .map_err(storage_error)
+                .map_err(storage_error)?;
+            Ok(user.map(|user| Login { user, credential: None }))
         })
         .await
     }
@@ -611,7 +616,7 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .send_message("alice", DEFAULT_CHANNEL, &format!("m{i}"))
+                    .send_message(&Actor::named("alice"), DEFAULT_CHANNEL, &format!("m{i}"))
                     .await
             })
         });
@@ -621,7 +626,7 @@ mod tests {
         }
         let page = store
             .messages(
-                "alice",
+                &Actor::named("alice"),
                 DEFAULT_CHANNEL,
                 PageRequest {
                     size: 100,
@@ -643,13 +648,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path(), "main").unwrap();
         store.create_user(new_user("erin")).await.unwrap();
-        store.create_channel("erin", "quiet", &[]).await.unwrap();
-        store.create_channel("erin", "busy", &[]).await.unwrap();
-        store.send_message("erin", "busy", "first").await.unwrap();
-        let newest = store.send_message("erin", "busy", "second").await.unwrap();
+        store.create_channel(&Actor::named("erin"), "quiet", &[]).await.unwrap();
+        store.create_channel(&Actor::named("erin"), "busy", &[]).await.unwrap();
+        store.send_message(&Actor::named("erin"), "busy", "first").await.unwrap();
+        let newest = store.send_message(&Actor::named("erin"), "busy", "second").await.unwrap();
         let page = store
             .member_channels(
-                "erin",
+                &Actor::named("erin"),
                 PageRequest {
                     size: 10,
                     number: 0,
@@ -711,9 +716,13 @@ mod tests {
     async fn refresh_tokens_are_single_use_and_stored_hashed() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path(), "main").unwrap();
-        store.create_user(new_user("dave")).await.unwrap();
+        let dave = store.create_user(new_user("dave")).await.unwrap().user;
+        let login = Login {
+            user: dave,
+            credential: None,
+        };
         let token = store
-            .issue_refresh_token("dave", Duration::from_secs(60))
+            .issue_refresh_token(&login, Duration::from_secs(60))
             .await
             .unwrap();
         let raw = std::fs::read(store.database_path()).unwrap_or_default();
@@ -724,6 +733,7 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap()
+                .user
                 .username,
             "dave"
         );

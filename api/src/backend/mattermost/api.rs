@@ -1,0 +1,307 @@
+//! One HTTP exchange with Mattermost's REST API v4, with the rules every call shares: a
+//! timeout, Mattermost's error body turned into a typed error, and `429 Too Many Requests`
+//! waited out until `X-Ratelimit-Reset` (within a bound) before one more try.
+//!
+//! Nothing here logs a request body, a header value or a token.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Limits of every call to Mattermost; each has a flag in the `mmsub` binary.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Longest a single request may take, connect to last byte.
+    pub request_timeout: Duration,
+    /// Longest wait for a rate limit to reset; a longer `X-Ratelimit-Reset` fails the call.
+    pub max_rate_limit_wait: Duration,
+    /// How many times one call waits out a 429 before giving up.
+    pub max_rate_limit_retries: u32,
+    /// Idle pooled connections kept per Mattermost host.
+    pub pool_idle_per_host: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            max_rate_limit_wait: Duration::from_secs(10),
+            max_rate_limit_retries: 3,
+            pool_idle_per_host: 32,
+        }
+    }
+}
+
+/// Why a call to Mattermost failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MattermostError {
+    /// Mattermost answered with its error body (`id`, `message`, `status_code`).
+    #[error("Mattermost: {message}")]
+    Api {
+        id: String,
+        message: String,
+        status_code: u16,
+    },
+    #[error("Mattermost did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Mattermost is unreachable")]
+    Unreachable,
+    #[error("Mattermost is rate limiting this server; retry in {0:?}")]
+    RateLimited(Duration),
+    #[error("Mattermost answered something this server does not understand: {0}")]
+    Protocol(String),
+}
+
+impl MattermostError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            MattermostError::Api { status_code, .. } => Some(*status_code),
+            _ => None,
+        }
+    }
+
+    pub fn is_status(&self, status: u16) -> bool {
+        self.status() == Some(status)
+    }
+}
+
+pub type MmResult<T> = Result<T, MattermostError>;
+
+/// Mattermost's error body (`model.AppError`).
+#[derive(Debug, Deserialize)]
+struct AppError {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    status_code: u16,
+}
+
+/// A pooled client for one Mattermost server.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    limits: ApiLimits,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("base", &self.base).finish()
+    }
+}
+
+/// One request: method, path below `/api/v4`, query and JSON body.
+pub struct Call<'a> {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(&'a str, String)>,
+    pub body: Option<Value>,
+}
+
+impl<'a> Call<'a> {
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new(Method::GET, path)
+    }
+    pub fn post(path: impl Into<String>, body: Value) -> Self {
+        Self::new(Method::POST, path).body(body)
+    }
+    pub fn put(path: impl Into<String>, body: Value) -> Self {
+        Self::new(Method::PUT, path).body(body)
+    }
+    pub fn delete(path: impl Into<String>) -> Self {
+        Self::new(Method::DELETE, path)
+    }
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+        }
+    }
+    pub fn query(mut self, name: &'a str, value: impl ToString) -> Self {
+        self.query.push((name, value.to_string()));
+        self
+    }
+    pub fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
+/// An answer: the `Token` header (set on login) and the JSON body.
+pub struct Answer {
+    pub token: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    pub fn json<T: DeserializeOwned>(&self) -> MmResult<T> {
+        serde_json::from_slice(&self.body).map_err(|e| MattermostError::Protocol(e.to_string()))
+    }
+}
+
+impl Api {
+    /// `server_url` is the server's root (`https://chat.example.com`), as in the original `.env`.
+    pub fn new(server_url: &str, limits: ApiLimits) -> MmResult<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(limits.request_timeout)
+            .connect_timeout(limits.request_timeout)
+            .pool_max_idle_per_host(limits.pool_idle_per_host)
+            .user_agent(concat!("mmsub/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| MattermostError::Protocol(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: format!("{}/api/v4", server_url.trim_end_matches('/')),
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> &ApiLimits {
+        &self.limits
+    }
+
+    /// `ws://…/api/v4/websocket` (or `wss://`) of this server.
+    pub fn websocket_url(&self) -> String {
+        let url = format!("{}/websocket", self.base);
+        match url.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}"),
+            Some(("http", rest)) => format!("ws://{rest}"),
+            _ => url,
+        }
+    }
+
+    /// Sends the call with `token` as the bearer (none for login), waiting out rate limits.
+    pub async fn send(&self, call: &Call<'_>, token: Option<&str>) -> MmResult<Answer> {
+        let mut retries = 0;
+        loop {
+            match self.send_once(call, token).await {
+                Err(MattermostError::RateLimited(wait))
+                    if retries < self.limits.max_rate_limit_retries
+                        && wait <= self.limits.max_rate_limit_wait =>
+                {
+                    retries += 1;
+                    tracing::debug!(path = %call.path, ?wait, "Mattermost rate limit: waiting");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send_once(&self, call: &Call<'_>, token: Option<&str>) -> MmResult<Answer> {
+        let mut request = self
+            .http
+            .request(call.method.clone(), format!("{}{}", self.base, call.path))
+            .header("X-Requested-With", "XMLHttpRequest");
+        if !call.query.is_empty() {
+            request = request.query(&call.query);
+        }
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(MattermostError::RateLimited(rate_limit_wait(&headers)));
+        }
+        if !status.is_success() {
+            let error: AppError = serde_json::from_slice(&body).unwrap_or(AppError {
+                id: String::new(),
+                message: String::new(),
+                status_code: status.as_u16(),
+            });
+            return Err(MattermostError::Api {
+                id: error.id,
+                message: if error.message.is_empty() {
+                    status.canonical_reason().unwrap_or("error").to_owned()
+                } else {
+                    error.message
+                },
+                status_code: if error.status_code == 0 {
+                    status.as_u16()
+                } else {
+                    error.status_code
+                },
+            });
+        }
+        let token = headers
+            .get("Token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Answer { token, body })
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> MattermostError {
+        if e.is_timeout() {
+            MattermostError::Timeout(self.limits.request_timeout)
+        } else if e.is_decode() || e.is_body() {
+            MattermostError::Protocol("the answer could not be read".into())
+        } else {
+            // reqwest's message may name the URL, never a credential; keep it to debug logs.
+            tracing::debug!(error = %e, "Mattermost request failed");
+            MattermostError::Unreachable
+        }
+    }
+}
+
+/// How long to wait after a 429. `X-Ratelimit-Reset` is seconds until the window resets
+/// (what Mattermost sends); a value that looks like a Unix time (as in the API docs' example)
+/// is read as one.
+fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Duration {
+    let reset = headers
+        .get("X-Ratelimit-Reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(reset) = reset else {
+        return Duration::from_secs(1);
+    };
+    if reset > 1_000_000_000 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        return Duration::from_secs(reset.saturating_sub(now).max(1));
+    }
+    Duration::from_secs(reset.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn reset_is_seconds_or_a_unix_time() {
+        let mut h = HeaderMap::new();
+        assert_eq!(rate_limit_wait(&h), Duration::from_secs(1));
+        h.insert("X-Ratelimit-Reset", HeaderValue::from_static("3"));
+        assert_eq!(rate_limit_wait(&h), Duration::from_secs(3));
+        let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 5;
+        h.insert("X-Ratelimit-Reset", HeaderValue::from(soon));
+        let wait = rate_limit_wait(&h);
+        assert!(wait >= Duration::from_secs(4) && wait <= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn websocket_url_follows_the_scheme() {
+        let api = Api::new("https://chat.example.com/", ApiLimits::default()).unwrap();
+        assert_eq!(api.websocket_url(), "wss://chat.example.com/api/v4/websocket");
+        let api = Api::new("http://127.0.0.1:8065", ApiLimits::default()).unwrap();
+        assert_eq!(api.websocket_url(), "ws://127.0.0.1:8065/api/v4/websocket");
+    }
+}
