@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
+use mmsub_api::backend::mattermost::ingest::IngestSettings;
+use mmsub_api::backend::mattermost::{ApiLimits, MattermostConfig};
 use mmsub_api::ApiSettings;
 use mmsub_gateway::GatewaySettings;
 
@@ -28,8 +30,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run every role (API, relay, WebSocket gateway) in one process: the default.
+    /// Run every role (API, relay, WebSocket gateway, and the Mattermost ingest when
+    /// Mattermost is configured) in one process: the default.
     Serve(ServeArgs),
+    /// Only the Mattermost ingest: posts made in Mattermost become bus events.
+    Ingest(ServeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -59,6 +64,26 @@ pub struct ServeArgs {
     pub mattermost_admin_login_id: Option<String>,
     #[arg(long, env = "MATTERMOST_ADMIN_LOGIN_PASSWORD", hide_env_values = true)]
     pub mattermost_admin_login_password: Option<String>,
+    /// Milliseconds one Mattermost request may take.
+    #[arg(long, env = "MMSUB_MATTERMOST_TIMEOUT_MS", default_value_t = millis(ApiLimits::default().request_timeout))]
+    pub mattermost_timeout_ms: u64,
+    /// Longest wait for Mattermost's rate limit to reset before a call fails, in milliseconds.
+    #[arg(
+        long,
+        env = "MMSUB_MATTERMOST_MAX_RATE_LIMIT_WAIT_MS",
+        default_value_t = millis(ApiLimits::default().max_rate_limit_wait)
+    )]
+    pub mattermost_max_rate_limit_wait_ms: u64,
+    /// Seconds a Mattermost user's name and email are reused for message authors.
+    #[arg(long, env = "MMSUB_MATTERMOST_USER_CACHE_SECS", default_value_t = 300)]
+    pub mattermost_user_cache_secs: u64,
+    /// Longest pause between reconnects of the Mattermost WebSocket, in milliseconds.
+    #[arg(
+        long,
+        env = "MMSUB_INGEST_RECONNECT_MAX_MS",
+        default_value_t = millis(IngestSettings::default().reconnect_max)
+    )]
+    pub ingest_reconnect_max_ms: u64,
 
     /// Largest HTTP request body, in bytes (413 beyond).
     #[arg(long, env = "MMSUB_MAX_BODY_BYTES", default_value_t = ApiSettings::default().max_body_bytes)]
@@ -124,6 +149,9 @@ pub struct ServerConfig {
     pub team: String,
     /// Explicit signing secret; `None` means "the one generated in the data dir".
     pub jwt_secret: Option<String>,
+    /// `None`: the embedded store is the chat backend.
+    pub mattermost: Option<MattermostConfig>,
+    pub ingest: IngestSettings,
     pub api: ApiSettings,
     pub gateway: GatewaySettings,
 }
@@ -136,6 +164,8 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             team: "main".into(),
             jwt_secret: None,
+            mattermost: None,
+            ingest: IngestSettings::default(),
             api: ApiSettings::default(),
             gateway: GatewaySettings::default(),
         }
@@ -144,12 +174,7 @@ impl ServerConfig {
 
 impl ServeArgs {
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
-        if let Some(url) = &self.mattermost_server_url {
-            bail!(
-                "MATTERMOST_SERVER_URL is set ({url}), but this build only has the embedded backend; \
-                 unset it (and the other MATTERMOST_* variables) to run on the embedded store"
-            );
-        }
+        let mattermost = self.mattermost_config()?;
         let time_zone: Tz = self.time_zone.parse().map_err(|_| {
             anyhow::anyhow!(
                 "unknown time zone {:?}: use an IANA name such as UTC or Europe/Berlin",
@@ -199,9 +224,42 @@ impl ServeArgs {
                 .jwt_secret
                 .or(self.django_secret_key)
                 .filter(|s| !s.is_empty()),
+            mattermost,
+            ingest: IngestSettings {
+                reconnect_max: Duration::from_millis(self.ingest_reconnect_max_ms.max(1)),
+                ..IngestSettings::default()
+            },
             api,
             gateway,
         })
+    }
+
+    /// The Mattermost backend if `MATTERMOST_SERVER_URL` is set; then the admin login is required.
+    fn mattermost_config(&self) -> anyhow::Result<Option<MattermostConfig>> {
+        let Some(url) = self.mattermost_server_url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("MATTERMOST_SERVER_URL must start with http:// or https:// (got {url:?})");
+        }
+        let (Some(login), Some(password)) = (
+            self.mattermost_admin_login_id.as_deref().filter(|v| !v.is_empty()),
+            self.mattermost_admin_login_password.as_deref().filter(|v| !v.is_empty()),
+        ) else {
+            bail!(
+                "MATTERMOST_SERVER_URL is set, so MATTERMOST_ADMIN_LOGIN_ID and \
+                 MATTERMOST_ADMIN_LOGIN_PASSWORD are needed too"
+            );
+        };
+        if self.mattermost_timeout_ms == 0 {
+            bail!("--mattermost-timeout-ms must be at least 1");
+        }
+        let mut config = MattermostConfig::new(url, login, password, &self.team);
+        config.limits.request_timeout = Duration::from_millis(self.mattermost_timeout_ms);
+        config.limits.max_rate_limit_wait =
+            Duration::from_millis(self.mattermost_max_rate_limit_wait_ms);
+        config.user_cache_ttl = Duration::from_secs(self.mattermost_user_cache_secs);
+        Ok(Some(config))
     }
 }
 
@@ -242,7 +300,7 @@ mod tests {
     fn parse(args: &[&str]) -> anyhow::Result<ServerConfig> {
         let cli = Cli::try_parse_from(std::iter::once("mmsub").chain(args.iter().copied()))?;
         match cli.command {
-            Some(Command::Serve(args)) => args,
+            Some(Command::Serve(args) | Command::Ingest(args)) => args,
             None => cli.serve,
         }
         .into_config()
@@ -295,7 +353,30 @@ mod tests {
         let err = parse(&["--mattermost-server-url", "https://chat.example.com"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("embedded backend"), "{err}");
+        assert!(err.contains("MATTERMOST_ADMIN_LOGIN_ID"), "{err}");
+        let err = parse(&["--mattermost-server-url", "chat.example.com"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http://"), "{err}");
+    }
+
+    #[test]
+    fn the_original_env_names_select_mattermost() {
+        let config = parse(&[
+            "--mattermost-server-url",
+            "https://chat.example.com",
+            "--mattermost-admin-login-id",
+            "admin",
+            "--mattermost-admin-login-password",
+            "secret-pass",
+            "--team",
+            "crew",
+        ])
+        .unwrap();
+        let mm = config.mattermost.expect("Mattermost backend");
+        assert_eq!(mm.team, "crew");
+        assert!(!format!("{mm:?}").contains("secret-pass"));
+        assert!(parse(&[]).unwrap().mattermost.is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Ingest(args)) => return mmsub::run_ingest(args.into_config()?).await,
         None => cli.serve,
     };
     let server = mmsub::start(args.into_config()?).await?;

@@ -1,5 +1,6 @@
-//! Wires the roles into one listening process: the embedded store, the in-process bus, the
-//! fan-out hub, the API and the WebSocket gateway, behind one HTTP router.
+//! Wires the roles into one listening process: the chat backend (the embedded store, or
+//! Mattermost with its ingest), the in-process bus, the fan-out hub, the API and the WebSocket
+//! gateway, behind one HTTP router.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,6 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use mmsub_api::auth::JwtKeys;
 use mmsub_api::backend::embedded::EmbeddedStore;
+use mmsub_api::backend::mattermost::{ingest, MattermostBackend};
+use mmsub_api::backend::ChatBackend;
 use mmsub_api::http::{error_response, json_response, HttpResponse};
 use mmsub_api::{build_schema, AppState, MmsubSchema};
 use mmsub_gateway::Gateway;
@@ -87,16 +90,31 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config.api.access_token_ttl,
         config.api.refresh_window,
     );
-    let store = EmbeddedStore::open(&config.data_dir, &config.team)?;
     let hub = FanoutHub::new();
+    let bus = Arc::new(InProcessBus::new(hub.clone()));
+    let shutdown = CancellationToken::new();
+    let backend: Arc<dyn ChatBackend> = match &config.mattermost {
+        None => Arc::new(EmbeddedStore::open(&config.data_dir, &config.team)?),
+        Some(mattermost) => {
+            let backend = Arc::new(MattermostBackend::connect(mattermost.clone(), &secret).await?);
+            let watched_hub = hub.clone();
+            tokio::spawn(ingest::run(
+                backend.clone(),
+                bus.clone(),
+                Arc::new(move || watched_hub.channel_ids()),
+                config.ingest.clone(),
+                shutdown.clone(),
+            ));
+            backend
+        }
+    };
     let state = Arc::new(AppState {
-        backend: Arc::new(store),
-        bus: Arc::new(InProcessBus::new(hub.clone())),
+        backend,
+        bus,
         jwt: jwt.clone(),
         settings: config.api.clone(),
     });
     let schema = build_schema(state.clone());
-    let shutdown = CancellationToken::new();
     let gateway = Gateway::new(
         schema.clone(),
         hub,
@@ -152,4 +170,17 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
             }
         });
     }
+}
+
+/// `mmsub ingest`: the Mattermost ingest alone. It publishes to a bus other nodes consume, so
+/// it needs the shared (Kafka) bus of the relay tier; with the in-process bus its events would
+/// reach no one, and `mmsub serve` already runs the ingest beside the gateway.
+pub async fn run_ingest(config: ServerConfig) -> anyhow::Result<()> {
+    if config.mattermost.is_none() {
+        anyhow::bail!("mmsub ingest needs Mattermost: set MATTERMOST_SERVER_URL, MATTERMOST_ADMIN_LOGIN_ID and MATTERMOST_ADMIN_LOGIN_PASSWORD");
+    }
+    anyhow::bail!(
+        "mmsub ingest publishes to a shared bus, and this build has only the in-process one: \
+         run `mmsub serve`, which includes the ingest when Mattermost is configured"
+    )
 }

@@ -6,11 +6,16 @@
 //! listener has its own unbounded queue, drained by a task that only renders and hands frames to
 //! connections (where the per-connection slow-consumer limit applies), so it keeps up by CPU
 //! alone and never waits on a client.
+//!
+//! The hub also drops a post it has already delivered in that channel (by post id, among the
+//! last [`RECENT_POSTS_PER_CHANNEL`]): with Mattermost, a post sent through this server is
+//! published by the API and seen again by the ingest, and an ingest catch-up overlaps what was
+//! live. Subscribers get each post once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -24,10 +29,43 @@ struct Listener {
     queue: mpsc::UnboundedSender<Arc<MessageEvent>>,
 }
 
+/// How many delivered post ids a channel remembers to drop repeats.
+pub const RECENT_POSTS_PER_CHANNEL: usize = 4096;
+
+#[derive(Default)]
+struct ChannelListeners {
+    listeners: Vec<Listener>,
+    recent: Mutex<RecentPosts>,
+}
+
+/// The newest delivered post ids of a channel, oldest first.
+#[derive(Default)]
+struct RecentPosts {
+    order: VecDeque<String>,
+    ids: HashSet<String>,
+}
+
+impl RecentPosts {
+    /// `false` if the id was delivered already.
+    fn first_time(&mut self, id: &str) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        if self.order.len() == RECENT_POSTS_PER_CHANNEL {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        self.order.push_back(id.to_owned());
+        self.ids.insert(id.to_owned());
+        true
+    }
+}
+
 /// Local listeners by channel id.
 #[derive(Default)]
 pub struct FanoutHub {
-    channels: RwLock<HashMap<String, Vec<Listener>>>,
+    channels: RwLock<HashMap<String, ChannelListeners>>,
     next_id: AtomicU64,
 }
 
@@ -45,6 +83,7 @@ impl FanoutHub {
             .expect("hub lock poisoned")
             .entry(channel_id.to_owned())
             .or_default()
+            .listeners
             .push(Listener { id, queue });
         LiveSubscription {
             hub: self.clone(),
@@ -56,9 +95,9 @@ impl FanoutHub {
 
     fn unsubscribe(&self, channel_id: &str, id: u64) {
         let mut channels = self.channels.write().expect("hub lock poisoned");
-        if let Some(listeners) = channels.get_mut(channel_id) {
-            listeners.retain(|s| s.id != id);
-            if listeners.is_empty() {
+        if let Some(channel) = channels.get_mut(channel_id) {
+            channel.listeners.retain(|s| s.id != id);
+            if channel.listeners.is_empty() {
                 channels.remove(channel_id);
             }
         }
@@ -70,7 +109,7 @@ impl FanoutHub {
             .read()
             .expect("hub lock poisoned")
             .values()
-            .map(Vec::len)
+            .map(|c| c.listeners.len())
             .sum()
     }
 
@@ -88,10 +127,18 @@ impl FanoutHub {
 impl EventSink for FanoutHub {
     fn deliver(&self, event: Arc<MessageEvent>) {
         let channels = self.channels.read().expect("hub lock poisoned");
-        let Some(listeners) = channels.get(&event.channel_id) else {
+        let Some(channel) = channels.get(&event.channel_id) else {
             return;
         };
-        for listener in listeners {
+        let first_time = channel
+            .recent
+            .lock()
+            .expect("hub lock poisoned")
+            .first_time(&event.post.id);
+        if !first_time {
+            return;
+        }
+        for listener in &channel.listeners {
             // A closed queue belongs to a subscription being dropped; it unregisters itself.
             let _ = listener.queue.send(event.clone());
         }
@@ -156,6 +203,29 @@ mod tests {
         assert_eq!(a.next().await.unwrap().post.id, "1");
         assert_eq!(a.next().await.unwrap().post.id, "2");
         assert_eq!(b.next().await.unwrap().post.id, "3");
+    }
+
+    #[tokio::test]
+    async fn a_post_delivered_twice_reaches_listeners_once() {
+        let hub = FanoutHub::new();
+        let mut a = hub.subscribe("a");
+        hub.deliver(event("a", "1"));
+        hub.deliver(event("a", "2"));
+        hub.deliver(event("a", "1"));
+        hub.deliver(event("a", "3"));
+        for want in ["1", "2", "3"] {
+            assert_eq!(a.next().await.unwrap().post.id, want);
+        }
+        // The memory is bounded: an id far enough back is forgotten.
+        for i in 0..RECENT_POSTS_PER_CHANNEL {
+            hub.deliver(event("a", &format!("n{i}")));
+        }
+        hub.deliver(event("a", "1"));
+        let mut last = None;
+        for _ in 0..=RECENT_POSTS_PER_CHANNEL {
+            last = a.next().await;
+        }
+        assert_eq!(last.unwrap().post.id, "1");
     }
 
     #[test]

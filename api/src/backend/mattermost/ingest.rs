@@ -1,1 +1,239 @@
-pub async fn placeholder() {}
+//! The ingest: posts made in Mattermost itself (its web app, bots, integrations) become bus
+//! events, so GraphQL subscribers see them as they see posts sent through this server.
+//!
+//! It holds Mattermost's WebSocket (`/api/v4/websocket`) as the admin account: the
+//! authentication challenge, `hello`, then `posted` events, whose `data.post` is a JSON string.
+//! Mattermost only sends a user the events of channels they are in, so the backend adds the
+//! admin account to every channel it creates; channels made elsewhere need the admin added.
+//!
+//! When the socket drops it reconnects with exponential backoff, and after each reconnect
+//! catches up with `GET /channels/{id}/posts?since=…` for the channels that have subscribers,
+//! from the newest post it had seen (less an overlap for clock skew). Anything published twice
+//! (the overlap, or a post this server sent and then saw on the socket) is dropped by the hub
+//! by post id, so each subscriber gets each post once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use mmsub_relay::Bus;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::model::MmPost;
+use super::MattermostBackend;
+use crate::backend::{Channel, ChannelPost};
+
+/// Reconnect and catch-up behaviour; each has a flag in the `mmsub` binary.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Catch-up starts this long before the newest post seen (clock skew, in-flight posts).
+    pub catch_up_overlap: Duration,
+    /// Time allowed for the connect, the authentication reply and `hello`.
+    pub handshake_timeout: Duration,
+    /// A ping goes out after this long without a frame; no answer within as long again ends
+    /// the connection.
+    pub idle_timeout: Duration,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
+            catch_up_overlap: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which channels to catch up after a reconnect: those with subscribers on this node.
+pub type WatchedChannels = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+#[derive(Debug, Deserialize)]
+struct SocketEvent {
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// Runs until `shutdown`.
+pub async fn run(
+    backend: Arc<MattermostBackend>,
+    bus: Arc<dyn Bus>,
+    watched: WatchedChannels,
+    settings: IngestSettings,
+    shutdown: CancellationToken,
+) {
+    let mut ingest = Ingest {
+        backend,
+        bus,
+        watched,
+        settings,
+        newest_seen: None,
+    };
+    let mut backoff = ingest.settings.reconnect_min;
+    loop {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = ingest.connection() => outcome,
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::warn!("Mattermost WebSocket closed; reconnecting");
+                backoff = ingest.settings.reconnect_min;
+            }
+            Err(e) => tracing::warn!(error = %e, ?backoff, "Mattermost WebSocket failed; reconnecting"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(ingest.settings.reconnect_max);
+    }
+}
+
+struct Ingest {
+    backend: Arc<MattermostBackend>,
+    bus: Arc<dyn Bus>,
+    watched: WatchedChannels,
+    settings: IngestSettings,
+    /// `create_at` of the newest post seen (Mattermost's clock); `None` before the first hello.
+    newest_seen: Option<i64>,
+}
+
+impl Ingest {
+    /// One connection: handshake, catch-up if this is a reconnect, then live events until the
+    /// socket ends (`Ok`) or fails (`Err`).
+    async fn connection(&mut self) -> anyhow::Result<()> {
+        let url = self.backend.api().websocket_url();
+        let timeout = self.settings.handshake_timeout;
+        let (mut socket, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(&url))
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting took longer than {timeout:?}"))??;
+        // Renews the admin session first if it expired (the proxy logs in again on 401).
+        let admin = self.backend.admin();
+        admin
+            .session()
+            .json::<Value>(super::api::Call::get("/users/me"))
+            .await?;
+        let challenge = json!({
+            "seq": 1,
+            "action": "authentication_challenge",
+            "data": { "token": admin.session().token() },
+        });
+        socket.send(Message::text(challenge.to_string())).await?;
+        tokio::time::timeout(timeout, async {
+            while let Some(frame) = socket.next().await {
+                if let Message::Text(text) = frame? {
+                    let value: Value = serde_json::from_str(&text).unwrap_or_default();
+                    if value["status"] == "FAIL" {
+                        anyhow::bail!("Mattermost refused the WebSocket authentication");
+                    }
+                    if value["event"] == "hello" {
+                        return Ok(());
+                    }
+                }
+            }
+            anyhow::bail!("the WebSocket closed before hello")
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("no hello within {timeout:?}"))??;
+        tracing::info!("Mattermost WebSocket connected");
+        match self.newest_seen {
+            Some(newest) => self.catch_up(newest).await?,
+            None => self.newest_seen = Some(now_millis()),
+        }
+        let idle = self.settings.idle_timeout;
+        let mut pinged = false;
+        loop {
+            let frame = match tokio::time::timeout(idle, socket.next()).await {
+                Err(_) if pinged => anyhow::bail!("no answer to a ping within {idle:?}"),
+                Err(_) => {
+                    socket.send(Message::Ping(Vec::new().into())).await?;
+                    pinged = true;
+                    continue;
+                }
+                Ok(None) => return Ok(()),
+                Ok(Some(frame)) => frame?,
+            };
+            pinged = false;
+            let Message::Text(text) = frame else { continue };
+            let Ok(event) = serde_json::from_str::<SocketEvent>(&text) else {
+                continue;
+            };
+            if event.event == "posted" {
+                self.posted(&event.data).await;
+            }
+        }
+    }
+
+    async fn posted(&mut self, data: &Value) {
+        let Some(post) = data["post"]
+            .as_str()
+            .and_then(|p| serde_json::from_str::<MmPost>(p).ok())
+        else {
+            tracing::warn!("a posted event without a readable post was skipped");
+            return;
+        };
+        let channel = Channel {
+            id: post.channel_id.clone(),
+            name: data["channel_name"].as_str().unwrap_or_default().to_owned(),
+            display_name: data["channel_display_name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        if let Err(e) = self.publish(channel, vec![post]).await {
+            tracing::warn!(error = %e, "a Mattermost post could not be published");
+        }
+    }
+
+    async fn publish(&mut self, channel: Channel, posts: Vec<MmPost>) -> anyhow::Result<()> {
+        let admin: &super::MattermostUserProxy = self.backend.admin();
+        let posts = self.backend.with_authors(admin, posts).await?;
+        for post in posts {
+            self.newest_seen = Some(self.newest_seen.unwrap_or(0).max(post.create_at));
+            let event = ChannelPost {
+                channel: channel.clone(),
+                post,
+            }
+            .to_event();
+            self.bus.publish(event).await?;
+        }
+        Ok(())
+    }
+
+    /// After a reconnect: every post since `newest` (less the overlap) of each watched channel.
+    async fn catch_up(&mut self, newest: i64) -> anyhow::Result<()> {
+        let since = newest - self.settings.catch_up_overlap.as_millis() as i64;
+        let channels = (self.watched)();
+        let mut caught = 0;
+        for channel_id in channels {
+            let admin = self.backend.admin();
+            let channel = match admin.channel(&self.backend.team().id, &channel_id).await {
+                Ok(c) => c,
+                Err(e) if e.is_status(404) || e.is_status(403) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let posts = admin.posts_since(&channel.id, since).await?.oldest_first();
+            caught += posts.len();
+            self.publish(channel.to_channel(), posts).await?;
+        }
+        tracing::info!(posts = caught, "caught up with Mattermost after reconnecting");
+        Ok(())
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
