@@ -52,7 +52,9 @@ fn prepare(workload: &str) -> Prepared {
                 std::time::Duration::from_secs(1800),
                 std::time::Duration::from_secs(86400),
             );
-            let token = keys.issue(&mmsub_api::backend::Actor::named("alice"), None).token;
+            let token = keys
+                .issue(&mmsub_api::backend::Actor::named("alice"), None)
+                .token;
             Prepared::Jwt(keys, token)
         }
         other => panic!("unknown workload {other:?}: one of {WORKLOADS:?}"),

@@ -87,7 +87,9 @@ fn jwt(c: &mut Criterion) {
         std::time::Duration::from_secs(1800),
         std::time::Duration::from_secs(7 * 86400),
     );
-    let token = keys.issue(&mmsub_api::backend::Actor::named("alice"), None).token;
+    let token = keys
+        .issue(&mmsub_api::backend::Actor::named("alice"), None)
+        .token;
     c.bench_function("jwt/verify", |b| {
         b.iter(|| keys.verify(&token).expect("valid"))
     });

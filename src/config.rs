@@ -236,15 +236,23 @@ impl ServeArgs {
 
     /// The Mattermost backend if `MATTERMOST_SERVER_URL` is set; then the admin login is required.
     fn mattermost_config(&self) -> anyhow::Result<Option<MattermostConfig>> {
-        let Some(url) = self.mattermost_server_url.as_deref().filter(|u| !u.is_empty()) else {
+        let Some(url) = self
+            .mattermost_server_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+        else {
             return Ok(None);
         };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             bail!("MATTERMOST_SERVER_URL must start with http:// or https:// (got {url:?})");
         }
         let (Some(login), Some(password)) = (
-            self.mattermost_admin_login_id.as_deref().filter(|v| !v.is_empty()),
-            self.mattermost_admin_login_password.as_deref().filter(|v| !v.is_empty()),
+            self.mattermost_admin_login_id
+                .as_deref()
+                .filter(|v| !v.is_empty()),
+            self.mattermost_admin_login_password
+                .as_deref()
+                .filter(|v| !v.is_empty()),
         ) else {
             bail!(
                 "MATTERMOST_SERVER_URL is set, so MATTERMOST_ADMIN_LOGIN_ID and \

@@ -23,11 +23,7 @@ pub struct Claims {
     #[serde(rename = "origIat")]
     pub orig_iat: i64,
     /// The backend's credential for the user ([`crate::backend::Actor::credential`]).
-    #[serde(
-        rename = "mmSession",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "mmSession", default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }
 

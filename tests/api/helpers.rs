@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use mattermost_standin::{StandIn, StandInConfig};
 use mmsub::{RunningServer, ServerConfig};
+use mmsub_api::backend::mattermost::MattermostConfig;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::net::TcpStream;
@@ -42,6 +44,31 @@ pub struct TestApp {
     pub config: ServerConfig,
     server: Option<RunningServer>,
     _data_dir: Arc<TempDir>,
+}
+
+/// A server on the Mattermost backend, in front of a fresh stand-in Mattermost (a real
+/// Mattermost cannot run here; the stand-in follows its published API, see
+/// `tests/mattermost-standin`). Timeouts and reconnects are short so fault tests stay quick.
+pub async fn spawn_app_on_mattermost(
+    configure: impl FnOnce(&mut ServerConfig),
+) -> (TestApp, StandIn) {
+    let standin = StandIn::start(StandInConfig::default()).await;
+    let app = spawn_app_with(|config| {
+        let c = &standin.config;
+        let mut mattermost = MattermostConfig::new(
+            &standin.url(),
+            &c.admin_username,
+            &c.admin_password,
+            &c.team,
+        );
+        mattermost.limits.request_timeout = Duration::from_secs(3);
+        config.mattermost = Some(mattermost);
+        config.ingest.reconnect_min = Duration::from_millis(50);
+        config.ingest.reconnect_max = Duration::from_millis(200);
+        configure(config);
+    })
+    .await;
+    (app, standin)
 }
 
 pub async fn spawn_app() -> TestApp {

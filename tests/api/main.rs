@@ -5,5 +5,7 @@ mod helpers;
 mod http_contract;
 mod legacy_ws;
 mod limits;
+mod mattermost;
+mod mattermost_spec;
 mod persistence;
 mod transport_ws;

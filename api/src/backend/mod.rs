@@ -217,7 +217,8 @@ pub trait ChatBackend: Send + Sync + 'static {
     ) -> BackendResult<Channel>;
 
     /// The actor's channels, each with its last message.
-    async fn member_channels(&self, actor: &Actor, page: PageRequest) -> BackendResult<ChannelPage>;
+    async fn member_channels(&self, actor: &Actor, page: PageRequest)
+        -> BackendResult<ChannelPage>;
 
     /// Resolves a channel by id or name, failing unless the actor is a member.
     async fn member_channel(&self, actor: &Actor, identifier: &str) -> BackendResult<Channel>;

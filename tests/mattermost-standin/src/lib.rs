@@ -56,7 +56,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v4/teams/name/{name}"),
     ("POST", "/api/v4/teams/{team_id}/members"),
     ("GET", "/api/v4/teams/{team_id}/channels"),
-    ("GET", "/api/v4/teams/{team_id}/channels/name/{channel_name}"),
+    (
+        "GET",
+        "/api/v4/teams/{team_id}/channels/name/{channel_name}",
+    ),
     ("POST", "/api/v4/channels"),
     ("GET", "/api/v4/channels/{channel_id}"),
     ("DELETE", "/api/v4/channels/{channel_id}"),
@@ -219,7 +222,12 @@ impl StandIn {
     pub fn create_user(&self, username: &str, password: &str) -> String {
         let mut store = self.shared.store.lock().unwrap();
         let id = store
-            .create_user(username, &format!("{username}@example.com"), password, "system_user")
+            .create_user(
+                username,
+                &format!("{username}@example.com"),
+                password,
+                "system_user",
+            )
             .expect("new user");
         let team = store.teams[0].id.clone();
         let events = store.join_team(&team, &id);
@@ -233,7 +241,11 @@ impl StandIn {
     /// Whether the user has a post with this message (a test's view of Mattermost's data).
     pub fn post_count(&self, channel: &str) -> usize {
         let store = self.shared.store.lock().unwrap();
-        let Some(c) = store.channels.iter().find(|c| c.name == channel || c.id == channel) else {
+        let Some(c) = store
+            .channels
+            .iter()
+            .find(|c| c.name == channel || c.id == channel)
+        else {
             return 0;
         };
         store.posts.iter().filter(|p| p.channel_id == c.id).count()
@@ -279,7 +291,10 @@ fn route(method: &Method, path: &str) -> Option<(&'static str, HashMap<&'static 
             let mut literals = 0;
             for (seg, part) in t.iter().zip(&parts) {
                 if seg.starts_with('{') {
-                    params.insert(seg.trim_matches(|c| c == '{' || c == '}'), (*part).to_owned());
+                    params.insert(
+                        seg.trim_matches(|c| c == '{' || c == '}'),
+                        (*part).to_owned(),
+                    );
                 } else if seg == part {
                     literals += 1;
                 } else {
@@ -289,7 +304,7 @@ fn route(method: &Method, path: &str) -> Option<(&'static str, HashMap<&'static 
             Some((literals, *template, params))
         })
         .collect();
-    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
     candidates.into_iter().next().map(|(_, t, p)| (t, p))
 }
 
@@ -317,11 +332,10 @@ async fn rest(State(shared): State<Arc<Shared>>, request: Request) -> Response {
             "Sorry, we could not find the page.",
         );
     };
-    shared
-        .requests
-        .lock()
-        .unwrap()
-        .push(format!("{method} {}", template.trim_start_matches("/api/v4")));
+    shared.requests.lock().unwrap().push(format!(
+        "{method} {}",
+        template.trim_start_matches("/api/v4")
+    ));
     let (delay, limited) = {
         let mut f = shared.faults.lock().unwrap();
         let limited = (f.rate_limited > 0).then(|| {
@@ -393,7 +407,9 @@ async fn rest(State(shared): State<Arc<Shared>>, request: Request) -> Response {
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("Authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
 }
 
 async fn websocket(
@@ -401,7 +417,8 @@ async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let header_user = bearer(&headers).and_then(|t| shared.store.lock().unwrap().sessions.get(&t).cloned());
+    let header_user =
+        bearer(&headers).and_then(|t| shared.store.lock().unwrap().sessions.get(&t).cloned());
     upgrade.on_upgrade(move |socket| websocket_session(shared, socket, header_user))
 }
 
@@ -428,7 +445,11 @@ async fn websocket_session(shared: Arc<Shared>, socket: WebSocket, mut user: Opt
         } else {
             json!({ "status": "FAIL", "seq_reply": seq, "error": { "id": "api.web_socket_router.not_authenticated.app_error", "message": "The token is invalid." } })
         };
-        if tx.send(Message::Text(reply.to_string().into())).await.is_err() {
+        if tx
+            .send(Message::Text(reply.to_string().into()))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -441,7 +462,11 @@ async fn websocket_session(shared: Arc<Shared>, socket: WebSocket, mut user: Opt
         "broadcast": { "omit_users": null, "user_id": user, "channel_id": "", "team_id": "" },
         "seq": seq,
     });
-    if tx.send(Message::Text(hello.to_string().into())).await.is_err() {
+    if tx
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
         return;
     }
     loop {

@@ -259,7 +259,8 @@ impl Store {
             last_post_at: 0,
             total_msg_count: 0,
         });
-        self.channel_members.insert((id.clone(), creator.to_owned()));
+        self.channel_members
+            .insert((id.clone(), creator.to_owned()));
         id
     }
 
@@ -281,7 +282,10 @@ impl Store {
         };
         self.channel_members
             .insert((square.clone(), user_id.to_owned()));
-        let username = self.user(user_id).map(|u| u.username.clone()).unwrap_or_default();
+        let username = self
+            .user(user_id)
+            .map(|u| u.username.clone())
+            .unwrap_or_default();
         let (_, event) = self.create_post(
             &square,
             user_id,
@@ -318,8 +322,15 @@ impl Store {
             .expect("posting to a known channel");
         channel.last_post_at = create_at;
         channel.total_msg_count += 1;
-        let sender = self.user(user_id).map(|u| u.username.clone()).unwrap_or_default();
-        let channel = self.channels.iter().find(|c| c.id == channel_id).expect("known");
+        let sender = self
+            .user(user_id)
+            .map(|u| u.username.clone())
+            .unwrap_or_default();
+        let channel = self
+            .channels
+            .iter()
+            .find(|c| c.id == channel_id)
+            .expect("known");
         let body = json!({
             "event": "posted",
             "data": {
@@ -389,7 +400,11 @@ fn body_str<'a>(req: &'a Req<'_>, name: &str) -> Result<&'a str, Failure> {
 fn string_list(req: &Req<'_>) -> Result<Vec<String>, Failure> {
     req.body
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .ok_or_else(|| bad_param("list"))
 }
 
@@ -422,7 +437,9 @@ pub fn handle(store: &mut Store, req: Req<'_>) -> Outcome {
             let email = body_str(&req, "email")?;
             let password = body_str(&req, "password")?;
             let id = store.create_user(username, email, password, "system_user")?;
-            Ok(Answer::created(shapes::user(store.user(&id).expect("just created"))))
+            Ok(Answer::created(shapes::user(
+                store.user(&id).expect("just created"),
+            )))
         }
         ("GET", "/api/v4/users") => {
             let per_page = query_num(&req, "per_page", 60).min(MAX_PER_PAGE);
@@ -487,7 +504,9 @@ pub fn handle(store: &mut Store, req: Req<'_>) -> Outcome {
             if !admin {
                 return Err(forbidden());
             }
-            let active = req.body["active"].as_bool().ok_or_else(|| bad_param("active"))?;
+            let active = req.body["active"]
+                .as_bool()
+                .ok_or_else(|| bad_param("active"))?;
             let id = user_param(&req);
             let user = store
                 .users
@@ -502,7 +521,9 @@ pub fn handle(store: &mut Store, req: Req<'_>) -> Outcome {
             let teams: Vec<Value> = store
                 .teams
                 .iter()
-                .filter(|t| t.delete_at == 0 && store.team_members.contains(&(t.id.clone(), id.clone())))
+                .filter(|t| {
+                    t.delete_at == 0 && store.team_members.contains(&(t.id.clone(), id.clone()))
+                })
                 .map(shapes::team)
                 .collect();
             Ok(Answer::ok(json!(teams)))
@@ -542,7 +563,9 @@ pub fn handle(store: &mut Store, req: Req<'_>) -> Outcome {
             let id = store.create_team(name, &caller);
             Ok(Answer::created(shapes::team(store.team(&id)?)))
         }
-        ("GET", "/api/v4/teams/{team_id}") => Ok(Answer::ok(shapes::team(store.team(param(&req, "team_id"))?))),
+        ("GET", "/api/v4/teams/{team_id}") => Ok(Answer::ok(shapes::team(
+            store.team(param(&req, "team_id"))?,
+        ))),
         ("DELETE", "/api/v4/teams/{team_id}") => {
             if !admin {
                 return Err(forbidden());
@@ -604,7 +627,11 @@ pub fn handle(store: &mut Store, req: Req<'_>) -> Outcome {
             if !admin && !store.team_members.contains(&(team.clone(), caller.clone())) {
                 return Err(forbidden());
             }
-            if store.channels.iter().any(|c| c.team_id == team && c.name == name) {
+            if store
+                .channels
+                .iter()
+                .any(|c| c.team_id == team && c.name == name)
+            {
                 return Err(fail(
                     StatusCode::BAD_REQUEST,
                     "store.sql_channel.save_channel.exists.app_error",
@@ -643,7 +670,9 @@ pub fn handle(store: &mut Store, req: Req<'_>) -> Outcome {
             if !admin && !store.is_member(&channel, &caller) && user != caller {
                 return Err(forbidden());
             }
-            store.channel_members.insert((channel.clone(), user.clone()));
+            store
+                .channel_members
+                .insert((channel.clone(), user.clone()));
             Ok(Answer::created(shapes::channel_member(&channel, &user)))
         }
         ("GET", "/api/v4/channels/{channel_id}/members/{user_id}") => {
@@ -664,7 +693,9 @@ pub fn handle(store: &mut Store, req: Req<'_>) -> Outcome {
             store.channel_members.remove(&(channel, user));
             Ok(Answer::ok(shapes::status_ok()))
         }
-        ("GET", "/api/v4/channels/{channel_id}/posts") => channel_posts(store, &req, &caller, admin),
+        ("GET", "/api/v4/channels/{channel_id}/posts") => {
+            channel_posts(store, &req, &caller, admin)
+        }
         ("POST", "/api/v4/posts") => {
             let channel = body_str(&req, "channel_id")?.to_owned();
             let message = req.body["message"].as_str().unwrap_or_default().to_owned();
@@ -673,7 +704,11 @@ pub fn handle(store: &mut Store, req: Req<'_>) -> Outcome {
                 return Err(forbidden());
             }
             let (id, event) = store.create_post(&channel, &caller, &message, "");
-            let post = store.posts.iter().find(|p| p.id == id).expect("just created");
+            let post = store
+                .posts
+                .iter()
+                .find(|p| p.id == id)
+                .expect("just created");
             let mut answer = Answer::created(shapes::post(post));
             answer.events.push(event);
             Ok(answer)
@@ -699,7 +734,11 @@ fn login(store: &mut Store, req: &Req<'_>) -> Outcome {
     let user = store
         .users
         .iter()
-        .find(|u| (u.username == login_id || u.email == login_id) && u.password == password && u.delete_at == 0)
+        .find(|u| {
+            (u.username == login_id || u.email == login_id)
+                && u.password == password
+                && u.delete_at == 0
+        })
         .ok_or_else(|| {
             fail(
                 StatusCode::UNAUTHORIZED,
@@ -740,14 +779,22 @@ fn channel_posts(store: &Store, req: &Req<'_>, caller: &str, admin: bool) -> Out
         let newer = &newest_first[..at];
         let start = newer.len().saturating_sub(per_page);
         let page = &newer[start..];
-        let next = if start > 0 { newer[start - 1].id.as_str() } else { "" };
+        let next = if start > 0 {
+            newer[start - 1].id.as_str()
+        } else {
+            ""
+        };
         return Ok(Answer::ok(shapes::post_list(page, next, after)));
     }
     let page = query_num(req, "page", 0);
     let start = (page * per_page).min(newest_first.len());
     let end = (start + per_page).min(newest_first.len());
     let slice = &newest_first[start..end];
-    let next = if start > 0 { newest_first[start - 1].id.as_str() } else { "" };
+    let next = if start > 0 {
+        newest_first[start - 1].id.as_str()
+    } else {
+        ""
+    };
     let prev = newest_first.get(end).map(|p| p.id.as_str()).unwrap_or("");
     Ok(Answer::ok(shapes::post_list(slice, next, prev)))
 }

@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
 use super::{
-    Actor, BackendError, BackendResult, Channel, ChannelPage, ChannelPost, ChannelSummary, ChatBackend,
-    CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, User, UserPage,
+    Actor, BackendError, BackendResult, Channel, ChannelPage, ChannelPost, ChannelSummary,
+    ChatBackend, CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, User, UserPage,
 };
 use crate::ids::{new_id, random_hex};
 use writer::Writer;
@@ -422,11 +422,7 @@ impl ChatBackend for EmbeddedStore {
         .await
     }
 
-    async fn member_channels(
-        &self,
-        who: &Actor,
-        page: PageRequest,
-    ) -> BackendResult<ChannelPage> {
+    async fn member_channels(&self, who: &Actor, page: PageRequest) -> BackendResult<ChannelPage> {
         let actor_name = who.username.clone();
         self.read(move |conn, team_id| {
             let user = actor(conn, &actor_name)?;
@@ -648,10 +644,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path(), "main").unwrap();
         store.create_user(new_user("erin")).await.unwrap();
-        store.create_channel(&Actor::named("erin"), "quiet", &[]).await.unwrap();
-        store.create_channel(&Actor::named("erin"), "busy", &[]).await.unwrap();
-        store.send_message(&Actor::named("erin"), "busy", "first").await.unwrap();
-        let newest = store.send_message(&Actor::named("erin"), "busy", "second").await.unwrap();
+        store
+            .create_channel(&Actor::named("erin"), "quiet", &[])
+            .await
+            .unwrap();
+        store
+            .create_channel(&Actor::named("erin"), "busy", &[])
+            .await
+            .unwrap();
+        store
+            .send_message(&Actor::named("erin"), "busy", "first")
+            .await
+            .unwrap();
+        let newest = store
+            .send_message(&Actor::named("erin"), "busy", "second")
+            .await
+            .unwrap();
         let page = store
             .member_channels(
                 &Actor::named("erin"),

@@ -291,7 +291,11 @@ mod tests {
         assert_eq!(rate_limit_wait(&h), Duration::from_secs(1));
         h.insert("X-Ratelimit-Reset", HeaderValue::from_static("3"));
         assert_eq!(rate_limit_wait(&h), Duration::from_secs(3));
-        let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 5;
+        let soon = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 5;
         h.insert("X-Ratelimit-Reset", HeaderValue::from(soon));
         let wait = rate_limit_wait(&h);
         assert!(wait >= Duration::from_secs(4) && wait <= Duration::from_secs(5));
@@ -300,7 +304,10 @@ mod tests {
     #[test]
     fn websocket_url_follows_the_scheme() {
         let api = Api::new("https://chat.example.com/", ApiLimits::default()).unwrap();
-        assert_eq!(api.websocket_url(), "wss://chat.example.com/api/v4/websocket");
+        assert_eq!(
+            api.websocket_url(),
+            "wss://chat.example.com/api/v4/websocket"
+        );
         let api = Api::new("http://127.0.0.1:8065", ApiLimits::default()).unwrap();
         assert_eq!(api.websocket_url(), "ws://127.0.0.1:8065/api/v4/websocket");
     }

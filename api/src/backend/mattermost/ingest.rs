@@ -89,7 +89,9 @@ pub async fn run(
                 tracing::warn!("Mattermost WebSocket closed; reconnecting");
                 backoff = ingest.settings.reconnect_min;
             }
-            Err(e) => tracing::warn!(error = %e, ?backoff, "Mattermost WebSocket failed; reconnecting"),
+            Err(e) => {
+                tracing::warn!(error = %e, ?backoff, "Mattermost WebSocket failed; reconnecting")
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -226,7 +228,10 @@ impl Ingest {
             caught += posts.len();
             self.publish(channel.to_channel(), posts).await?;
         }
-        tracing::info!(posts = caught, "caught up with Mattermost after reconnecting");
+        tracing::info!(
+            posts = caught,
+            "caught up with Mattermost after reconnecting"
+        );
         Ok(())
     }
 }

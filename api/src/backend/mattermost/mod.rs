@@ -165,9 +165,17 @@ impl MattermostBackend {
             &config.admin_password,
         )
         .await
-        .map_err(|e| anyhow::anyhow!("logging in to Mattermost at {} as MATTERMOST_ADMIN_LOGIN_ID failed: {e}", config.server_url))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "logging in to Mattermost at {} as MATTERMOST_ADMIN_LOGIN_ID failed: {e}",
+                config.server_url
+            )
+        })?;
         let team = admin.team(&config.team).await.map_err(|e| {
-            anyhow::anyhow!("MATTERMOST_TEAM_IDENTIFIER {:?} could not be read: {e}", config.team)
+            anyhow::anyhow!(
+                "MATTERMOST_TEAM_IDENTIFIER {:?} could not be read: {e}",
+                config.team
+            )
         })?;
         Ok(Self {
             api,
@@ -327,12 +335,13 @@ impl MattermostBackend {
                 })
                 .collect()
         };
-        let misses: Vec<usize> = (0..channels.len()).filter(|&i| result[i].is_none()).collect();
-        let fetched = futures::future::try_join_all(
-            misses.iter().map(|&i| proxy.last_post(&channels[i].id)),
-        )
-        .await
-        .map_err(mm_error)?;
+        let misses: Vec<usize> = (0..channels.len())
+            .filter(|&i| result[i].is_none())
+            .collect();
+        let fetched =
+            futures::future::try_join_all(misses.iter().map(|&i| proxy.last_post(&channels[i].id)))
+                .await
+                .map_err(mm_error)?;
         let posts = self
             .with_authors(proxy, fetched.iter().flatten().cloned().collect())
             .await?;
@@ -343,7 +352,10 @@ impl MattermostBackend {
         }
         for (&i, raw) in misses.iter().zip(&fetched) {
             let post = raw.as_ref().and_then(|_| posts.next());
-            cache.insert(channels[i].id.clone(), (channels[i].last_post_at, post.clone()));
+            cache.insert(
+                channels[i].id.clone(),
+                (channels[i].last_post_at, post.clone()),
+            );
             result[i] = Some(post);
         }
         Ok(result.into_iter().map(Option::flatten).collect())
@@ -423,7 +435,10 @@ impl ChatBackend for MattermostBackend {
         let proxy = self.as_user(actor)?;
         let wanted: Vec<String> = members.iter().map(|m| m.trim().to_lowercase()).collect();
         let found = proxy.users_by_usernames(&wanted).await.map_err(mm_error)?;
-        if let Some(unknown) = wanted.iter().find(|w| !found.iter().any(|u| &u.username == *w)) {
+        if let Some(unknown) = wanted
+            .iter()
+            .find(|w| !found.iter().any(|u| &u.username == *w))
+        {
             return Err(BackendError::NotFound(format!(
                 "Members are not valid: unknown user {unknown}"
             )));
@@ -458,7 +473,11 @@ impl ChatBackend for MattermostBackend {
     /// `GET /users/{id}/teams/{team}/channels`, then for each channel of the page whose newest
     /// post is not cached `GET /channels/{id}/posts?per_page=1`, and one `POST /users/ids` for
     /// unknown authors (1 request when nothing changed; at most 2 + page size).
-    async fn member_channels(&self, actor: &Actor, page: PageRequest) -> BackendResult<ChannelPage> {
+    async fn member_channels(
+        &self,
+        actor: &Actor,
+        page: PageRequest,
+    ) -> BackendResult<ChannelPage> {
         let proxy = self.as_user(actor)?;
         let mut channels = proxy
             .list_own_channels(&self.team.id)
@@ -489,7 +508,10 @@ impl ChatBackend for MattermostBackend {
     /// `GET /users/{id}/teams/{team}/channels` (1 request; 2 when the answer is "no").
     async fn member_channel(&self, actor: &Actor, identifier: &str) -> BackendResult<Channel> {
         let proxy = self.as_user(actor)?;
-        Ok(self.member_channel_of(&proxy, identifier).await?.to_channel())
+        Ok(self
+            .member_channel_of(&proxy, identifier)
+            .await?
+            .to_channel())
     }
 
     /// The membership check and `POST /posts`, as the user (2 requests).
@@ -523,14 +545,17 @@ impl ChatBackend for MattermostBackend {
     ) -> BackendResult<Vec<Post>> {
         let proxy = self.as_user(actor)?;
         let channel = self.member_channel_of(&proxy, identifier).await?;
-        let missing = || BackendError::NotFound(format!("Message not found in this channel: {after_id}"));
+        let missing =
+            || BackendError::NotFound(format!("Message not found in this channel: {after_id}"));
         let anchor: MmPost = match proxy
             .session()
             .json(api::Call::get(format!("/posts/{after_id}")))
             .await
         {
             Ok(post) => post,
-            Err(e) if e.is_status(404) || e.is_status(403) || e.is_status(400) => return Err(missing()),
+            Err(e) if e.is_status(404) || e.is_status(403) || e.is_status(400) => {
+                return Err(missing())
+            }
             Err(e) => return Err(mm_error(e)),
         };
         if anchor.channel_id != channel.id {
@@ -582,10 +607,9 @@ impl ChatBackend for MattermostBackend {
     /// Sealed, not stored: the refresh token carries the Mattermost session and its own
     /// expiry (0 requests). It stays valid until it expires or the session is revoked.
     async fn issue_refresh_token(&self, login: &Login, ttl: Duration) -> BackendResult<String> {
-        let session = login
-            .credential
-            .clone()
-            .ok_or_else(|| BackendError::Unauthorized("No Mattermost session to refresh.".into()))?;
+        let session = login.credential.clone().ok_or_else(|| {
+            BackendError::Unauthorized("No Mattermost session to refresh.".into())
+        })?;
         Ok(self.sealer.seal(&SealedRefresh {
             purpose: REFRESH_PURPOSE.into(),
             expires_at: crate::auth::unix_now() + ttl.as_secs() as i64,
@@ -610,7 +634,11 @@ impl ChatBackend for MattermostBackend {
             sealed.token.clone(),
             sealed.user(),
         )));
-        match proxy.session().json::<MmUser>(api::Call::get("/users/me")).await {
+        match proxy
+            .session()
+            .json::<MmUser>(api::Call::get("/users/me"))
+            .await
+        {
             Ok(me) => Ok(Some(self.login_for(&me, sealed.token))),
             Err(e) if e.is_status(401) => Ok(None),
             Err(e) => Err(mm_error(e)),

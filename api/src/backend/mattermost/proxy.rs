@@ -43,10 +43,9 @@ impl Session {
                 None,
             )
             .await?;
-        let token = answer
-            .token
-            .clone()
-            .ok_or_else(|| MattermostError::Protocol("login answered without a Token header".into()))?;
+        let token = answer.token.clone().ok_or_else(|| {
+            MattermostError::Protocol("login answered without a Token header".into())
+        })?;
         Ok((answer.json()?, token))
     }
 
@@ -170,7 +169,11 @@ impl MattermostUserProxy {
     /// One page of all users (`page` from 0; Mattermost caps `per_page` at 200).
     pub async fn list_users(&self, page: u32, per_page: u32) -> MmResult<Vec<MmUser>> {
         self.session
-            .json(Call::get("/users").query("page", page).query("per_page", per_page))
+            .json(
+                Call::get("/users")
+                    .query("page", page)
+                    .query("per_page", per_page),
+            )
             .await
     }
 
@@ -185,7 +188,9 @@ impl MattermostUserProxy {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.session.json(Call::post("/users/ids", json!(ids))).await
+        self.session
+            .json(Call::post("/users/ids", json!(ids)))
+            .await
     }
 
     /// Users by username, in one request (`POST /users/usernames`).
@@ -243,7 +248,11 @@ impl MattermostUserProxy {
     }
 
     /// One of the user's channels in the team by id or name; `None` if the user is not in it.
-    pub async fn own_channel(&self, team_id: &str, identifier: &str) -> MmResult<Option<MmChannel>> {
+    pub async fn own_channel(
+        &self,
+        team_id: &str,
+        identifier: &str,
+    ) -> MmResult<Option<MmChannel>> {
         Ok(self
             .list_own_channels(team_id)
             .await?
@@ -323,7 +332,12 @@ impl MattermostUserProxy {
 
     /// A page of a channel's posts (`page` 0 is the newest); Mattermost caps `per_page` at 200.
     /// `create_at` is milliseconds; render it in a zone with `schema::types::iso_time`.
-    pub async fn get_messages(&self, channel_id: &str, page: u32, per_page: u32) -> MmResult<PostList> {
+    pub async fn get_messages(
+        &self,
+        channel_id: &str,
+        page: u32,
+        per_page: u32,
+    ) -> MmResult<PostList> {
         self.session
             .json(
                 Call::get(format!("/channels/{channel_id}/posts"))
@@ -335,11 +349,20 @@ impl MattermostUserProxy {
 
     /// The newest post of a channel, if any.
     pub async fn last_post(&self, channel_id: &str) -> MmResult<Option<MmPost>> {
-        Ok(self.get_messages(channel_id, 0, 1).await?.oldest_first().pop())
+        Ok(self
+            .get_messages(channel_id, 0, 1)
+            .await?
+            .oldest_first()
+            .pop())
     }
 
     /// Up to `per_page` posts that came after `post_id`.
-    pub async fn posts_after(&self, channel_id: &str, post_id: &str, per_page: u32) -> MmResult<PostList> {
+    pub async fn posts_after(
+        &self,
+        channel_id: &str,
+        post_id: &str,
+        per_page: u32,
+    ) -> MmResult<PostList> {
         self.session
             .json(
                 Call::get(format!("/channels/{channel_id}/posts"))
@@ -429,7 +452,10 @@ impl MattermostAdminProxy {
     }
 
     /// The team's open channels, without those lacking a display name (as the original).
-    pub async fn list_all_public_channels(&self, team_identifier: &str) -> MmResult<Vec<MmChannel>> {
+    pub async fn list_all_public_channels(
+        &self,
+        team_identifier: &str,
+    ) -> MmResult<Vec<MmChannel>> {
         let team = self.team(team_identifier).await?;
         let channels: Vec<MmChannel> = self
             .session()
@@ -465,7 +491,11 @@ impl MattermostAdminProxy {
 
     /// Creates an open team; Mattermost makes its creator a member.
     pub async fn create_join_team(&self, team_name: &str) -> MmResult<MmTeam> {
-        if team_name.is_empty() || !team_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if team_name.is_empty()
+            || !team_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(MattermostError::Api {
                 id: "mmsub.invalid_team".into(),
                 message: "Team name could not contains symbols or underscores.".into(),
@@ -480,7 +510,11 @@ impl MattermostAdminProxy {
             .await
     }
 
-    pub async fn add_user_to_team(&self, user_identifier: &str, team_identifier: &str) -> MmResult<()> {
+    pub async fn add_user_to_team(
+        &self,
+        user_identifier: &str,
+        team_identifier: &str,
+    ) -> MmResult<()> {
         let team = self.team(team_identifier).await?;
         let user = self.user(user_identifier).await?;
         self.add_user_id_to_team(&team.id, &user.id).await
@@ -504,7 +538,11 @@ impl MattermostAdminProxy {
     }
 
     /// Creates an open channel in the team; Mattermost makes its creator a member.
-    pub async fn create_join_channel(&self, channel_name: &str, team_identifier: &str) -> MmResult<MmChannel> {
+    pub async fn create_join_channel(
+        &self,
+        channel_name: &str,
+        team_identifier: &str,
+    ) -> MmResult<MmChannel> {
         let team = self.team(team_identifier).await?;
         self.session()
             .json(Call::post(
@@ -514,7 +552,11 @@ impl MattermostAdminProxy {
             .await
     }
 
-    pub async fn remove_channel(&self, channel_identifier: &str, team_identifier: &str) -> MmResult<()> {
+    pub async fn remove_channel(
+        &self,
+        channel_identifier: &str,
+        team_identifier: &str,
+    ) -> MmResult<()> {
         let team = self.team(team_identifier).await?;
         let channel = self.channel(&team.id, channel_identifier).await?;
         self.session()

@@ -74,10 +74,16 @@ mod tests {
         let sealer = Sealer::new(b"secret");
         let sealed = sealer.seal(&("token-123", 7));
         assert!(!sealed.contains("token-123"));
-        assert_eq!(sealer.open::<(String, i32)>(&sealed), Some(("token-123".into(), 7)));
+        assert_eq!(
+            sealer.open::<(String, i32)>(&sealed),
+            Some(("token-123".into(), 7))
+        );
         let mut bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
-        assert_eq!(sealer.open::<(String, i32)>(&URL_SAFE_NO_PAD.encode(bytes)), None);
+        assert_eq!(
+            sealer.open::<(String, i32)>(&URL_SAFE_NO_PAD.encode(bytes)),
+            None
+        );
         assert_eq!(Sealer::new(b"other").open::<(String, i32)>(&sealed), None);
         assert_eq!(sealer.open::<(String, i32)>("garbage"), None);
     }
