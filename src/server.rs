@@ -97,6 +97,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         None => Arc::new(EmbeddedStore::open(&config.data_dir, &config.team)?),
         Some(mattermost) => {
             let backend = Arc::new(MattermostBackend::connect(mattermost.clone(), &secret).await?);
+            tracing::info!(server = %mattermost.server_url, team = %mattermost.team, "chat backend: Mattermost");
             let watched_hub = hub.clone();
             tokio::spawn(ingest::run(
                 backend.clone(),

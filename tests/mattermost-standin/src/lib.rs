@@ -126,7 +126,16 @@ impl Drop for StandIn {
 }
 
 impl StandIn {
+    /// Starts on an ephemeral loopback port.
     pub async fn start(config: StandInConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        Self::start_on(config, listener)
+    }
+
+    /// Starts on a listener the caller bound (the `mattermost-standin` binary's `--listen`).
+    pub fn start_on(config: StandInConfig, listener: tokio::net::TcpListener) -> Self {
         let (events, _) = broadcast::channel(4096);
         let (drop_sockets, _) = broadcast::channel(4);
         let shared = Arc::new(Shared {
@@ -136,9 +145,6 @@ impl StandIn {
             events,
             drop_sockets,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let server = tokio::spawn(serve(listener, shared.clone()));
         Self {
