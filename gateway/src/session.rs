@@ -467,6 +467,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             };
             let handle = groups.join(key, channel_id, delivery_request, prefix, outbox);
             *slot.lock().expect("member slot poisoned") = Some(handle);
+            groups.ready(channel_id)
         });
         Admitting { admission, member }
     }

@@ -15,9 +15,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
 
+use futures::future::BoxFuture;
 use futures::Stream;
 use tokio::sync::mpsc;
 
@@ -62,11 +63,23 @@ impl RecentPosts {
     }
 }
 
+/// Told when a channel gains its first local listener and loses its last: in a cluster, the
+/// gateway's links to the relays, which forward only the channels someone here listens to.
+pub trait InterestObserver: Send + Sync + 'static {
+    /// Called under the hub's lock, so calls for one channel arrive in order; must not block.
+    fn watch(&self, channel_id: &str);
+    fn unwatch(&self, channel_id: &str);
+    /// Resolves once events of `channel_id` published from now on will reach this hub, or
+    /// fails with a reason a subscriber can read.
+    fn ready(&self, channel_id: &str) -> BoxFuture<'static, Result<(), String>>;
+}
+
 /// Local listeners by channel id.
 #[derive(Default)]
 pub struct FanoutHub {
     channels: RwLock<HashMap<String, ChannelListeners>>,
     next_id: AtomicU64,
+    observer: OnceLock<Arc<dyn InterestObserver>>,
 }
 
 impl FanoutHub {
@@ -74,17 +87,32 @@ impl FanoutHub {
         Arc::new(Self::default())
     }
 
-    /// Starts receiving every event of `channel_id` published from now on, in order.
+    /// Reports channel interest to `observer` from now on (set once, before any subscription).
+    pub fn set_observer(&self, observer: Arc<dyn InterestObserver>) {
+        let channels = self.channels.read().expect("hub lock poisoned");
+        assert!(
+            channels.is_empty(),
+            "the interest observer is set before any subscription"
+        );
+        if self.observer.set(observer).is_err() {
+            panic!("the hub's interest observer is set once");
+        }
+    }
+
+    /// Starts receiving every event of `channel_id` that reaches this hub from now on, in
+    /// order. In a cluster, await [`FanoutHub::ready`] before relying on "from now on".
     pub fn subscribe(self: &Arc<Self>, channel_id: &str) -> LiveSubscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (queue, receiver) = mpsc::unbounded_channel();
-        self.channels
-            .write()
-            .expect("hub lock poisoned")
-            .entry(channel_id.to_owned())
-            .or_default()
-            .listeners
-            .push(Listener { id, queue });
+        let mut channels = self.channels.write().expect("hub lock poisoned");
+        let channel = channels.entry(channel_id.to_owned()).or_insert_with(|| {
+            if let Some(observer) = self.observer.get() {
+                observer.watch(channel_id);
+            }
+            ChannelListeners::default()
+        });
+        channel.listeners.push(Listener { id, queue });
+        drop(channels);
         LiveSubscription {
             hub: self.clone(),
             channel_id: channel_id.to_owned(),
@@ -99,7 +127,19 @@ impl FanoutHub {
             channel.listeners.retain(|s| s.id != id);
             if channel.listeners.is_empty() {
                 channels.remove(channel_id);
+                if let Some(observer) = self.observer.get() {
+                    observer.unwatch(channel_id);
+                }
             }
+        }
+    }
+
+    /// Resolves once events of `channel_id` published from now on reach this hub: at once with
+    /// the in-process bus; in a cluster, once every connected relay confirmed the interest.
+    pub fn ready(&self, channel_id: &str) -> BoxFuture<'static, Result<(), String>> {
+        match self.observer.get() {
+            Some(observer) => observer.ready(channel_id),
+            None => Box::pin(std::future::ready(Ok(()))),
         }
     }
 

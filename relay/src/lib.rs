@@ -9,7 +9,11 @@
 pub mod bus;
 pub mod event;
 pub mod hub;
+pub mod kafka;
+pub mod link;
+pub mod node;
+pub mod wire;
 
 pub use bus::{Bus, BusError, EventSink, InProcessBus};
 pub use event::{EventAuthor, EventPost, MessageEvent, EVENT_VERSION};
-pub use hub::{FanoutHub, LiveSubscription};
+pub use hub::{FanoutHub, InterestObserver, LiveSubscription};

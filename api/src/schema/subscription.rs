@@ -13,6 +13,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_graphql::{Context, Subscription};
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use mmsub_relay::MessageEvent;
@@ -23,7 +24,8 @@ use crate::backend::BackendError;
 
 pub struct SubscriptionRoot;
 
-type JoinChannel = Box<dyn FnOnce(&str) + Send>;
+/// Joins the channel's group; resolves once the channel's new events will reach it.
+type JoinChannel = Box<dyn FnOnce(&str) -> BoxFuture<'static, Result<(), String>> + Send>;
 
 /// Request data of a subscriber's admission run: where to report the channel to join and the
 /// messages replayed, so the gateway can skip live events the replay already sent.
@@ -34,8 +36,11 @@ pub struct Admission {
 
 impl Admission {
     /// `join` is called once, with the channel id, after the subscriber was found to be a
-    /// member and before history is read, so nothing posted in between is missed.
-    pub fn new(join: impl FnOnce(&str) + Send + 'static) -> Arc<Self> {
+    /// member; its future is awaited before history is read, so nothing posted in between is
+    /// missed (in a cluster it resolves once the relays forward the channel to this node).
+    pub fn new(
+        join: impl FnOnce(&str) -> BoxFuture<'static, Result<(), String>> + Send + 'static,
+    ) -> Arc<Self> {
         Arc::new(Self {
             join: Mutex::new(Some(Box::new(join))),
             replayed: Mutex::new(Vec::new()),
@@ -47,10 +52,11 @@ impl Admission {
         std::mem::take(&mut self.replayed.lock().expect("admission lock poisoned"))
     }
 
-    fn join(&self, channel_id: &str) {
+    async fn join(&self, channel_id: &str) -> Result<(), String> {
         let join = self.join.lock().expect("admission lock poisoned").take();
-        if let Some(join) = join {
-            join(channel_id);
+        match join {
+            Some(join) => join(channel_id).await,
+            None => Ok(()),
         }
     }
 }
@@ -107,7 +113,10 @@ impl SubscriptionRoot {
             .member_channel(actor, &channel_identifier)
             .await
             .map_err(graphql_error)?;
-        admission.join(&channel.id);
+        admission
+            .join(&channel.id)
+            .await
+            .map_err(|reason| graphql_error(BackendError::Unavailable(reason)))?;
         let Some(after) = after_message_id else {
             return Ok(stream::empty().boxed());
         };

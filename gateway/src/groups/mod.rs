@@ -33,7 +33,8 @@ pub struct SubscriptionGroups {
     schema: MmsubSchema,
     hub: Arc<FanoutHub>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
-    members: AtomicUsize,
+    /// Members past their admission: receiving live events.
+    live: AtomicUsize,
 }
 
 struct Group {
@@ -72,13 +73,23 @@ impl SubscriptionGroups {
             schema,
             hub,
             groups: Mutex::new(HashMap::new()),
-            members: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
         })
     }
 
-    /// Subscriptions in all groups (held or live).
+    /// Live subscriptions in all groups: admitted, replayed, and receiving new events (in a
+    /// cluster, confirmed by the relays), so a client counting them knows a message sent now
+    /// reaches them all.
     pub fn member_count(&self) -> usize {
-        self.members.load(Ordering::Acquire)
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the channel's new events reach this node (see [`FanoutHub::ready`]).
+    pub fn ready(
+        &self,
+        channel_id: &str,
+    ) -> futures::future::BoxFuture<'static, Result<(), String>> {
+        self.hub.ready(channel_id)
     }
 
     pub fn group_count(&self) -> usize {
@@ -116,7 +127,6 @@ impl SubscriptionGroups {
             id
         };
         drop(groups);
-        self.members.fetch_add(1, Ordering::AcqRel);
         MemberHandle {
             groups: self.clone(),
             group,
@@ -171,7 +181,9 @@ impl SubscriptionGroups {
             return;
         };
         let member = members.list.swap_remove(at);
-        self.members.fetch_sub(1, Ordering::AcqRel);
+        if member.held.is_none() {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+        }
         for _ in member.held.iter().flatten() {
             member.outbox.unreserve();
         }
@@ -225,7 +237,11 @@ impl MemberHandle {
         let Some(member) = members.list.iter_mut().find(|m| m.id == self.id) else {
             return;
         };
-        for (post_id, payload) in member.held.take().unwrap_or_default() {
+        let Some(held) = member.held.take() else {
+            return;
+        };
+        self.groups.live.fetch_add(1, Ordering::AcqRel);
+        for (post_id, payload) in held {
             if replayed.contains(&*post_id) {
                 member.outbox.unreserve();
             } else {

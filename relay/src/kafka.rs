@@ -1,0 +1,145 @@
+//! The Kafka bus: every event is produced to one topic, keyed by channel id, so a channel's
+//! events share a partition and the partition's order is the channel's order.
+//!
+//! The producer is idempotent with `acks=all`, and [`KafkaBus::publish`] resolves only when the
+//! broker acknowledged the record: an API node answers a mutation after that, so no
+//! acknowledged message is ever lost. The topic is created at start-up when missing, with the
+//! configured partition count, instead of relying on broker auto-creation.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use crate::bus::{Bus, BusError};
+use crate::event::MessageEvent;
+
+/// Where the Kafka cluster is and how the topic looks; each has a flag in the `mmsub` binary.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`: `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions of a topic this node creates (an existing topic keeps its own).
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// The relays' consumer group.
+    pub group_id: String,
+    /// How long a publish may wait for the broker's acknowledgement before it fails.
+    pub publish_timeout: Duration,
+    /// `linger.ms`: how long the producer gathers records into one request.
+    pub linger: Duration,
+    /// `fetch.wait.max.ms`: how long the broker may hold a relay's fetch when there is nothing.
+    pub fetch_wait_max: Duration,
+    /// `session.timeout.ms`: how soon a silent relay's partitions move to the others.
+    pub session_timeout: Duration,
+    /// `auto.offset.reset` for a consumer group without committed offsets: `earliest` never
+    /// skips a message; on a new group over a topic with history it forwards that history.
+    pub offset_reset: String,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "mmsub.messages".into(),
+            partitions: 12,
+            replication_factor: 1,
+            group_id: "mmsub-relay".into(),
+            publish_timeout: Duration::from_secs(10),
+            linger: Duration::from_millis(5),
+            fetch_wait_max: Duration::from_millis(10),
+            session_timeout: Duration::from_secs(6),
+            offset_reset: "earliest".into(),
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// Settings every client of this cluster shares.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "mmsub")
+            .set("broker.address.family", "v4");
+        config
+    }
+
+    /// Creates the topic unless it exists.
+    pub async fn ensure_topic(&self) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let topic = NewTopic::new(
+            &self.topic,
+            self.partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        );
+        let options =
+            AdminOptions::new().operation_timeout(Some(Timeout::After(self.publish_timeout)));
+        for result in admin.create_topics([&topic], &options).await? {
+            match result {
+                Ok(_) => {
+                    tracing::info!(topic = %self.topic, partitions = self.partitions, "created the Kafka topic")
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => anyhow::bail!("creating Kafka topic {name} failed: {code}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Publishes to the topic; see the module documentation.
+pub struct KafkaBus {
+    producer: FutureProducer,
+    topic: String,
+    timeout: Duration,
+}
+
+impl KafkaBus {
+    /// Connects the producer and makes sure the topic exists.
+    pub async fn connect(settings: &KafkaSettings) -> anyhow::Result<Self> {
+        settings.ensure_topic().await?;
+        let producer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", settings.linger.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                settings.publish_timeout.as_millis().to_string(),
+            )
+            .create()?;
+        Ok(Self {
+            producer,
+            topic: settings.topic.clone(),
+            timeout: settings.publish_timeout,
+        })
+    }
+}
+
+impl Bus for KafkaBus {
+    fn publish(&self, event: MessageEvent) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            let payload = event.encode();
+            let record = FutureRecord::to(&self.topic)
+                .key(event.channel_id.as_bytes())
+                .payload(&payload);
+            match self
+                .producer
+                .send(record, Timeout::After(self.timeout))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err((e, _)) => Err(BusError::Unavailable(format!(
+                    "Kafka did not acknowledge the message: {e}"
+                ))),
+            }
+        })
+    }
+}

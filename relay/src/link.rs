@@ -1,0 +1,332 @@
+//! A gateway's links to the relay tier: one connection to every relay, each told which
+//! channels have subscribers here, each forwarding those channels' events into the local hub.
+//!
+//! - **Finding relays.** Each configured entry is `host:port`; a name that resolves to many
+//!   addresses (a headless service's DNS name) means one link per address. Entries are
+//!   resolved again every `resolve_interval`, so relays that come and go are followed.
+//! - **Interest.** The hub reports a channel's first and last local listener
+//!   ([`InterestObserver`]); every link sends `Watch`/`Unwatch`, and a link that (re)connects
+//!   first sends everything watched. A subscription waits in [`RelayLinks::ready`] until every
+//!   connected relay confirmed its channel, so "from now on" means from now on.
+//! - **Exactly once, in order.** A channel's events come from one partition, forwarded in
+//!   offset order. When a partition moves, the new relay resumes from the last committed offset
+//!   and re-sends some events; the gateway keeps the newest offset delivered per partition and
+//!   drops anything at or below it. It acknowledges what it delivered, in batches, so relays
+//!   can commit.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::EventSink;
+use crate::event::MessageEvent;
+use crate::hub::{FanoutHub, InterestObserver};
+use crate::wire::{Frame, FrameCodec};
+
+/// How a gateway finds and talks to relays; each has a flag in the `mmsub` binary.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// `host:port` entries; a name may resolve to many relays.
+    pub relays: Vec<String>,
+    pub resolve_interval: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// How long a new subscription waits for the relays to confirm its channel.
+    pub ready_timeout: Duration,
+    /// How often delivered offsets are acknowledged.
+    pub ack_interval: Duration,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        Self {
+            relays: vec!["127.0.0.1:7400".into()],
+            resolve_interval: Duration::from_secs(10),
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(1),
+            ready_timeout: Duration::from_secs(10),
+            ack_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// The gateway's side of the relay tier; see the module documentation.
+pub struct RelayLinks {
+    hub: Arc<FanoutHub>,
+    state: Mutex<Interest>,
+    /// Newest offset delivered, per partition.
+    delivered: Mutex<HashMap<i32, i64>>,
+    /// Links connected now (their count is part of the gateway's readiness).
+    connected: watch::Sender<usize>,
+    ready_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Interest {
+    next_seq: u64,
+    /// channel → the seq of its `Watch`.
+    watched: HashMap<String, u64>,
+    next_link: u64,
+    links: HashMap<u64, Link>,
+}
+
+struct Link {
+    frames: mpsc::UnboundedSender<Frame>,
+    confirmed: watch::Receiver<u64>,
+}
+
+impl RelayLinks {
+    /// Installs itself as `hub`'s interest observer and starts following `settings.relays`.
+    pub fn start(
+        hub: Arc<FanoutHub>,
+        settings: LinkSettings,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let links = Arc::new(Self {
+            hub: hub.clone(),
+            state: Mutex::new(Interest::default()),
+            delivered: Mutex::new(HashMap::new()),
+            connected: watch::Sender::new(0),
+            ready_timeout: settings.ready_timeout,
+        });
+        hub.set_observer(links.clone());
+        tokio::spawn(discover(links.clone(), settings, shutdown));
+        links
+    }
+
+    /// Relays connected now.
+    pub fn connected(&self) -> usize {
+        *self.connected.borrow()
+    }
+
+    /// Registers a connected link: it gets every watched channel, oldest watch first, so its
+    /// confirmations stay cumulative.
+    fn attach(&self, frames: mpsc::UnboundedSender<Frame>, confirmed: watch::Receiver<u64>) -> u64 {
+        let mut state = self.state.lock().expect("links lock poisoned");
+        let mut watched: Vec<(&String, &u64)> = state.watched.iter().collect();
+        watched.sort_by_key(|(_, seq)| **seq);
+        for (channel, seq) in watched {
+            let _ = frames.send(Frame::Watch {
+                seq: *seq,
+                channel: channel.clone(),
+            });
+        }
+        state.next_link += 1;
+        let id = state.next_link;
+        state.links.insert(id, Link { frames, confirmed });
+        self.connected.send_modify(|n| *n += 1);
+        id
+    }
+
+    fn detach(&self, id: u64) {
+        if self
+            .state
+            .lock()
+            .expect("links lock poisoned")
+            .links
+            .remove(&id)
+            .is_some()
+        {
+            self.connected.send_modify(|n| *n -= 1);
+        }
+    }
+
+    /// An event from a relay: delivered unless this partition already got to `offset`.
+    fn deliver(&self, partition: i32, offset: i64, payload: &[u8]) {
+        {
+            let mut delivered = self.delivered.lock().expect("offsets lock poisoned");
+            let newest = delivered.entry(partition).or_insert(-1);
+            if offset <= *newest {
+                return;
+            }
+            *newest = offset;
+        }
+        match MessageEvent::decode(payload) {
+            Ok(event) => self.hub.deliver(Arc::new(event)),
+            Err(e) => tracing::warn!(partition, offset, error = %e, "an event was skipped"),
+        }
+    }
+}
+
+impl InterestObserver for RelayLinks {
+    fn watch(&self, channel_id: &str) {
+        let mut state = self.state.lock().expect("links lock poisoned");
+        state.next_seq += 1;
+        let seq = state.next_seq;
+        state.watched.insert(channel_id.to_owned(), seq);
+        for link in state.links.values() {
+            let _ = link.frames.send(Frame::Watch {
+                seq,
+                channel: channel_id.to_owned(),
+            });
+        }
+    }
+
+    fn unwatch(&self, channel_id: &str) {
+        let mut state = self.state.lock().expect("links lock poisoned");
+        state.watched.remove(channel_id);
+        for link in state.links.values() {
+            let _ = link.frames.send(Frame::Unwatch {
+                channel: channel_id.to_owned(),
+            });
+        }
+    }
+
+    fn ready(&self, channel_id: &str) -> BoxFuture<'static, Result<(), String>> {
+        let (seq, confirmations) = {
+            let state = self.state.lock().expect("links lock poisoned");
+            let seq = state.watched.get(channel_id).copied().unwrap_or(0);
+            let confirmations: Vec<_> = state.links.values().map(|l| l.confirmed.clone()).collect();
+            (seq, confirmations)
+        };
+        let timeout = self.ready_timeout;
+        Box::pin(async move {
+            if confirmations.is_empty() {
+                return Err("No relay is reachable from this gateway; try again shortly.".into());
+            }
+            let all =
+                futures::future::join_all(confirmations.into_iter().map(|mut c| async move {
+                    // A link that drops meanwhile re-sends everything when it reconnects.
+                    let _ = c.wait_for(|confirmed| *confirmed >= seq).await;
+                }));
+            tokio::time::timeout(timeout, all)
+                .await
+                .map(|_| ())
+                .map_err(|_| {
+                    "The relays did not confirm the subscription in time; try again.".to_owned()
+                })
+        })
+    }
+}
+
+/// Resolves the relay entries now and every `resolve_interval`; one link task per address.
+async fn discover(links: Arc<RelayLinks>, settings: LinkSettings, shutdown: CancellationToken) {
+    let mut running: HashMap<SocketAddr, CancellationToken> = HashMap::new();
+    loop {
+        let mut found = HashSet::new();
+        for entry in &settings.relays {
+            match tokio::net::lookup_host(entry.as_str()).await {
+                Ok(addrs) => found.extend(addrs),
+                Err(e) => tracing::warn!(relay = %entry, error = %e, "resolving a relay failed"),
+            }
+        }
+        running.retain(|addr, stop| {
+            let keep = found.contains(addr);
+            if !keep {
+                tracing::info!(relay = %addr, "relay no longer listed");
+                stop.cancel();
+            }
+            keep
+        });
+        for addr in found {
+            running.entry(addr).or_insert_with(|| {
+                let stop = shutdown.child_token();
+                tokio::spawn(follow(links.clone(), addr, settings.clone(), stop.clone()));
+                stop
+            });
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(settings.resolve_interval) => {}
+        }
+    }
+}
+
+/// Keeps one relay connected, reconnecting with backoff, until `stop`.
+async fn follow(
+    links: Arc<RelayLinks>,
+    addr: SocketAddr,
+    settings: LinkSettings,
+    stop: CancellationToken,
+) {
+    let mut backoff = settings.reconnect_min;
+    loop {
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            connected = TcpStream::connect(addr) => connected,
+        };
+        match connected {
+            Ok(stream) => {
+                tracing::info!(relay = %addr, "connected to relay");
+                backoff = settings.reconnect_min;
+                let _ = stream.set_nodelay(true);
+                if let Err(e) = run_link(&links, stream, &settings, &stop).await {
+                    tracing::warn!(relay = %addr, error = %e, "relay link ended");
+                }
+            }
+            Err(e) => tracing::debug!(relay = %addr, error = %e, "relay not reachable"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(settings.reconnect_max);
+    }
+}
+
+async fn run_link(
+    links: &Arc<RelayLinks>,
+    stream: TcpStream,
+    settings: &LinkSettings,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let (mut sink, mut frames) = Framed::new(stream, FrameCodec::default()).split();
+    let (outgoing, mut to_send) = mpsc::unbounded_channel();
+    let (confirmed_tx, confirmed) = watch::channel(0u64);
+    let id = links.attach(outgoing.clone(), confirmed);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = to_send.recv().await {
+            sink.feed(frame).await?;
+            while let Ok(frame) = to_send.try_recv() {
+                sink.feed(frame).await?;
+            }
+            sink.flush().await?;
+        }
+        Ok::<_, crate::wire::WireError>(())
+    });
+    let mut unacked: HashMap<i32, i64> = HashMap::new();
+    let mut ack_tick = tokio::time::interval(settings.ack_interval);
+    let result = loop {
+        let frame = tokio::select! {
+            _ = stop.cancelled() => break Ok(()),
+            _ = ack_tick.tick() => {
+                for (partition, offset) in unacked.drain() {
+                    let _ = outgoing.send(Frame::Ack { partition, offset });
+                }
+                continue;
+            }
+            frame = frames.next() => frame,
+        };
+        match frame {
+            Some(Ok(Frame::Event {
+                partition,
+                offset,
+                payload,
+            })) => {
+                links.deliver(partition, offset, &payload);
+                unacked.insert(partition, offset);
+            }
+            Some(Ok(Frame::Watching { seq })) => {
+                confirmed_tx.send_modify(|c| *c = (*c).max(seq));
+            }
+            Some(Ok(other)) => {
+                break Err(anyhow::anyhow!(
+                    "the relay sent a gateway-only frame: {other:?}"
+                ))
+            }
+            Some(Err(e)) => break Err(e.into()),
+            None => break Ok(()),
+        }
+    };
+    links.detach(id);
+    writer.abort();
+    result
+}

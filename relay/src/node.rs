@@ -1,0 +1,587 @@
+//! `mmsub relay`: a member of the relays' Kafka consumer group that forwards each event of its
+//! partitions once to every gateway with a subscriber of that channel.
+//!
+//! Gateways connect to every relay ([`wire`](crate::wire)) and register channel interest. For
+//! each consumed record the relay looks up the gateways watching its channel (the record key)
+//! and queues one `Event` frame per gateway, never one per subscriber. A gateway's queue is
+//! bounded: when it is full the consumer waits (backpressure up to Kafka), and a gateway that
+//! takes nothing for `forward_timeout` is disconnected, so one stuck node cannot stall the rest.
+//!
+//! Offsets are committed only for records every addressed gateway acknowledged (or that went
+//! to a gateway which has since disconnected), so a relay that crashes re-delivers instead of
+//! losing; gateways drop what they already delivered. When partitions move (a relay joined,
+//! left or died), the relay commits what is done for the revoked partitions and forgets them.
+//!
+//! A relay joins the group `join_delay` after it starts listening, so the gateways have
+//! connected and registered their interest before it forwards anything.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::KafkaSettings;
+use crate::wire::{Frame, FrameCodec};
+
+/// The relay's own limits; each has a flag in the `mmsub` binary.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Where gateways connect.
+    pub listen: SocketAddr,
+    /// Time between listening and joining the consumer group.
+    pub join_delay: Duration,
+    /// Frames queued for one gateway before the consumer waits.
+    pub gateway_queue: usize,
+    /// A gateway whose queue stays full this long is disconnected.
+    pub forward_timeout: Duration,
+    /// How often acknowledged offsets are committed.
+    pub commit_interval: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7400".parse().expect("a socket address"),
+            join_delay: Duration::from_secs(2),
+            gateway_queue: 65_536,
+            forward_timeout: Duration::from_secs(10),
+            commit_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A started relay.
+pub struct RunningRelay {
+    pub local_addr: SocketAddr,
+    pub status: Arc<RelayStatus>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// What a relay's `/readyz` shows.
+#[derive(Default)]
+pub struct RelayStatus {
+    partitions: AtomicUsize,
+    gateways: AtomicUsize,
+}
+
+impl RelayStatus {
+    /// Partitions of the topic this relay owns now.
+    pub fn partitions(&self) -> usize {
+        self.partitions.load(Ordering::Relaxed)
+    }
+
+    /// Gateways connected now.
+    pub fn gateways(&self) -> usize {
+        self.gateways.load(Ordering::Relaxed)
+    }
+}
+
+/// Binds the gateway listener, then (after `join_delay`) consumes and forwards until
+/// `shutdown`.
+pub async fn start(
+    kafka: KafkaSettings,
+    settings: RelaySettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningRelay> {
+    kafka.ensure_topic().await?;
+    let listener = TcpListener::bind(settings.listen).await?;
+    let local_addr = listener.local_addr()?;
+    let state = Arc::new(State::default());
+    let status = state.status.clone();
+    tokio::spawn(accept(
+        listener,
+        state.clone(),
+        settings.clone(),
+        shutdown.clone(),
+    ));
+    let task = tokio::spawn(consume(kafka, settings, state, shutdown));
+    Ok(RunningRelay {
+        local_addr,
+        status,
+        task,
+    })
+}
+
+/// What the relay knows: connected gateways, their interest, and what they still owe an ack for.
+#[derive(Default)]
+struct State {
+    gateways: Mutex<Gateways>,
+    progress: Mutex<Progress>,
+    status: Arc<RelayStatus>,
+}
+
+#[derive(Default)]
+struct Gateways {
+    next_id: u64,
+    queues: HashMap<u64, mpsc::Sender<Frame>>,
+    watching: HashMap<String, HashSet<u64>>,
+}
+
+impl Gateways {
+    fn targets(&self, channel: &str) -> Vec<(u64, mpsc::Sender<Frame>)> {
+        self.watching
+            .get(channel)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.queues.get(id).map(|q| (*id, q.clone())))
+            .collect()
+    }
+}
+
+/// Per partition: forwarded offsets not yet acknowledged by every addressed gateway.
+#[derive(Default)]
+struct Progress {
+    partitions: HashMap<i32, PartitionProgress>,
+    /// Per gateway and partition, the offsets it was sent and has not acknowledged, in order.
+    owed: HashMap<u64, HashMap<i32, VecDeque<i64>>>,
+}
+
+#[derive(Default)]
+struct PartitionProgress {
+    /// offset → gateways that still owe an ack.
+    pending: BTreeMap<i64, usize>,
+    /// One past the newest forwarded offset.
+    next: Option<i64>,
+    /// The offset committed last.
+    committed: Option<i64>,
+}
+
+impl PartitionProgress {
+    /// Where a successor should resume: the oldest unacknowledged offset, or past the newest.
+    fn committable(&self) -> Option<i64> {
+        self.pending.keys().next().copied().or(self.next)
+    }
+}
+
+impl Progress {
+    fn forwarded(&mut self, partition: i32, offset: i64, gateways: &[u64]) {
+        let progress = self.partitions.entry(partition).or_default();
+        progress.next = Some(offset + 1);
+        if gateways.is_empty() {
+            return;
+        }
+        progress.pending.insert(offset, gateways.len());
+        for id in gateways {
+            self.owed
+                .entry(*id)
+                .or_default()
+                .entry(partition)
+                .or_default()
+                .push_back(offset);
+        }
+    }
+
+    fn settle(&mut self, partition: i32, offset: i64) {
+        if let Some(progress) = self.partitions.get_mut(&partition) {
+            if let Some(remaining) = progress.pending.get_mut(&offset) {
+                *remaining -= 1;
+                if *remaining == 0 {
+                    progress.pending.remove(&offset);
+                }
+            }
+        }
+    }
+
+    /// Gateway `id` delivered everything of `partition` up to `offset`.
+    fn acked(&mut self, id: u64, partition: i32, offset: i64) {
+        let mut settled = Vec::new();
+        if let Some(owed) = self.owed.get_mut(&id).and_then(|p| p.get_mut(&partition)) {
+            while owed.front().is_some_and(|o| *o <= offset) {
+                settled.extend(owed.pop_front());
+            }
+        }
+        for offset in settled {
+            self.settle(partition, offset);
+        }
+    }
+
+    /// Gateway `id` is gone: nothing it was sent holds commits back any more.
+    fn gone(&mut self, id: u64) {
+        for (partition, offsets) in self.owed.remove(&id).unwrap_or_default() {
+            for offset in offsets {
+                self.settle(partition, offset);
+            }
+        }
+    }
+
+    /// Partitions whose committable offset moved since the last commit.
+    fn take_commits(&mut self, only: Option<&HashSet<i32>>) -> Vec<(i32, i64)> {
+        let mut out = Vec::new();
+        for (partition, progress) in &mut self.partitions {
+            if only.is_some_and(|only| !only.contains(partition)) {
+                continue;
+            }
+            if let Some(offset) = progress.committable() {
+                if progress.committed != Some(offset) {
+                    progress.committed = Some(offset);
+                    out.push((*partition, offset));
+                }
+            }
+        }
+        out
+    }
+
+    fn forget(&mut self, partitions: &HashSet<i32>) {
+        self.partitions.retain(|p, _| !partitions.contains(p));
+        for owed in self.owed.values_mut() {
+            owed.retain(|p, _| !partitions.contains(p));
+        }
+    }
+}
+
+/// Commits the done offsets of partitions being revoked, before they move.
+struct RelayContext {
+    state: Arc<State>,
+    topic: String,
+}
+
+impl ClientContext for RelayContext {}
+
+impl ConsumerContext for RelayContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked: HashSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            let mut progress = self.state.progress.lock().expect("progress lock poisoned");
+            let offsets = progress.take_commits(Some(&revoked));
+            progress.forget(&revoked);
+            drop(progress);
+            self.state.status.partitions.fetch_sub(
+                revoked.len().min(self.state.status.partitions()),
+                Ordering::Relaxed,
+            );
+            if let Err(e) = commit(consumer, &self.topic, &offsets, CommitMode::Sync) {
+                tracing::warn!(error = %e, "committing revoked partitions failed; a successor re-delivers");
+            }
+            tracing::info!(partitions = ?revoked, "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let assigned: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            self.state
+                .status
+                .partitions
+                .fetch_add(assigned.len(), Ordering::Relaxed);
+            tracing::info!(partitions = ?assigned, "partitions assigned");
+        }
+    }
+}
+
+fn commit<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+    offsets: &[(i32, i64)],
+    mode: CommitMode,
+) -> rdkafka::error::KafkaResult<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut list = TopicPartitionList::new();
+    for (partition, offset) in offsets {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    consumer.commit(&list, mode)
+}
+
+async fn consume(
+    kafka: KafkaSettings,
+    settings: RelaySettings,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        _ = tokio::time::sleep(settings.join_delay) => {}
+    }
+    let context = RelayContext {
+        state: state.clone(),
+        topic: kafka.topic.clone(),
+    };
+    let consumer: Arc<StreamConsumer<RelayContext>> = Arc::new(
+        kafka
+            .client_config()
+            .set("group.id", &kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &kafka.offset_reset)
+            .set(
+                "fetch.wait.max.ms",
+                kafka.fetch_wait_max.as_millis().to_string(),
+            )
+            .set(
+                "session.timeout.ms",
+                kafka.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (kafka.session_timeout.as_millis() / 4).max(100).to_string(),
+            )
+            .set("partition.assignment.strategy", "range")
+            .create_with_context(context)?,
+    );
+    consumer.subscribe(&[&kafka.topic])?;
+    tracing::info!(topic = %kafka.topic, group = %kafka.group_id, "relay joined the consumer group");
+
+    let committer = {
+        let (consumer, state, topic) = (consumer.clone(), state.clone(), kafka.topic.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(settings.commit_interval);
+            loop {
+                let stopping = tokio::select! {
+                    _ = shutdown.cancelled() => true,
+                    _ = tick.tick() => false,
+                };
+                let offsets = state
+                    .progress
+                    .lock()
+                    .expect("progress lock poisoned")
+                    .take_commits(None);
+                let mode = if stopping {
+                    CommitMode::Sync
+                } else {
+                    CommitMode::Async
+                };
+                if let Err(e) = commit(&*consumer, &topic, &offsets, mode) {
+                    tracing::debug!(error = %e, "commit failed; retried with the next one");
+                }
+                if stopping {
+                    return;
+                }
+            }
+        })
+    };
+
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            message = consumer.recv() => message,
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (partition, offset) = (message.partition(), message.offset());
+        let Some(channel) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            tracing::warn!(
+                partition,
+                offset,
+                "a record without a channel key was skipped"
+            );
+            state
+                .progress
+                .lock()
+                .expect("progress lock poisoned")
+                .forwarded(partition, offset, &[]);
+            continue;
+        };
+        let payload = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
+        // Both locks at once (gateways first, as in `disconnect`): a gateway that disconnects
+        // is either not a target or settles what it owes.
+        let targets = {
+            let gateways = state.gateways.lock().expect("gateways lock poisoned");
+            let targets = gateways.targets(channel);
+            let ids: Vec<u64> = targets.iter().map(|(id, _)| *id).collect();
+            state
+                .progress
+                .lock()
+                .expect("progress lock poisoned")
+                .forwarded(partition, offset, &ids);
+            targets
+        };
+        for (id, queue) in targets {
+            let frame = Frame::Event {
+                partition,
+                offset,
+                payload: payload.clone(),
+            };
+            if queue
+                .send_timeout(frame, settings.forward_timeout)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    gateway = id,
+                    "a gateway took nothing for too long: disconnecting it"
+                );
+                disconnect(&state, id);
+            }
+        }
+    }
+    let _ = committer.await;
+    Ok(())
+}
+
+/// Forgets gateway `id`: its interest and what it owed.
+fn disconnect(state: &State, id: u64) {
+    let mut gateways = state.gateways.lock().expect("gateways lock poisoned");
+    gateways.queues.remove(&id);
+    gateways.watching.retain(|_, ids| {
+        ids.remove(&id);
+        !ids.is_empty()
+    });
+    state
+        .progress
+        .lock()
+        .expect("progress lock poisoned")
+        .gone(id);
+}
+
+async fn accept(
+    listener: TcpListener,
+    state: Arc<State>,
+    settings: RelaySettings,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a gateway failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_gateway(
+            stream,
+            peer,
+            state.clone(),
+            settings.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// One gateway connection: a writer draining its queue, and this reader of its interest/acks.
+async fn serve_gateway(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    settings: RelaySettings,
+    shutdown: CancellationToken,
+) {
+    let (queue, mut outgoing) = mpsc::channel::<Frame>(settings.gateway_queue);
+    let id = {
+        let mut gateways = state.gateways.lock().expect("gateways lock poisoned");
+        gateways.next_id += 1;
+        let id = gateways.next_id;
+        gateways.queues.insert(id, queue.clone());
+        id
+    };
+    state.status.gateways.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(gateway = id, %peer, "gateway connected");
+    let (mut sink, mut frames) = Framed::new(stream, FrameCodec::default()).split();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            if sink.feed(frame).await.is_err() {
+                return;
+            }
+            // Everything already queued goes out in the same write.
+            while let Ok(frame) = outgoing.try_recv() {
+                if sink.feed(frame).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            frame = frames.next() => frame,
+        };
+        match frame {
+            Some(Ok(Frame::Watch { seq, channel })) => {
+                state
+                    .gateways
+                    .lock()
+                    .expect("gateways lock poisoned")
+                    .watching
+                    .entry(channel)
+                    .or_default()
+                    .insert(id);
+                // Queued behind every event forwarded so far; the map is updated first, so
+                // every event consumed after this is forwarded to the gateway.
+                if queue.send(Frame::Watching { seq }).await.is_err() {
+                    break;
+                }
+            }
+            Some(Ok(Frame::Unwatch { channel })) => {
+                let mut gateways = state.gateways.lock().expect("gateways lock poisoned");
+                if let Some(ids) = gateways.watching.get_mut(&channel) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        gateways.watching.remove(&channel);
+                    }
+                }
+            }
+            Some(Ok(Frame::Ack { partition, offset })) => {
+                state
+                    .progress
+                    .lock()
+                    .expect("progress lock poisoned")
+                    .acked(id, partition, offset);
+            }
+            Some(Ok(other)) => {
+                tracing::warn!(
+                    gateway = id,
+                    ?other,
+                    "a gateway sent a relay-only frame; disconnecting it"
+                );
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(gateway = id, error = %e, "gateway connection failed");
+                break;
+            }
+            None => break,
+        }
+    }
+    disconnect(&state, id);
+    state.status.gateways.fetch_sub(1, Ordering::Relaxed);
+    writer.abort();
+    tracing::info!(gateway = id, %peer, "gateway disconnected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_stop_at_the_oldest_unacknowledged_record() {
+        let mut progress = Progress::default();
+        progress.forwarded(0, 10, &[1, 2]);
+        progress.forwarded(0, 11, &[]);
+        progress.forwarded(0, 12, &[1]);
+        assert_eq!(progress.take_commits(None), vec![(0, 10)]);
+        progress.acked(1, 0, 12);
+        assert_eq!(progress.take_commits(None), vec![]); // gateway 2 still owes offset 10
+        progress.gone(2);
+        assert_eq!(progress.take_commits(None), vec![(0, 13)]);
+        progress.forget(&HashSet::from([0]));
+        assert!(progress.take_commits(None).is_empty());
+    }
+}

@@ -1,0 +1,222 @@
+//! The relay ↔ gateway protocol: length-delimited binary frames over one TCP connection.
+//!
+//! A gateway opens a connection to every relay and tells it which channels it has subscribers
+//! for; the relay forwards each event of those channels, in partition order, and the gateway
+//! acknowledges what it has handed to its subscribers. Kept tiny and binary on purpose: it is
+//! the hop every event takes once per gateway, and it needs nothing JSON gives.
+//!
+//! Every frame is `u32 length (big endian)` + `u8 kind` + body:
+//!
+//! | kind | direction | body |
+//! | --- | --- | --- |
+//! | `W` watch | gateway → relay | `u64 seq`, channel id (UTF-8) |
+//! | `U` unwatch | gateway → relay | channel id |
+//! | `A` ack | gateway → relay | `i32 partition`, `i64 offset`: everything up to it is delivered |
+//! | `K` watching | relay → gateway | `u64 seq`: every watch up to it is in effect |
+//! | `E` event | relay → gateway | `i32 partition`, `i64 offset`, the encoded [`MessageEvent`](crate::MessageEvent) |
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+/// The largest frame either side accepts (an event is a chat message of at most 16 KiB text
+/// plus names; 1 MiB leaves room without letting a broken peer allocate without bound).
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Watch {
+        seq: u64,
+        channel: String,
+    },
+    Unwatch {
+        channel: String,
+    },
+    Ack {
+        partition: i32,
+        offset: i64,
+    },
+    Watching {
+        seq: u64,
+    },
+    Event {
+        partition: i32,
+        offset: i64,
+        payload: Bytes,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("relay connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("relay protocol violation: {0}")]
+    Malformed(&'static str),
+}
+
+/// Frames over [`LengthDelimitedCodec`], for `tokio_util::codec::Framed`.
+pub struct FrameCodec {
+    inner: LengthDelimitedCodec,
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self {
+            inner: LengthDelimitedCodec::builder()
+                .max_frame_length(MAX_FRAME_BYTES)
+                .new_codec(),
+        }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = WireError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        let Some(mut body) = self.inner.decode(src)? else {
+            return Ok(None);
+        };
+        if body.is_empty() {
+            return Err(WireError::Malformed("empty frame"));
+        }
+        let kind = body.get_u8();
+        let need = |body: &BytesMut, n: usize| {
+            if body.len() < n {
+                Err(WireError::Malformed("frame too short"))
+            } else {
+                Ok(())
+            }
+        };
+        let text = |body: BytesMut| {
+            String::from_utf8(body.to_vec())
+                .map_err(|_| WireError::Malformed("channel id is not UTF-8"))
+        };
+        let frame = match kind {
+            b'W' => {
+                need(&body, 8)?;
+                let seq = body.get_u64();
+                Frame::Watch {
+                    seq,
+                    channel: text(body)?,
+                }
+            }
+            b'U' => Frame::Unwatch {
+                channel: text(body)?,
+            },
+            b'A' => {
+                need(&body, 12)?;
+                Frame::Ack {
+                    partition: body.get_i32(),
+                    offset: body.get_i64(),
+                }
+            }
+            b'K' => {
+                need(&body, 8)?;
+                Frame::Watching {
+                    seq: body.get_u64(),
+                }
+            }
+            b'E' => {
+                need(&body, 12)?;
+                let partition = body.get_i32();
+                let offset = body.get_i64();
+                Frame::Event {
+                    partition,
+                    offset,
+                    payload: body.freeze(),
+                }
+            }
+            _ => return Err(WireError::Malformed("unknown frame kind")),
+        };
+        Ok(Some(frame))
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = WireError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), WireError> {
+        let mut body = BytesMut::new();
+        match frame {
+            Frame::Watch { seq, channel } => {
+                body.put_u8(b'W');
+                body.put_u64(seq);
+                body.put_slice(channel.as_bytes());
+            }
+            Frame::Unwatch { channel } => {
+                body.put_u8(b'U');
+                body.put_slice(channel.as_bytes());
+            }
+            Frame::Ack { partition, offset } => {
+                body.put_u8(b'A');
+                body.put_i32(partition);
+                body.put_i64(offset);
+            }
+            Frame::Watching { seq } => {
+                body.put_u8(b'K');
+                body.put_u64(seq);
+            }
+            Frame::Event {
+                partition,
+                offset,
+                payload,
+            } => {
+                body.reserve(13 + payload.len());
+                body.put_u8(b'E');
+                body.put_i32(partition);
+                body.put_i64(offset);
+                body.put_slice(&payload);
+            }
+        }
+        self.inner.encode(body.freeze(), dst)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_frame_round_trips() {
+        let frames = [
+            Frame::Watch {
+                seq: 7,
+                channel: "c1".into(),
+            },
+            Frame::Unwatch {
+                channel: "c1".into(),
+            },
+            Frame::Ack {
+                partition: 3,
+                offset: 1 << 40,
+            },
+            Frame::Watching { seq: 7 },
+            Frame::Event {
+                partition: 0,
+                offset: 5,
+                payload: Bytes::from_static(b"{\"v\":1}"),
+            },
+        ];
+        let mut codec = FrameCodec::default();
+        let mut buffer = BytesMut::new();
+        for frame in frames.clone() {
+            codec.encode(frame, &mut buffer).unwrap();
+        }
+        for frame in frames {
+            assert_eq!(codec.decode(&mut buffer).unwrap(), Some(frame));
+        }
+        assert_eq!(codec.decode(&mut buffer).unwrap(), None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut codec = FrameCodec::default();
+        for body in [&b""[..], b"Z", b"A\x00", b"W\x00\x00"] {
+            let mut buffer = BytesMut::new();
+            buffer.put_u32(body.len() as u32);
+            buffer.put_slice(body);
+            assert!(codec.decode(&mut buffer).is_err(), "{body:?}");
+        }
+    }
+}
