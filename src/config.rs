@@ -13,6 +13,9 @@ use mmsub_api::backend::mattermost::ingest::IngestSettings;
 use mmsub_api::backend::mattermost::{ApiLimits, MattermostConfig};
 use mmsub_api::ApiSettings;
 use mmsub_gateway::GatewaySettings;
+use mmsub_relay::kafka::KafkaSettings;
+use mmsub_relay::link::LinkSettings;
+use mmsub_relay::node::RelaySettings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,10 +34,67 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every role (API, relay, WebSocket gateway, and the Mattermost ingest when
-    /// Mattermost is configured) in one process: the default.
+    /// Mattermost is configured) in one process: the default. In-process bus unless `--bus kafka`.
     Serve(ServeArgs),
-    /// Only the Mattermost ingest: posts made in Mattermost become bus events.
+    /// A stateless API node: GraphQL over HTTP; publishes each new message to Kafka.
+    Api(ServeArgs),
+    /// A relay: Kafka consumer-group member forwarding events to the gateways that want them.
+    Relay(ServeArgs),
+    /// A WebSocket node holding a shard of the client connections, fed by the relays.
+    Gateway(ServeArgs),
+    /// Only the Mattermost ingest: posts made in Mattermost become Kafka events.
     Ingest(ServeArgs),
+}
+
+/// Which roles this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Serve,
+    Api,
+    Relay,
+    Gateway,
+    Ingest,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::Api => "api",
+            Role::Relay => "relay",
+            Role::Gateway => "gateway",
+            Role::Ingest => "ingest",
+        }
+    }
+    pub fn serves_graphql(self) -> bool {
+        matches!(self, Role::Serve | Role::Api)
+    }
+    pub fn serves_websockets(self) -> bool {
+        matches!(self, Role::Serve | Role::Gateway)
+    }
+}
+
+impl Cli {
+    /// The role named on the command line (none: `serve`) and its arguments.
+    pub fn into_role(self) -> (Role, ServeArgs) {
+        match self.command {
+            None => (Role::Serve, self.serve),
+            Some(Command::Serve(args)) => (Role::Serve, args),
+            Some(Command::Api(args)) => (Role::Api, args),
+            Some(Command::Relay(args)) => (Role::Relay, args),
+            Some(Command::Gateway(args)) => (Role::Gateway, args),
+            Some(Command::Ingest(args)) => (Role::Ingest, args),
+        }
+    }
+}
+
+/// How events travel between the roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BusKind {
+    /// Within one process (`mmsub serve` only).
+    InProcess,
+    /// A Kafka topic partitioned by channel, and the relay tier.
+    Kafka,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -135,6 +195,66 @@ pub struct ServeArgs {
     /// Open WebSocket connections per node (503 beyond). A process here may hold 20,000 files.
     #[arg(long, env = "MMSUB_MAX_CONNECTIONS", default_value_t = GatewaySettings::default().max_connections)]
     pub max_connections: usize,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// The bus and the relay tier (`--bus kafka`).
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// `in-process` (one process) or `kafka` (a cluster of roles).
+    #[arg(long, env = "MMSUB_BUS", value_enum, default_value_t = BusKind::InProcess)]
+    pub bus: BusKind,
+    /// Kafka bootstrap servers, `host:port[,host:port…]`.
+    #[arg(long, env = "MMSUB_KAFKA_BROKERS", default_value_t = KafkaSettings::default().brokers)]
+    pub kafka_brokers: String,
+    #[arg(long, env = "MMSUB_KAFKA_TOPIC", default_value_t = KafkaSettings::default().topic)]
+    pub kafka_topic: String,
+    /// Partitions of the topic when this node creates it.
+    #[arg(long, env = "MMSUB_KAFKA_PARTITIONS", default_value_t = KafkaSettings::default().partitions)]
+    pub kafka_partitions: i32,
+    #[arg(long, env = "MMSUB_KAFKA_REPLICATION_FACTOR", default_value_t = KafkaSettings::default().replication_factor)]
+    pub kafka_replication_factor: i32,
+    /// The relays' consumer group.
+    #[arg(long, env = "MMSUB_KAFKA_GROUP", default_value_t = KafkaSettings::default().group_id)]
+    pub kafka_group: String,
+    /// Where a consumer group without committed offsets starts: `earliest` or `latest`.
+    #[arg(long, env = "MMSUB_KAFKA_OFFSET_RESET", default_value_t = KafkaSettings::default().offset_reset)]
+    pub kafka_offset_reset: String,
+    /// How soon a silent relay's partitions move to the others.
+    #[arg(long, env = "MMSUB_KAFKA_SESSION_TIMEOUT_MS", default_value_t = millis(KafkaSettings::default().session_timeout))]
+    pub kafka_session_timeout_ms: u64,
+    /// How long a mutation waits for the broker's acknowledgement.
+    #[arg(long, env = "MMSUB_KAFKA_PUBLISH_TIMEOUT_MS", default_value_t = millis(KafkaSettings::default().publish_timeout))]
+    pub kafka_publish_timeout_ms: u64,
+    /// Where a relay listens for gateways.
+    #[arg(long, env = "MMSUB_RELAY_LISTEN", default_value_t = RelaySettings::default().listen)]
+    pub relay_listen: SocketAddr,
+    /// A relay joins the consumer group this long after it listens (gateways connect first).
+    #[arg(long, env = "MMSUB_RELAY_JOIN_DELAY_MS", default_value_t = millis(RelaySettings::default().join_delay))]
+    pub relay_join_delay_ms: u64,
+    /// Frames queued for one gateway before the relay waits.
+    #[arg(long, env = "MMSUB_RELAY_GATEWAY_QUEUE", default_value_t = RelaySettings::default().gateway_queue)]
+    pub relay_gateway_queue: usize,
+    /// The relays a gateway connects to: `host:port`, comma-separated; a name resolving to
+    /// several addresses is several relays.
+    #[arg(
+        long,
+        env = "MMSUB_RELAYS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7400"
+    )]
+    pub relays: Vec<String>,
+    /// How often relay names are resolved again.
+    #[arg(long, env = "MMSUB_RELAY_RESOLVE_INTERVAL_MS", default_value_t = millis(LinkSettings::default().resolve_interval))]
+    pub relay_resolve_interval_ms: u64,
+}
+
+/// The bus, resolved.
+#[derive(Debug, Clone)]
+pub enum BusConfig {
+    InProcess,
+    Kafka(KafkaSettings),
 }
 
 fn millis(d: Duration) -> u64 {
@@ -154,6 +274,10 @@ pub struct ServerConfig {
     pub ingest: IngestSettings,
     pub api: ApiSettings,
     pub gateway: GatewaySettings,
+    pub role: Role,
+    pub bus: BusConfig,
+    pub relay: RelaySettings,
+    pub links: LinkSettings,
 }
 
 impl ServerConfig {
@@ -168,13 +292,70 @@ impl ServerConfig {
             ingest: IngestSettings::default(),
             api: ApiSettings::default(),
             gateway: GatewaySettings::default(),
+            role: Role::Serve,
+            bus: BusConfig::InProcess,
+            relay: RelaySettings::default(),
+            links: LinkSettings::default(),
         }
     }
 }
 
 impl ServeArgs {
+    /// The configuration of `mmsub serve`.
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        self.into_role_config(Role::Serve)
+    }
+
+    pub fn into_role_config(self, role: Role) -> anyhow::Result<ServerConfig> {
         let mattermost = self.mattermost_config()?;
+        let cluster = &self.cluster;
+        let bus = match cluster.bus {
+            BusKind::InProcess if role != Role::Serve => bail!(
+                "mmsub {} is one role of a cluster and needs the shared bus: set --bus kafka \
+                 (MMSUB_BUS=kafka) and MMSUB_KAFKA_BROKERS; `mmsub serve` runs every role in one process",
+                role.name()
+            ),
+            BusKind::InProcess => BusConfig::InProcess,
+            BusKind::Kafka => {
+                if cluster.kafka_partitions < 1 || cluster.kafka_replication_factor < 1 {
+                    bail!("--kafka-partitions and --kafka-replication-factor must be at least 1");
+                }
+                if !matches!(cluster.kafka_offset_reset.as_str(), "earliest" | "latest") {
+                    bail!("--kafka-offset-reset is earliest or latest (got {:?})", cluster.kafka_offset_reset);
+                }
+                BusConfig::Kafka(KafkaSettings {
+                    brokers: cluster.kafka_brokers.clone(),
+                    topic: cluster.kafka_topic.clone(),
+                    partitions: cluster.kafka_partitions,
+                    replication_factor: cluster.kafka_replication_factor,
+                    group_id: cluster.kafka_group.clone(),
+                    offset_reset: cluster.kafka_offset_reset.clone(),
+                    session_timeout: Duration::from_millis(cluster.kafka_session_timeout_ms),
+                    publish_timeout: Duration::from_millis(cluster.kafka_publish_timeout_ms.max(1)),
+                    ..KafkaSettings::default()
+                })
+            }
+        };
+        if role == Role::Ingest && mattermost.is_none() {
+            bail!("mmsub ingest reads Mattermost: set MATTERMOST_SERVER_URL, MATTERMOST_ADMIN_LOGIN_ID and MATTERMOST_ADMIN_LOGIN_PASSWORD");
+        }
+        let relay = RelaySettings {
+            listen: cluster.relay_listen,
+            join_delay: Duration::from_millis(cluster.relay_join_delay_ms),
+            gateway_queue: cluster.relay_gateway_queue.max(1),
+            ..RelaySettings::default()
+        };
+        let links = LinkSettings {
+            relays: cluster.relays.clone(),
+            resolve_interval: Duration::from_millis(cluster.relay_resolve_interval_ms.max(100)),
+            ..LinkSettings::default()
+        };
+        if cluster.relays.is_empty()
+            && role.serves_websockets()
+            && matches!(bus, BusConfig::Kafka(_))
+        {
+            bail!("a gateway needs at least one relay: set --relays (MMSUB_RELAYS)");
+        }
         let time_zone: Tz = self.time_zone.parse().map_err(|_| {
             anyhow::anyhow!(
                 "unknown time zone {:?}: use an IANA name such as UTC or Europe/Berlin",
@@ -231,6 +412,10 @@ impl ServeArgs {
             },
             api,
             gateway,
+            role,
+            bus,
+            relay,
+            links,
         })
     }
 
@@ -307,11 +492,8 @@ mod tests {
 
     fn parse(args: &[&str]) -> anyhow::Result<ServerConfig> {
         let cli = Cli::try_parse_from(std::iter::once("mmsub").chain(args.iter().copied()))?;
-        match cli.command {
-            Some(Command::Serve(args) | Command::Ingest(args)) => args,
-            None => cli.serve,
-        }
-        .into_config()
+        let (role, args) = cli.into_role();
+        args.into_role_config(role)
     }
 
     #[test]

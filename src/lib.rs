@@ -8,4 +8,4 @@ pub mod config;
 pub mod server;
 
 pub use config::ServerConfig;
-pub use server::{run_ingest, start, RunningServer};
+pub use server::{start, RunningServer};

@@ -1,5 +1,5 @@
 use clap::Parser;
-use mmsub::config::{Cli, Command};
+use mmsub::config::{Cli, Role};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -11,17 +11,19 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        Some(Command::Ingest(args)) => return mmsub::run_ingest(args.into_config()?).await,
-        None => cli.serve,
-    };
-    let server = mmsub::start(args.into_config()?).await?;
-    tracing::info!(
-        "mmsub listening on http://{addr}: GraphQL and GraphiQL at /graphql/, WebSocket at ws://{addr}/ws/graphql/",
-        addr = server.local_addr
-    );
+    let (role, args) = Cli::parse().into_role();
+    let server = mmsub::start(args.into_role_config(role)?).await?;
+    let addr = server.local_addr;
+    match role {
+        Role::Serve => tracing::info!(
+            "mmsub listening on http://{addr}: GraphQL and GraphiQL at /graphql/, WebSocket at ws://{addr}/ws/graphql/"
+        ),
+        Role::Api => tracing::info!("mmsub api listening on http://{addr}: GraphQL and GraphiQL at /graphql/"),
+        Role::Gateway => tracing::info!("mmsub gateway listening on http://{addr}: WebSocket at ws://{addr}/ws/graphql/"),
+        Role::Relay | Role::Ingest => {
+            tracing::info!("mmsub {} listening on http://{addr}: /healthz and /readyz", role.name())
+        }
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;

@@ -1,6 +1,7 @@
-//! Wires the roles into one listening process: the chat backend (the embedded store, or
-//! Mattermost with its ingest), the in-process bus, the fan-out hub, the API and the WebSocket
-//! gateway, behind one HTTP router.
+//! Wires a process's roles together behind one HTTP router: the chat backend (the embedded
+//! store, or Mattermost with its ingest), the bus (in-process, or Kafka with the relay tier),
+//! the fan-out hub, the API and the WebSocket gateway. `mmsub serve` runs them all; `api`,
+//! `relay`, `gateway` and `ingest` run one each, joined by Kafka.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,20 +20,26 @@ use mmsub_api::backend::ChatBackend;
 use mmsub_api::http::{error_response, json_response, HttpResponse};
 use mmsub_api::{build_schema, AppState, MmsubSchema};
 use mmsub_gateway::Gateway;
-use mmsub_relay::{FanoutHub, InProcessBus};
+use mmsub_relay::kafka::KafkaBus;
+use mmsub_relay::link::RelayLinks;
+use mmsub_relay::node as relay;
+use mmsub_relay::{Bus, FanoutHub, InProcessBus};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{resolve_jwt_secret, ServerConfig};
+use crate::config::{resolve_jwt_secret, BusConfig, Role, ServerConfig};
 
 /// A client must finish sending request headers within this time (slow-header clients hold sockets).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
+    /// HTTP: GraphQL, WebSocket and health, as the role has them.
     pub local_addr: SocketAddr,
+    /// Where gateways reach this node's relay (roles relay, and serve with `--bus kafka`).
+    pub relay_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     accept_loop: JoinHandle<()>,
 }
@@ -46,94 +53,177 @@ impl RunningServer {
 }
 
 struct Router {
-    schema: MmsubSchema,
-    state: Arc<AppState>,
-    gateway: Arc<Gateway>,
+    role: Role,
+    /// The API (roles serve and api).
+    graphql: Option<(MmsubSchema, Arc<AppState>)>,
+    /// The WebSocket gateway (roles serve and gateway).
+    gateway: Option<Arc<Gateway>>,
+    /// The gateway's links to the relays (with `--bus kafka`).
+    links: Option<Arc<RelayLinks>>,
+    /// This node's relay (roles relay, and serve with `--bus kafka`).
+    relay: Option<Arc<relay::RelayStatus>>,
     shutdown: CancellationToken,
 }
 
 impl Router {
     async fn route(&self, request: Request<Incoming>) -> HttpResponse {
         match request.uri().path() {
-            "/graphql" | "/graphql/" => {
-                mmsub_api::http::handle(&self.schema, &self.state, request).await
-            }
-            "/ws/graphql" | "/ws/graphql/" => self.gateway.upgrade(request),
+            "/graphql" | "/graphql/" => match &self.graphql {
+                Some((schema, state)) => mmsub_api::http::handle(schema, state, request).await,
+                None => self.elsewhere("GraphQL over HTTP is served by api nodes"),
+            },
+            "/ws/graphql" | "/ws/graphql/" => match &self.gateway {
+                Some(gateway) => gateway.upgrade(request),
+                None => self.elsewhere("WebSocket subscriptions are served by gateway nodes"),
+            },
             "/healthz" => json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
-            "/readyz" => {
-                let (status, word) = if self.shutdown.is_cancelled() {
-                    (StatusCode::SERVICE_UNAVAILABLE, "stopping")
-                } else {
-                    (StatusCode::OK, "ready")
-                };
-                let body = json!({
-                    "status": word,
-                    "connections": self.gateway.open_connections(),
-                    "subscriptions": self.gateway.subscription_count(),
-                    "subscriptionGroups": self.gateway.group_count(),
-                });
-                json_response(status, body.to_string().into_bytes())
-            }
+            "/readyz" => self.readiness(),
             _ => error_response(
                 StatusCode::NOT_FOUND,
                 "Not found: GraphQL is at /graphql/, WebSocket at /ws/graphql/.",
             ),
         }
     }
+
+    fn elsewhere(&self, what: &str) -> HttpResponse {
+        error_response(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "Not found: this node runs the {} role; {what}.",
+                self.role.name()
+            ),
+        )
+    }
+
+    /// Ready unless stopping, or a gateway with no relay to feed it.
+    fn readiness(&self) -> HttpResponse {
+        let relays = self.links.as_ref().map(|l| l.connected());
+        let (status, word) = if self.shutdown.is_cancelled() {
+            (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+        } else if relays == Some(0) {
+            (StatusCode::SERVICE_UNAVAILABLE, "no relay connected")
+        } else {
+            (StatusCode::OK, "ready")
+        };
+        let mut body = json!({ "status": word, "role": self.role.name() });
+        if let Some(gateway) = &self.gateway {
+            body["connections"] = json!(gateway.open_connections());
+            body["subscriptions"] = json!(gateway.subscription_count());
+            body["subscriptionGroups"] = json!(gateway.group_count());
+        }
+        if let Some(relays) = relays {
+            body["relays"] = json!(relays);
+        }
+        if let Some(relay) = &self.relay {
+            body["partitions"] = json!(relay.partitions());
+            body["gateways"] = json!(relay.gateways());
+        }
+        json_response(status, body.to_string().into_bytes())
+    }
 }
 
-/// Opens the store, binds the listener and starts serving in the background.
+/// Starts the roles of `config.role` and serves HTTP (GraphQL, WebSocket, health) in the
+/// background.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
-    let secret = resolve_jwt_secret(&config)?;
-    let jwt = JwtKeys::new(
-        &secret,
-        config.api.access_token_ttl,
-        config.api.refresh_window,
-    );
-    let hub = FanoutHub::new();
-    let bus = Arc::new(InProcessBus::new(hub.clone()));
+    let role = config.role;
     let shutdown = CancellationToken::new();
-    let backend: Arc<dyn ChatBackend> = match &config.mattermost {
-        None => Arc::new(EmbeddedStore::open(&config.data_dir, &config.team)?),
-        Some(mattermost) => {
-            let backend = Arc::new(MattermostBackend::connect(mattermost.clone(), &secret).await?);
-            tracing::info!(server = %mattermost.server_url, team = %mattermost.team, "chat backend: Mattermost");
-            let watched_hub = hub.clone();
-            tokio::spawn(ingest::run(
-                backend.clone(),
-                bus.clone(),
-                Arc::new(move || watched_hub.channel_ids()),
-                config.ingest.clone(),
+    let kafka = match &config.bus {
+        BusConfig::Kafka(kafka) => Some(kafka.clone()),
+        BusConfig::InProcess => None,
+    };
+    let relay = match (&kafka, role) {
+        (Some(kafka), Role::Serve | Role::Relay) => {
+            let relay = relay::start(kafka.clone(), config.relay.clone(), shutdown.clone()).await?;
+            tracing::info!(addr = %relay.local_addr, "relay listening for gateways");
+            Some(relay)
+        }
+        _ => None,
+    };
+    let relay_addr = relay.as_ref().map(|r| r.local_addr);
+    let mut router = Router {
+        role,
+        graphql: None,
+        gateway: None,
+        links: None,
+        relay: relay.map(|r| r.status),
+        shutdown: shutdown.clone(),
+    };
+    if role != Role::Relay {
+        let secret = resolve_jwt_secret(&config)?;
+        let hub = FanoutHub::new();
+        let bus: Arc<dyn Bus> = match &kafka {
+            None => Arc::new(InProcessBus::new(hub.clone())),
+            Some(kafka) => Arc::new(KafkaBus::connect(kafka).await?),
+        };
+        let backend: Arc<dyn ChatBackend> = match &config.mattermost {
+            None if role != Role::Serve => anyhow::bail!(
+                "mmsub {} is one role of a cluster, whose system of record is Mattermost: set \
+                 MATTERMOST_SERVER_URL (the embedded store belongs to a single `mmsub serve`)",
+                role.name()
+            ),
+            None => Arc::new(EmbeddedStore::open(&config.data_dir, &config.team)?),
+            Some(mattermost) => {
+                let backend =
+                    Arc::new(MattermostBackend::connect(mattermost.clone(), &secret).await?);
+                tracing::info!(server = %mattermost.server_url, team = %mattermost.team, "chat backend: Mattermost");
+                if matches!(role, Role::Serve | Role::Ingest) {
+                    // Alone, the hub shows which channels have subscribers; in a cluster the
+                    // subscribers are on other nodes, so catch up every channel that changed.
+                    let catch_up = if kafka.is_none() {
+                        let watched_hub = hub.clone();
+                        ingest::CatchUp::Watched(Arc::new(move || watched_hub.channel_ids()))
+                    } else {
+                        ingest::CatchUp::ChangedChannels
+                    };
+                    tokio::spawn(ingest::run(
+                        backend.clone(),
+                        bus.clone(),
+                        catch_up,
+                        config.ingest.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                backend
+            }
+        };
+        let jwt = JwtKeys::new(
+            &secret,
+            config.api.access_token_ttl,
+            config.api.refresh_window,
+        );
+        let state = Arc::new(AppState {
+            backend,
+            bus,
+            jwt: jwt.clone(),
+            settings: config.api.clone(),
+        });
+        let schema = build_schema(state.clone());
+        if role.serves_websockets() {
+            if kafka.is_some() {
+                router.links = Some(RelayLinks::start(
+                    hub.clone(),
+                    config.links.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            router.gateway = Some(Gateway::new(
+                schema.clone(),
+                hub,
+                jwt,
+                config.gateway.clone(),
                 shutdown.clone(),
             ));
-            backend
         }
-    };
-    let state = Arc::new(AppState {
-        backend,
-        bus,
-        jwt: jwt.clone(),
-        settings: config.api.clone(),
-    });
-    let schema = build_schema(state.clone());
-    let gateway = Gateway::new(
-        schema.clone(),
-        hub,
-        jwt,
-        config.gateway.clone(),
-        shutdown.clone(),
-    );
+        if role.serves_graphql() {
+            router.graphql = Some((schema, state));
+        }
+    }
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
-    let router = Arc::new(Router {
-        schema,
-        state,
-        gateway,
-        shutdown: shutdown.clone(),
-    });
-    let accept_loop = tokio::spawn(accept(listener, router, shutdown.clone()));
+    let accept_loop = tokio::spawn(accept(listener, Arc::new(router), shutdown.clone()));
     Ok(RunningServer {
         local_addr,
+        relay_addr,
         shutdown,
         accept_loop,
     })
@@ -171,17 +261,4 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
             }
         });
     }
-}
-
-/// `mmsub ingest`: the Mattermost ingest alone. It publishes to a bus other nodes consume, so
-/// it needs the shared (Kafka) bus of the relay tier; with the in-process bus its events would
-/// reach no one, and `mmsub serve` already runs the ingest beside the gateway.
-pub async fn run_ingest(config: ServerConfig) -> anyhow::Result<()> {
-    if config.mattermost.is_none() {
-        anyhow::bail!("mmsub ingest needs Mattermost: set MATTERMOST_SERVER_URL, MATTERMOST_ADMIN_LOGIN_ID and MATTERMOST_ADMIN_LOGIN_PASSWORD");
-    }
-    anyhow::bail!(
-        "mmsub ingest publishes to a shared bus, and this build has only the in-process one: \
-         run `mmsub serve`, which includes the ingest when Mattermost is configured"
-    )
 }

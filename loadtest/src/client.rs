@@ -88,6 +88,7 @@ impl Client {
         Ok(channels)
     }
 
+    /// Live subscriptions the server reports in `/readyz`.
     pub async fn subscriptions(&self) -> anyhow::Result<u64> {
         let ready: Value = self
             .http
@@ -98,28 +99,37 @@ impl Client {
             .await?;
         Ok(ready["subscriptions"].as_u64().unwrap_or(0))
     }
+}
 
-    /// Waits until the server reports `count` live subscriptions, or `deadline`.
-    pub async fn wait_for_subscriptions(
-        &self,
-        count: u64,
-        deadline: Instant,
-    ) -> anyhow::Result<()> {
-        let mut last_report = Instant::now();
-        loop {
-            let live = self.subscriptions().await?;
-            if live >= count {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("only {live} of {count} subscriptions became live before the timeout");
-            }
-            if last_report.elapsed() > Duration::from_secs(2) {
-                eprintln!("loadtest: {live}/{count} subscriptions live");
-                last_report = Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// Live subscriptions over all `gateways`.
+pub async fn subscriptions(gateways: &[Client]) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for gateway in gateways {
+        total += gateway.subscriptions().await?;
+    }
+    Ok(total)
+}
+
+/// Waits until `gateways` report `count` live subscriptions in all, or `deadline`.
+pub async fn wait_for_subscriptions(
+    gateways: &[Client],
+    count: u64,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let mut last_report = Instant::now();
+    loop {
+        let live = subscriptions(gateways).await?;
+        if live >= count {
+            return Ok(());
         }
+        if Instant::now() > deadline {
+            bail!("only {live} of {count} subscriptions became live before the timeout");
+        }
+        if last_report.elapsed() > Duration::from_secs(2) {
+            eprintln!("loadtest: {live}/{count} subscriptions live");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -16,7 +16,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::client::{run_id, sample_process, Client, ProcessSample};
+use crate::client::{
+    run_id, sample_process, subscriptions, wait_for_subscriptions, Client, ProcessSample,
+};
 use crate::ws::{RawWebSocket, OP_CLOSE, OP_TEXT};
 
 /// At most this many WebSocket handshakes in flight (a burst of thousands overflows backlogs).
@@ -24,9 +26,14 @@ const CONNECT_CONCURRENCY: usize = 128;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SubscriberArgs {
-    /// Base URL of the server.
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
-    pub url: String,
+    /// Base URL of the server; in a cluster, the API nodes (comma-separated): publishers
+    /// take turns over them.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8000")]
+    pub url: Vec<String>,
+    /// In a cluster, the gateway nodes (comma-separated): subscribers take turns over them.
+    /// Defaults to `--url`.
+    #[arg(long, value_delimiter = ',')]
+    pub ws_url: Vec<String>,
     /// WebSocket subscribers (S), one connection each.
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
@@ -108,7 +115,8 @@ pub struct IdleReport {
 
 /// Everything a run shares: users, channels, the subscribers' connections.
 struct Setup {
-    client: Arc<Client>,
+    /// One per API node.
+    clients: Vec<Arc<Client>>,
     publisher_token: String,
     channels: Vec<String>,
     sockets: Vec<RawWebSocket>,
@@ -124,7 +132,19 @@ async fn set_up(args: &SubscriberArgs, deadline: Instant) -> anyhow::Result<Setu
     ) {
         bail!("--protocol is graphql-transport-ws or graphql-ws");
     }
-    let client = Arc::new(Client::new(&args.url));
+    if args.url.is_empty() {
+        bail!("--url needs at least one server");
+    }
+    let clients: Vec<Arc<Client>> = args.url.iter().map(|u| Arc::new(Client::new(u))).collect();
+    let gateways: Vec<Client> = if args.ws_url.is_empty() {
+        &args.url
+    } else {
+        &args.ws_url
+    }
+    .iter()
+    .map(|u| Client::new(u))
+    .collect();
+    let client = &clients[0];
     let run = run_id();
     let publisher_token = client.user(&format!("lt{run}p")).await?;
     let reader = format!("lt{run}r");
@@ -132,14 +152,14 @@ async fn set_up(args: &SubscriberArgs, deadline: Instant) -> anyhow::Result<Setu
     let channels = client
         .channels(&publisher_token, &run, args.channels, &[&reader])
         .await?;
-    let baseline = client.subscriptions().await?;
+    let baseline = subscriptions(&gateways).await?;
 
     let gate = Arc::new(tokio::sync::Semaphore::new(CONNECT_CONCURRENCY));
     let connecting: Vec<_> = (0..args.subscribers)
         .map(|i| {
             let (gate, ws_url, protocol, token) = (
                 gate.clone(),
-                client.ws_url(),
+                gateways[i % gateways.len()].ws_url(),
                 args.protocol.clone(),
                 reader_token.clone(),
             );
@@ -157,11 +177,9 @@ async fn set_up(args: &SubscriberArgs, deadline: Instant) -> anyhow::Result<Setu
             eprintln!("loadtest: {} connections open", i + 1);
         }
     }
-    client
-        .wait_for_subscriptions(baseline + args.subscribers as u64, deadline)
-        .await?;
+    wait_for_subscriptions(&gateways, baseline + args.subscribers as u64, deadline).await?;
     Ok(Setup {
-        client,
+        clients,
         publisher_token,
         channels,
         sockets,
@@ -299,7 +317,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
         .enumerate()
         .map(|(k, channel)| {
             let (client, token, channel) = (
-                setup.client.clone(),
+                setup.clients[k % setup.clients.len()].clone(),
                 setup.publisher_token.clone(),
                 channel.clone(),
             );

