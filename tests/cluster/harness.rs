@@ -131,6 +131,8 @@ pub struct Cluster {
     pub apis: Vec<Node>,
     pub relays: Vec<Node>,
     pub gateways: Vec<Node>,
+    /// Further nodes a test started (stopped with the cluster).
+    pub others: Vec<Node>,
     pub http: reqwest::Client,
     logs: TempDir,
 }
@@ -162,6 +164,7 @@ impl Cluster {
             apis: Vec::new(),
             relays: Vec::new(),
             gateways: Vec::new(),
+            others: Vec::new(),
             http: reqwest::Client::new(),
             logs,
         };
@@ -287,14 +290,14 @@ impl Cluster {
 
     /// Every node's recent log lines, for a failure message.
     pub fn logs(&self) -> String {
+        let nodes = self
+            .apis
+            .iter()
+            .chain(&self.relays)
+            .chain(&self.gateways)
+            .chain(&self.others);
         std::iter::once(&self.broker)
-            .chain(
-                self.apis
-                    .iter()
-                    .chain(&self.relays)
-                    .chain(&self.gateways)
-                    .map(|n| &n.process),
-            )
+            .chain(nodes.map(|n| &n.process))
             .map(|p| format!("--- {}\n{}", p.name, p.log_tail()))
             .collect::<Vec<_>>()
             .join("\n")

@@ -216,6 +216,85 @@ async fn run(fault: Fault, name: &str) {
     }
 }
 
+/// `mmsub ingest` as its own process: a post made in Mattermost itself reaches subscribers on
+/// a gateway through Kafka, and a post sent through an API node (which the ingest sees too, so
+/// it travels twice) arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingest_role_brings_mattermost_posts_to_cluster_subscribers() {
+    let name = "the_ingest_role_brings_mattermost_posts_to_cluster_subscribers";
+    let Some(tansu) = tansu_or_skip(name) else {
+        return;
+    };
+    let _one = ONE_CLUSTER.lock().await;
+    let mut cluster = Cluster::start(&tansu, 1, 1, 1).await;
+    let ingest = cluster.spawn_node("ingest", 0, harness::free_port(), None);
+    cluster.wait_ready(&ingest).await;
+    cluster.others.push(ingest);
+    let api = cluster.apis[0].url();
+    let publisher = user(&cluster, &api, "publisher").await;
+    let reader = user(&cluster, &api, "reader").await;
+    let data = graphql(
+        &cluster,
+        &api,
+        "mutation { channelCreate(channelName: \"lobby\", members: [\"reader\"]) { status } }",
+        json!({}),
+        Some(&publisher),
+    )
+    .await;
+    assert_eq!(data["data"]["channelCreate"]["status"], "OK", "{data}");
+
+    let url = format!(
+        "ws://127.0.0.1:{}/ws/graphql/",
+        cluster.gateways[0].http_port
+    );
+    let mut ws = connect(&url, &reader).await.expect("connected");
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION, "variables": { "c": "lobby" } } });
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    while cluster.live_subscriptions().await < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One after the other, as people post: each must arrive before the next is made (posts
+    // from the two sources within the ingest's latency may swap; see the README).
+    let mut got = Vec::new();
+    cluster
+        .standin
+        .post_as("publisher", "lobby", "made in Mattermost");
+    got.extend(texts(&mut ws, 1, Duration::from_secs(10)).await);
+    let sent = graphql(&cluster, &api, "mutation { textMessageSend(channelIdentifier: \"lobby\", textMessage: \"sent through mmsub\") { status } }", json!({}), Some(&publisher)).await;
+    assert_eq!(sent["data"]["textMessageSend"]["status"], "OK", "{sent}");
+    got.extend(texts(&mut ws, 1, Duration::from_secs(10)).await);
+    cluster
+        .standin
+        .post_as("publisher", "lobby", "made in Mattermost again");
+    // Then nothing more: the ingest's copy of the mmsub post must not arrive.
+    got.extend(texts(&mut ws, usize::MAX, Duration::from_secs(3)).await);
+    let want = [
+        "made in Mattermost",
+        "sent through mmsub",
+        "made in Mattermost again",
+    ];
+    assert_eq!(got, want, "\n{}", cluster.logs());
+}
+
+/// The texts of up to `count` messages that arrive within `wait`.
+async fn texts(ws: &mut Socket, count: usize, wait: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    let until = Instant::now() + wait;
+    while got.len() < count {
+        let Ok(Some(Ok(frame))) = tokio::time::timeout_at(until.into(), ws.next()).await else {
+            break;
+        };
+        if let Message::Text(text) = frame {
+            let message: Value = serde_json::from_str(&text).unwrap();
+            if message["type"] == "next" {
+                let m = &message["payload"]["data"]["onNewChatMessage"]["message"]["message"];
+                got.push(m.as_str().unwrap().to_owned());
+            }
+        }
+    }
+    got
+}
+
 async fn graphql(
     cluster: &Cluster,
     url: &str,
