@@ -227,6 +227,12 @@ pub struct ClusterArgs {
     /// How long a mutation waits for the broker's acknowledgement.
     #[arg(long, env = "MMSUB_KAFKA_PUBLISH_TIMEOUT_MS", default_value_t = millis(KafkaSettings::default().publish_timeout))]
     pub kafka_publish_timeout_ms: u64,
+    /// `linger.ms` of the API nodes' producer: how long records gather into one request.
+    #[arg(long, env = "MMSUB_KAFKA_LINGER_MS", default_value_t = millis(KafkaSettings::default().linger))]
+    pub kafka_linger_ms: u64,
+    /// `fetch.wait.max.ms` of the relays: how long the broker may hold an empty fetch.
+    #[arg(long, env = "MMSUB_KAFKA_FETCH_WAIT_MAX_MS", default_value_t = millis(KafkaSettings::default().fetch_wait_max))]
+    pub kafka_fetch_wait_max_ms: u64,
     /// Where a relay listens for gateways.
     #[arg(long, env = "MMSUB_RELAY_LISTEN", default_value_t = RelaySettings::default().listen)]
     pub relay_listen: SocketAddr,
@@ -332,7 +338,8 @@ impl ServeArgs {
                     offset_reset: cluster.kafka_offset_reset.clone(),
                     session_timeout: Duration::from_millis(cluster.kafka_session_timeout_ms),
                     publish_timeout: Duration::from_millis(cluster.kafka_publish_timeout_ms.max(1)),
-                    ..KafkaSettings::default()
+                    linger: Duration::from_millis(cluster.kafka_linger_ms),
+                    fetch_wait_max: Duration::from_millis(cluster.kafka_fetch_wait_max_ms.max(1)),
                 })
             }
         };
