@@ -133,6 +133,9 @@ pub struct Cluster {
     pub gateways: Vec<Node>,
     /// Further nodes a test started (stopped with the cluster).
     pub others: Vec<Node>,
+    /// A relay port every gateway is told about, with no relay on it until
+    /// [`Cluster::start_spare_relay`]: a relay joining a running cluster.
+    spare_relay_port: u16,
     pub http: reqwest::Client,
     logs: TempDir,
 }
@@ -165,6 +168,7 @@ impl Cluster {
             relays: Vec::new(),
             gateways: Vec::new(),
             others: Vec::new(),
+            spare_relay_port: free_port(),
             http: reqwest::Client::new(),
             logs,
         };
@@ -239,9 +243,24 @@ impl Cluster {
         self.relays
             .iter()
             .filter_map(|r| r.relay_port)
+            .chain([self.spare_relay_port])
+            .collect::<std::collections::BTreeSet<_>>()
+            .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Starts a relay on the spare port the gateways already try; it joins the group.
+    pub async fn start_spare_relay(&mut self) {
+        let node = self.spawn_node(
+            "relay",
+            self.relays.len(),
+            free_port(),
+            Some(self.spare_relay_port),
+        );
+        self.wait_ready(&node).await;
+        self.relays.push(node);
     }
 
     /// Waits until `node` answers `/readyz` with 200 (a gateway: with every relay connected).

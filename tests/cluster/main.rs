@@ -1,8 +1,9 @@
 //! The cluster test: a broker, 2 API nodes, 2 relays and 3 gateways as separate processes on
 //! loopback; 300 subscribers over 30 channels spread across the gateways; 3,000 messages sent
 //! through both API nodes. Every subscriber must get every message of its channel exactly once
-//! and in order: with everything running, with a relay killed (`kill -9`) mid-stream, and with a
-//! gateway restarted mid-stream (its clients reconnect to another gateway and resume).
+//! and in order: with everything running, with a relay killed (`kill -9`) mid-stream, with a
+//! relay joining mid-stream, and with a gateway restarted mid-stream (its clients reconnect to
+//! another gateway and resume).
 //!
 //! The variants run one at a time (each is a whole cluster on two cores).
 
@@ -38,6 +39,7 @@ static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 enum Fault {
     None,
     KillRelay,
+    AddRelay,
     RestartGateway,
 }
 
@@ -55,6 +57,15 @@ async fn a_relay_killed_mid_stream_loses_and_duplicates_nothing() {
     run(
         Fault::KillRelay,
         "a_relay_killed_mid_stream_loses_and_duplicates_nothing",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_joining_mid_stream_takes_partitions_without_loss() {
+    run(
+        Fault::AddRelay,
+        "a_relay_joining_mid_stream_takes_partitions_without_loss",
     )
     .await;
 }
@@ -166,6 +177,7 @@ async fn run(fault: Fault, name: &str) {
             }
             cluster.relays[0].process.kill();
         }
+        Fault::AddRelay => cluster.start_spare_relay().await,
         Fault::RestartGateway => {
             let port = cluster.gateways[0].http_port;
             cluster.gateways[0].process.kill();
@@ -205,6 +217,18 @@ async fn run(fault: Fault, name: &str) {
             .expect("relay readyz")["partitions"]
             .as_u64();
         assert_eq!(owned, Some(6), "the surviving relay owns every partition");
+    }
+    if fault == Fault::AddRelay {
+        let owned = cluster
+            .readyz(&cluster.relays[2])
+            .await
+            .expect("relay readyz")["partitions"]
+            .as_u64();
+        assert!(
+            owned.unwrap_or(0) > 0,
+            "the new relay took partitions\n{}",
+            cluster.logs()
+        );
     }
     if fault == Fault::RestartGateway {
         // Gateway 0 held a third of the clients; each reconnected elsewhere and resumed.
