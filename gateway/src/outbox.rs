@@ -7,11 +7,13 @@
 //! with a documented code. A subscriber therefore receives every event of its channel, in
 //! order, or is told it was disconnected: never a silent gap, never unbounded memory.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures::task::AtomicWaker;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// One `next`/`data` message for one subscription: `prefix` (`{"id":…,"type":…,"payload":`,
@@ -80,29 +82,34 @@ impl SendBudget {
 }
 
 /// The sending side, shared by every group the connection's subscriptions belong to.
+///
+/// A plain queue behind a lock, not a channel: an idle connection's outbox allocates nothing
+/// (a `VecDeque` allocates on first use; a Tokio channel allocates a 32-slot block up front, 2 KiB
+/// per connection), and the connection task is woken through one `AtomicWaker`.
 #[derive(Debug)]
 pub struct Outbox {
-    queue: mpsc::UnboundedSender<Delivery>,
+    queue: Mutex<VecDeque<Delivery>>,
+    waker: AtomicWaker,
+    /// The connection is gone: pushes are refused.
+    closed: AtomicBool,
     budget: Arc<SendBudget>,
 }
 
-/// The connection's side: takes deliveries in order and gives their budget back.
+/// The connection's side: takes deliveries in order and gives their budget back. Dropping it
+/// closes the outbox.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    queue: mpsc::UnboundedReceiver<Delivery>,
-    budget: Arc<SendBudget>,
+    outbox: Arc<Outbox>,
 }
 
 pub fn outbox(limit: usize) -> (Arc<Outbox>, OutboxReceiver) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let budget = SendBudget::new(limit);
-    (
-        Arc::new(Outbox {
-            queue: tx,
-            budget: budget.clone(),
-        }),
-        OutboxReceiver { queue: rx, budget },
-    )
+    let outbox = Arc::new(Outbox {
+        queue: Mutex::new(VecDeque::new()),
+        waker: AtomicWaker::new(),
+        closed: AtomicBool::new(false),
+        budget: SendBudget::new(limit),
+    });
+    (outbox.clone(), OutboxReceiver { outbox })
 }
 
 impl Outbox {
@@ -113,11 +120,17 @@ impl Outbox {
 
     /// Queues a delivery whose room was claimed earlier with [`Outbox::reserve`].
     pub fn push_reserved(&self, delivery: Delivery) -> bool {
-        if self.queue.send(delivery).is_err() {
+        let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        // Checked under the lock the receiver closes under: nothing is queued after the drain.
+        if self.closed.load(Ordering::Acquire) {
             // The connection is gone; its subscriptions are being dropped.
+            drop(queue);
             self.budget.release();
             return false;
         }
+        queue.push_back(delivery);
+        drop(queue);
+        self.waker.wake();
         true
     }
 
@@ -134,19 +147,52 @@ impl Outbox {
     pub fn budget(&self) -> &Arc<SendBudget> {
         &self.budget
     }
-}
 
-impl OutboxReceiver {
-    pub async fn recv(&mut self) -> Option<Delivery> {
-        let delivery = self.queue.recv().await?;
+    fn pop(&self) -> Option<Delivery> {
+        let delivery = self
+            .queue
+            .lock()
+            .expect("outbox lock poisoned")
+            .pop_front()?;
         self.budget.release();
         Some(delivery)
     }
+}
+
+impl OutboxReceiver {
+    /// The next delivery, waiting for one. (Never `None`: the senders live in groups that
+    /// outlast no connection; the `Option` keeps `select!` patterns uniform.)
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        std::future::poll_fn(|cx| {
+            if let Some(delivery) = self.outbox.pop() {
+                return Poll::Ready(Some(delivery));
+            }
+            self.outbox.waker.register(cx.waker());
+            // A push between the first look and the registration must not be missed.
+            match self.outbox.pop() {
+                Some(delivery) => Poll::Ready(Some(delivery)),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
 
     pub fn try_recv(&mut self) -> Option<Delivery> {
-        let delivery = self.queue.try_recv().ok()?;
-        self.budget.release();
-        Some(delivery)
+        self.outbox.pop()
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let queued = {
+            let mut queue = self.outbox.queue.lock().expect("outbox lock poisoned");
+            self.outbox.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *queue)
+        };
+        // What was queued will never be written: give its room back.
+        for _ in queued {
+            self.outbox.budget.release();
+        }
     }
 }
 
@@ -172,6 +218,22 @@ mod tests {
         assert_eq!(receiver.recv().await.unwrap().payload[0], 0);
         assert_eq!(receiver.try_recv().unwrap().payload[0], 1);
         assert!(receiver.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_wakes_for_a_push_and_a_closed_outbox_refuses() {
+        let (outbox, mut receiver) = outbox(4);
+        let waiting = tokio::spawn(async move {
+            let first = receiver.recv().await.unwrap();
+            (first, receiver)
+        });
+        tokio::task::yield_now().await;
+        assert!(outbox.push(delivery(7)));
+        let (first, receiver) = waiting.await.unwrap();
+        assert_eq!(first.payload[0], 7);
+        drop(receiver);
+        assert!(!outbox.push(delivery(8)));
+        assert!(!outbox.budget().has_overflowed());
     }
 
     #[test]

@@ -503,24 +503,31 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             }
             Some(response) => self.send(Some(id), self.dialect.data_type(), Some(&response)),
             // Admitted and replayed: from now on the group delivers.
-            None => match self.active.remove(id) {
-                Some(Active::Running(Some(admitting))) => {
-                    let member = admitting
-                        .member
-                        .lock()
-                        .expect("member slot poisoned")
-                        .take();
-                    match member {
-                        Some(member) => {
-                            member.go_live(admitting.admission.take_replayed());
-                            self.active
-                                .insert(id.to_owned(), Active::Live { _member: member });
-                        }
-                        None => self.send(Some(id), "complete", None::<()>),
+            None => self.admitted(id),
+        }
+    }
+
+    /// The admission run of `id` has ended: the member goes live (or the operation completes).
+    fn admitted(&mut self, id: &str) {
+        // Drop the finished run now rather than whenever the stream map next polls it.
+        self.running.remove(id);
+        match self.active.remove(id) {
+            Some(Active::Running(Some(admitting))) => {
+                let member = admitting
+                    .member
+                    .lock()
+                    .expect("member slot poisoned")
+                    .take();
+                match member {
+                    Some(member) => {
+                        member.go_live(admitting.admission.take_replayed());
+                        self.active
+                            .insert(id.to_owned(), Active::Live { _member: member });
                     }
+                    None => self.send(Some(id), "complete", None::<()>),
                 }
-                _ => self.send(Some(id), "complete", None::<()>),
-            },
+            }
+            _ => self.send(Some(id), "complete", None::<()>),
         }
     }
 }
