@@ -7,7 +7,6 @@
 //! (others wait their turn), and each thread hashes in one block buffer it keeps, so the
 //! memory is allocated once per thread rather than once per login.
 
-use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use argon2::password_hash::{
@@ -82,11 +81,6 @@ impl Passwords {
     }
 }
 
-thread_local! {
-    /// This thread's argon2 working memory, kept between hashes.
-    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
-}
-
 fn compute(
     argon2: &Argon2,
     password: &[u8],
@@ -95,11 +89,12 @@ fn compute(
 ) -> password_hash::Result<Output> {
     let mut salt_buf = [0u8; 64];
     let salt = salt.decode_b64(&mut salt_buf)?;
-    MEMORY.with_borrow_mut(|blocks| {
-        blocks.resize(argon2.params().block_count(), Block::default());
-        Output::init_with(output_len, |out| {
-            Ok(argon2.hash_password_into_with_memory(password, salt, out, &mut blocks[..])?)
-        })
+    // The working memory (19 MiB by default) lives for one hash: large enough that the
+    // allocator maps and unmaps it, so an idle server gives it back instead of keeping one
+    // copy per pool thread. The pool's size still bounds how many exist at once.
+    let mut blocks = vec![Block::default(); argon2.params().block_count()];
+    Output::init_with(output_len, |out| {
+        Ok(argon2.hash_password_into_with_memory(password, salt, out, &mut blocks[..])?)
     })
 }
 
