@@ -5,13 +5,12 @@
 //! connection's reader must cost little while it waits: its buffer starts empty and grows only
 //! to the frames that arrive (fastwebsockets' reader holds 8 KiB per connection from the
 //! start), and parsing here also enforces what its reader let through (client frames must be
-//! masked). Reading runs in its own task because a frame read cannot be cancelled halfway
-//! without losing bytes, and the session needs to wait on other things too. Outgoing frames are
+//! masked). The session reads in its own task, between its other work (see [`FrameReader`]):
+//! no second task and no channel per connection. Outgoing frames are
 //! encoded into the session's buffer so that everything ready is written with one syscall.
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::mpsc;
 
 use crate::close;
 use crate::outbox::Delivery;
@@ -57,38 +56,6 @@ struct Frame {
 
 /// Smallest read: enough for the usual client message in one syscall.
 const MIN_READ: usize = 512;
-
-/// Reads one client frame; `Ok(None)` when the connection went away.
-async fn read_frame<R: AsyncRead + Unpin>(
-    stream: &mut R,
-    buf: &mut BytesMut,
-    max_frame_bytes: usize,
-) -> Result<Option<Frame>, Inbound> {
-    loop {
-        if let Some((header, len, fin, opcode)) = parse_header(buf, max_frame_bytes)? {
-            if buf.len() >= header + len {
-                let mask: [u8; 4] = buf[header - 4..header].try_into().expect("4 bytes");
-                buf.advance(header);
-                let mut payload = buf.split_to(len);
-                for (i, byte) in payload.iter_mut().enumerate() {
-                    *byte ^= mask[i & 3];
-                }
-                return Ok(Some(Frame {
-                    fin,
-                    opcode,
-                    payload,
-                }));
-            }
-            buf.reserve((header + len - buf.len()).max(MIN_READ));
-        } else {
-            buf.reserve(MIN_READ);
-        }
-        match stream.read_buf(buf).await {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => {}
-        }
-    }
-}
 
 /// (header length, payload length, fin, opcode) once the whole header is buffered.
 fn parse_header(
@@ -144,74 +111,120 @@ fn parse_header(
     Ok(Some((header, len as usize, fin, opcode)))
 }
 
-/// Reads until the peer closes, the connection fails, or the session stops listening.
-pub async fn read_loop<R>(mut stream: R, inbound: mpsc::Sender<Inbound>, limits: FrameLimits)
-where
-    R: AsyncRead + Unpin,
-{
-    let mut buf = BytesMut::new();
-    let mut partial: Option<(OpCode, BytesMut)> = None;
-    loop {
-        let frame = match read_frame(&mut stream, &mut buf, limits.max_frame_bytes).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return,
-            Err(violation) => {
-                let _ = inbound.send(violation).await;
-                return;
-            }
+/// A connection's incoming bytes, and the message being reassembled from its fragments.
+///
+/// Reading is kept apart from parsing so that the session can wait for bytes in the same
+/// `select!` as everything else, with no reader task and no channel per connection:
+/// [`FrameReader::read`] is cancel-safe (one read appends whatever it returned, or nothing),
+/// and [`FrameReader::next_message`] parses the whole frames that are buffered.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: BytesMut,
+    partial: Option<(OpCode, BytesMut)>,
+    limits: FrameLimits,
+}
+
+impl FrameReader {
+    pub fn new(limits: FrameLimits) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            partial: None,
+            limits,
+        }
+    }
+
+    /// Reads more bytes from the peer: `Ok(0)` once it has closed the stream. Cancel-safe.
+    pub async fn read<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> std::io::Result<usize> {
+        let missing = match parse_header(&self.buf, self.limits.max_frame_bytes) {
+            Ok(Some((header, len, _, _))) => (header + len).saturating_sub(self.buf.len()),
+            _ => 0,
         };
-        let message = match frame.opcode {
-            OpCode::Close => {
-                let code = (frame.payload.len() >= 2)
-                    .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
-                let _ = inbound.send(Inbound::Close(code)).await;
-                return;
-            }
-            OpCode::Ping => Some(Inbound::Ping(frame.payload.freeze())),
-            OpCode::Pong => None,
-            OpCode::Text | OpCode::Binary if partial.is_some() => Some(protocol_error(
-                "a new message started inside a fragmented one",
-            )),
-            OpCode::Text | OpCode::Binary if frame.fin => {
-                Some(complete(frame.opcode, frame.payload))
-            }
-            OpCode::Text | OpCode::Binary => {
-                partial = Some((frame.opcode, frame.payload));
-                None
-            }
-            OpCode::Continuation => match partial.as_mut() {
-                None => Some(protocol_error(
-                    "a continuation frame without a message to continue",
-                )),
-                Some((_, buffer))
-                    if buffer.len() + frame.payload.len() > limits.max_message_bytes =>
-                {
-                    Some(Inbound::Violation {
-                        code: close::MESSAGE_TOO_BIG,
-                        reason: "Message too big",
-                    })
-                }
-                Some((_, buffer)) => {
-                    buffer.extend_from_slice(&frame.payload);
-                    if frame.fin {
-                        let (opcode, buffer) = partial.take().expect("checked above");
-                        Some(complete(opcode, buffer))
-                    } else {
-                        None
+        self.buf.reserve(missing.max(MIN_READ));
+        stream.read_buf(&mut self.buf).await
+    }
+
+    /// The next whole message among the bytes read so far; `None` until one is complete.
+    /// A [`Inbound::Violation`] or [`Inbound::Close`] is the last message worth asking for.
+    pub fn next_message(&mut self) -> Option<Inbound> {
+        loop {
+            let frame = match self.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    // A large message grew the buffer; an idle connection should not keep it.
+                    if self.buf.is_empty() && self.buf.capacity() > 4 * MIN_READ {
+                        self.buf = BytesMut::new();
                     }
+                    return None;
                 }
-            },
-        };
-        if let Some(message) = message {
-            let stop = matches!(message, Inbound::Violation { .. });
-            if inbound.send(message).await.is_err() || stop {
-                return;
+                Err(violation) => return Some(violation),
+            };
+            let message = match frame.opcode {
+                OpCode::Close => {
+                    let code = (frame.payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                    Some(Inbound::Close(code))
+                }
+                OpCode::Ping => Some(Inbound::Ping(frame.payload.freeze())),
+                OpCode::Pong => None,
+                OpCode::Text | OpCode::Binary if self.partial.is_some() => Some(protocol_error(
+                    "a new message started inside a fragmented one",
+                )),
+                OpCode::Text | OpCode::Binary if frame.fin => {
+                    Some(complete(frame.opcode, frame.payload))
+                }
+                OpCode::Text | OpCode::Binary => {
+                    self.partial = Some((frame.opcode, frame.payload));
+                    None
+                }
+                OpCode::Continuation => self.continuation(frame),
+            };
+            if message.is_some() {
+                return message;
             }
         }
-        // A large message grew the buffer; an idle connection should not keep it.
-        if buf.is_empty() && buf.capacity() > 4 * MIN_READ {
-            buf = BytesMut::new();
+    }
+
+    fn continuation(&mut self, frame: Frame) -> Option<Inbound> {
+        let Some((_, buffer)) = self.partial.as_mut() else {
+            return Some(protocol_error(
+                "a continuation frame without a message to continue",
+            ));
+        };
+        if buffer.len() + frame.payload.len() > self.limits.max_message_bytes {
+            return Some(Inbound::Violation {
+                code: close::MESSAGE_TOO_BIG,
+                reason: "Message too big",
+            });
         }
+        buffer.extend_from_slice(&frame.payload);
+        if !frame.fin {
+            return None;
+        }
+        let (opcode, buffer) = self.partial.take().expect("checked above");
+        Some(complete(opcode, buffer))
+    }
+
+    /// Takes one whole frame off the buffer, unmasked; `Ok(None)` if it has not all arrived.
+    fn next_frame(&mut self) -> Result<Option<Frame>, Inbound> {
+        let Some((header, len, fin, opcode)) =
+            parse_header(&self.buf, self.limits.max_frame_bytes)?
+        else {
+            return Ok(None);
+        };
+        if self.buf.len() < header + len {
+            return Ok(None);
+        }
+        let mask: [u8; 4] = self.buf[header - 4..header].try_into().expect("4 bytes");
+        self.buf.advance(header);
+        let mut payload = self.buf.split_to(len);
+        for (i, byte) in payload.iter_mut().enumerate() {
+            *byte ^= mask[i & 3];
+        }
+        Ok(Some(Frame {
+            fin,
+            opcode,
+            payload,
+        }))
     }
 }
 
@@ -297,6 +310,81 @@ pub fn push_close(buf: &mut Vec<u8>, code: u16, reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client frame: masked, as RFC 6455 requires of clients.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            len @ 0..=125 => frame.push(0x80 | len as u8),
+            len => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        frame
+    }
+
+    #[tokio::test]
+    async fn messages_come_whole_however_the_bytes_arrive() {
+        let long = "x".repeat(300);
+        let mut bytes = client_frame(false, 0x1, b"{\"type\":");
+        bytes.extend(client_frame(true, 0x9, b"hi"));
+        bytes.extend(client_frame(true, 0x0, b"\"ping\"}"));
+        bytes.extend(client_frame(true, 0x1, long.as_bytes()));
+        bytes.extend(client_frame(true, 0x8, &1000u16.to_be_bytes()));
+        // One byte per read, and then everything at once.
+        for chunk in [1, bytes.len()] {
+            let (mut client, mut server) = tokio::io::duplex(64);
+            let sent = bytes.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                for piece in sent.chunks(chunk) {
+                    client.write_all(piece).await.unwrap();
+                }
+                client
+            });
+            let mut reader = FrameReader::new(FrameLimits {
+                max_frame_bytes: 1024,
+                max_message_bytes: 1024,
+            });
+            let mut messages = Vec::new();
+            while !matches!(messages.last(), Some(Inbound::Close(_))) {
+                assert!(reader.read(&mut server).await.unwrap() > 0);
+                messages.extend(std::iter::from_fn(|| reader.next_message()));
+            }
+            let got: Vec<String> = messages.iter().map(|m| format!("{m:?}")).collect();
+            assert_eq!(
+                got,
+                [
+                    "Ping(b\"hi\")".to_owned(),
+                    format!("{:?}", Inbound::Text("{\"type\":\"ping\"}".into())),
+                    format!("{:?}", Inbound::Text(long.clone())),
+                    "Close(Some(1000))".to_owned(),
+                ],
+                "read {chunk} byte(s) at a time"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fragmented_message_over_the_limit_is_refused() {
+        let mut reader = FrameReader::new(FrameLimits {
+            max_frame_bytes: 100,
+            max_message_bytes: 150,
+        });
+        reader.buf.extend(client_frame(false, 0x1, &[b'a'; 100]));
+        reader.buf.extend(client_frame(true, 0x0, &[b'a'; 100]));
+        assert!(matches!(
+            reader.next_message(),
+            Some(Inbound::Violation {
+                code: close::MESSAGE_TOO_BIG,
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn encodes_each_length_form() {

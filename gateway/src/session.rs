@@ -1,7 +1,8 @@
 //! One WebSocket connection from upgrade to close: the protocol state machine of both
 //! dialects, its subscriptions, and its outgoing frames.
 //!
-//! The session waits on six things at once: client messages (from the reader task), deliveries
+//! The session waits on six things at once: client frames (read here, see
+//! [`frames::FrameReader`]), deliveries
 //! from subscription groups (its outbox), results of operations it runs itself (admissions,
 //! replays, queries), the keep-alive timer, the connection_init deadline, and the send budget's
 //! overflow signal. Whatever became ready is encoded into one buffer and written with one
@@ -22,11 +23,10 @@ use mmsub_api::auth::{TokenError, Viewer};
 use mmsub_api::Admission;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_stream::StreamMap;
 
 use crate::close;
-use crate::frames::{self, FrameLimits, Inbound};
+use crate::frames::{self, FrameLimits, FrameReader, Inbound};
 use crate::groups::key::{self, Plan};
 use crate::groups::MemberHandle;
 use crate::outbox::{self, Outbox, OutboxReceiver};
@@ -51,10 +51,12 @@ enum Flow {
     Stop,
 }
 
-pub(crate) struct Session<W> {
+pub(crate) struct Session<S> {
     dialect: Dialect,
     gateway: Arc<Gateway>,
-    writer: W,
+    /// The connection, read and written by this task alone.
+    io: S,
+    reader: FrameReader,
     out: Vec<u8>,
     viewer: Viewer,
     init_received: bool,
@@ -85,11 +87,10 @@ pub(crate) async fn run<S>(
     header_viewer: Viewer,
     gateway: Arc<Gateway>,
 ) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (reader, writer) = tokio::io::split(io);
     let Some(dialect) = dialect else {
-        let (session, _) = Session::new(Dialect::TransportWs, gateway, writer, header_viewer);
+        let (session, _) = Session::new(Dialect::TransportWs, gateway, io, header_viewer);
         session
             .close(
                 close::SUBPROTOCOL_NOT_ACCEPTABLE,
@@ -98,30 +99,27 @@ pub(crate) async fn run<S>(
             .await;
         return;
     };
-    let settings = &gateway.settings;
-    let limits = FrameLimits {
-        max_frame_bytes: settings.max_frame_bytes,
-        max_message_bytes: settings.max_message_bytes,
-    };
-    let (inbound_tx, inbound_rx) = mpsc::channel(16);
-    let reader_task = tokio::spawn(frames::read_loop(reader, inbound_tx, limits));
-    let (session, deliveries) = Session::new(dialect, gateway, writer, header_viewer);
-    session.serve(inbound_rx, deliveries).await;
-    reader_task.abort();
+    let (session, deliveries) = Session::new(dialect, gateway, io, header_viewer);
+    session.serve(deliveries).await;
 }
 
-impl<W: AsyncWrite + Unpin> Session<W> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn new(
         dialect: Dialect,
         gateway: Arc<Gateway>,
-        writer: W,
+        io: S,
         viewer: Viewer,
     ) -> (Self, OutboxReceiver) {
         let (outbox, deliveries) = outbox::outbox(gateway.settings.send_queue_limit);
+        let reader = FrameReader::new(FrameLimits {
+            max_frame_bytes: gateway.settings.max_frame_bytes,
+            max_message_bytes: gateway.settings.max_message_bytes,
+        });
         let session = Self {
             dialect,
             gateway,
-            writer,
+            io,
+            reader,
             out: Vec::new(),
             viewer,
             init_received: false,
@@ -133,7 +131,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         (session, deliveries)
     }
 
-    async fn serve(mut self, mut inbound: mpsc::Receiver<Inbound>, mut deliveries: OutboxReceiver) {
+    async fn serve(mut self, mut deliveries: OutboxReceiver) {
         let settings = self.gateway.settings.clone();
         let budget = self.outbox.budget().clone();
         let shutdown = self.gateway.shutdown.clone();
@@ -160,9 +158,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     close::SLOW_CONSUMER,
                     format!("Slow consumer: more than {} messages waiting to be sent", budget.limit()),
                 ),
-                message = inbound.recv() => match message {
-                    Some(message) => self.on_inbound(message),
-                    None => Flow::Stop,
+                read = self.reader.read(&mut self.io) => match read {
+                    Ok(0) | Err(_) => Flow::Stop,
+                    Ok(_) => self.on_readable(),
                 },
                 Some(delivery) = deliveries.recv() => {
                     frames::push_delivery(&mut self.out, &delivery);
@@ -197,6 +195,17 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         }
     }
 
+    /// Handles every whole message the last read completed, until one ends the connection.
+    fn on_readable(&mut self) -> Flow {
+        while let Some(message) = self.reader.next_message() {
+            match self.on_inbound(message) {
+                Flow::Continue => {}
+                end => return end,
+            }
+        }
+        Flow::Continue
+    }
+
     /// Encodes more results that are ready right now, so they leave in the same write.
     fn drain_ready_results(&mut self) {
         for _ in 0..MAX_BATCH {
@@ -212,7 +221,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             return Ok(());
         }
         let timeout = self.gateway.settings.write_timeout;
-        let written = tokio::time::timeout(timeout, self.writer.write_all(&self.out)).await;
+        let written = tokio::time::timeout(timeout, self.io.write_all(&self.out)).await;
         self.out.clear();
         if self.out.capacity() > KEEP_BUFFER_BYTES {
             self.out = Vec::new();
@@ -230,7 +239,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         tracing::debug!(code, reason, "closing WebSocket connection");
         frames::push_close(&mut self.out, code, reason);
         if self.flush().await.is_ok() {
-            let _ = self.writer.shutdown().await;
+            let _ = self.io.shutdown().await;
         }
     }
 
