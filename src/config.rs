@@ -176,6 +176,13 @@ pub struct ServeArgs {
         default_value_t = GatewaySettings::default().max_subscriptions_per_connection
     )]
     pub max_subscriptions_per_connection: usize,
+    /// Subscriptions admitted (checked, replayed) at once per gateway; more wait their turn.
+    #[arg(
+        long,
+        env = "MMSUB_MAX_CONCURRENT_ADMISSIONS",
+        default_value_t = GatewaySettings::default().max_concurrent_admissions
+    )]
+    pub max_concurrent_admissions: usize,
     /// Milliseconds a client has to send connection_init (close 4408 after).
     #[arg(
         long,
@@ -378,6 +385,10 @@ impl ServeArgs {
                 "--max-subscriptions-per-connection",
                 self.max_subscriptions_per_connection,
             ),
+            (
+                "--max-concurrent-admissions",
+                self.max_concurrent_admissions,
+            ),
             ("--max-page-size", self.max_page_size as usize),
         ] {
             if value == 0 {
@@ -398,6 +409,7 @@ impl ServeArgs {
             max_frame_bytes: self.ws_max_frame_bytes,
             max_message_bytes: self.ws_max_message_bytes.max(self.ws_max_frame_bytes),
             max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            max_concurrent_admissions: self.max_concurrent_admissions,
             connection_init_timeout: Duration::from_millis(self.connection_init_timeout_ms),
             send_queue_limit: self.send_queue_limit,
             keepalive_interval: Duration::from_millis(self.keepalive_ms),

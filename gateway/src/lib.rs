@@ -25,6 +25,7 @@ use mmsub_api::auth::{JwtKeys, Viewer};
 use mmsub_api::http::{error_response, HttpResponse};
 use mmsub_api::MmsubSchema;
 use mmsub_relay::FanoutHub;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use groups::SubscriptionGroups;
@@ -38,6 +39,10 @@ pub struct GatewaySettings {
     pub max_message_bytes: usize,
     /// Active operations per connection; more get an `error` for that operation.
     pub max_subscriptions_per_connection: usize,
+    /// Subscriptions being admitted (checked, replayed, joined to a group) at once on this
+    /// node; more wait their turn. An admission holds about 9 KB of execution state while
+    /// it runs, so a burst of thousands of subscribes stays bounded in memory.
+    pub max_concurrent_admissions: usize,
     /// Time allowed between upgrade and `connection_init` (close 4408 after).
     pub connection_init_timeout: Duration,
     /// Events queued for one connection before it counts as a slow consumer (close 1013).
@@ -56,6 +61,7 @@ impl Default for GatewaySettings {
             max_frame_bytes: 64 << 10,
             max_message_bytes: 256 << 10,
             max_subscriptions_per_connection: 100,
+            max_concurrent_admissions: 128,
             connection_init_timeout: Duration::from_secs(10),
             send_queue_limit: 1024,
             keepalive_interval: Duration::from_secs(15),
@@ -71,6 +77,8 @@ pub struct Gateway {
     jwt: JwtKeys,
     settings: GatewaySettings,
     connections: AtomicUsize,
+    /// Permits for admission runs (`GatewaySettings::max_concurrent_admissions`).
+    admissions: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
@@ -95,6 +103,7 @@ impl Gateway {
             groups: SubscriptionGroups::new(schema.clone(), hub),
             schema,
             jwt,
+            admissions: Arc::new(Semaphore::new(settings.max_concurrent_admissions.max(1))),
             settings,
             connections: AtomicUsize::new(0),
             shutdown,

@@ -442,13 +442,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 (request.data(admitting.admission.clone()), Some(admitting))
             }
         };
-        let results: ResultStream = self
-            .gateway
-            .schema
-            .execute_stream(request.data(self.viewer.clone()))
-            .map(Some)
-            .chain(stream::once(async { None }))
-            .boxed();
+        let request = request.data(self.viewer.clone());
+        let results: ResultStream = if admitting.is_some() {
+            // An admission run waits for a permit holding only its request: a burst of
+            // subscribes does not build thousands of executions at once.
+            let schema = self.gateway.schema.clone();
+            let permits = self.gateway.admissions.clone();
+            stream::once(async move { (permits.acquire_owned().await.ok(), schema, request) })
+                .flat_map(|(permit, schema, request)| {
+                    schema
+                        .execute_stream(request)
+                        .map(Some)
+                        .chain(stream::once(async move {
+                            drop(permit);
+                            None
+                        }))
+                })
+                .boxed()
+        } else {
+            // Anything else may run for as long as the client wants: it takes no permit.
+            self.gateway
+                .schema
+                .execute_stream(request)
+                .map(Some)
+                .chain(stream::once(async { None }))
+                .boxed()
+        };
         self.running.insert(id.clone(), results);
         self.active.insert(id, Active::Running(admitting));
     }

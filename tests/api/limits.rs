@@ -281,3 +281,31 @@ async fn plain_http_to_the_websocket_endpoint_is_told_to_upgrade() {
     let body: Value = response.json().await.unwrap();
     assert_text(&body, "/errors/0/message", "Upgrade");
 }
+
+/// Subscribes beyond the admission limit wait their turn: every one of a burst becomes live
+/// and receives the next message, even when only one admission may run at a time.
+#[tokio::test]
+async fn a_burst_beyond_the_admission_limit_is_admitted_in_turn() {
+    let app = spawn_app_with(|c| c.gateway.max_concurrent_admissions = 1).await;
+    let alice = app.signed_up("alice").await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut ws = app.transport_ws(&alice).await;
+        for id in ["1", "2", "3"] {
+            ws.send_json(json!({ "id": id, "type": "subscribe", "payload": { "query": NEW_MESSAGE_SUBSCRIPTION, "variables": { "c": "town-square" } } })).await;
+        }
+        clients.push(ws);
+    }
+    app.wait_for_subscriptions(12).await;
+    app.send(&alice, "town-square", "to all twelve").await;
+    for ws in &mut clients {
+        let mut ids: Vec<String> = Vec::new();
+        for _ in 0..3 {
+            let next = ws.recv_json().await;
+            assert_eq!(next["type"], "next", "{next}");
+            ids.push(next["id"].as_str().unwrap().to_owned());
+        }
+        ids.sort();
+        assert_eq!(ids, ["1", "2", "3"]);
+    }
+}
