@@ -108,6 +108,9 @@ pub struct IdleReport {
     pub subscribers: usize,
     pub channels: usize,
     pub protocol: String,
+    /// Before anything: includes one-off costs (the users' password hashes, the channels).
+    pub server_rss_at_start_bytes: u64,
+    /// Once users and channels exist, just before the subscribers connect.
     pub server_rss_before_bytes: u64,
     pub server_rss_after_bytes: u64,
     pub server_bytes_per_subscriber: u64,
@@ -120,6 +123,8 @@ struct Setup {
     publisher_token: String,
     channels: Vec<String>,
     sockets: Vec<RawWebSocket>,
+    /// The server's memory just before the subscribers connected (with `--server-pid`).
+    before_connecting: Option<ProcessSample>,
 }
 
 async fn set_up(args: &SubscriberArgs, deadline: Instant) -> anyhow::Result<Setup> {
@@ -153,6 +158,15 @@ async fn set_up(args: &SubscriberArgs, deadline: Instant) -> anyhow::Result<Setu
         .channels(&publisher_token, &run, args.channels, &[&reader])
         .await?;
     let baseline = subscriptions(&gateways).await?;
+    let before_connecting = match args.server_pid {
+        // Settled as the sample after connecting is: memory the setup freed (the password
+        // hashes' working memory) has been returned to the system by then.
+        Some(pid) => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some(sample_process(pid)?)
+        }
+        None => None,
+    };
 
     let gate = Arc::new(tokio::sync::Semaphore::new(CONNECT_CONCURRENCY));
     let connecting: Vec<_> = (0..args.subscribers)
@@ -183,6 +197,7 @@ async fn set_up(args: &SubscriberArgs, deadline: Instant) -> anyhow::Result<Setu
         publisher_token,
         channels,
         sockets,
+        before_connecting,
     })
 }
 
@@ -414,8 +429,11 @@ pub async fn idle(args: IdleArgs) -> anyhow::Result<IdleReport> {
         bail!("idle measures the server's memory: give --server-pid");
     };
     let deadline = Instant::now() + Duration::from_secs(s.timeout_secs);
-    let before = sample_process(pid)?;
+    let at_start = sample_process(pid)?;
     let setup = set_up(s, deadline).await?;
+    let before = setup
+        .before_connecting
+        .expect("sampled: the server pid is known");
     // Let the server settle (allocator, lazily grown buffers) before reading its memory.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = sample_process(pid)?;
@@ -427,6 +445,7 @@ pub async fn idle(args: IdleArgs) -> anyhow::Result<IdleReport> {
         subscribers: s.subscribers,
         channels: s.channels,
         protocol: s.protocol.clone(),
+        server_rss_at_start_bytes: at_start.rss_bytes,
         server_rss_before_bytes: before.rss_bytes,
         server_rss_after_bytes: after.rss_bytes,
         server_bytes_per_subscriber: after.rss_bytes.saturating_sub(before.rss_bytes)
