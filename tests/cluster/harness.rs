@@ -100,7 +100,7 @@ impl Process {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 }
 
@@ -123,6 +123,9 @@ impl Node {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 }
+
+/// Partitions of the cluster's topic.
+pub const PARTITIONS: u32 = 6;
 
 pub struct Cluster {
     pub standin: StandIn,
@@ -193,7 +196,32 @@ impl Cluster {
         {
             cluster.wait_ready(node).await;
         }
+        if relays > 0 {
+            cluster.wait_for_partitions().await;
+        }
         cluster
+    }
+
+    /// Waits until the relays' consumer group has formed: together they own every partition.
+    async fn wait_for_partitions(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut owned = 0;
+            for relay in &self.relays {
+                if let Some(ready) = self.readyz(relay).await {
+                    owned += ready["partitions"].as_u64().unwrap_or(0);
+                }
+            }
+            if owned == u64::from(PARTITIONS) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the relays own {owned} of {PARTITIONS} partitions\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts (or restarts, on the same ports) node `index` of `role`.
@@ -209,13 +237,13 @@ impl Cluster {
         command
             .arg(role)
             .args(["--listen", &format!("127.0.0.1:{http_port}")])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,mmsub_gateway=debug")
             .env("MMSUB_BUS", "kafka")
             .env(
                 "MMSUB_KAFKA_BROKERS",
                 format!("127.0.0.1:{}", self.broker_port),
             )
-            .env("MMSUB_KAFKA_PARTITIONS", "6")
+            .env("MMSUB_KAFKA_PARTITIONS", PARTITIONS.to_string())
             .env("MMSUB_KAFKA_SESSION_TIMEOUT_MS", "3000")
             .env("MMSUB_RELAY_JOIN_DELAY_MS", "1000")
             .env("MMSUB_JWT_SECRET", JWT_SECRET)
@@ -294,6 +322,22 @@ impl Cluster {
             .await
             .ok()?;
         response.json().await.ok()
+    }
+
+    /// Every node's `/readyz` answer (or that it gave none within 2 s), for a failure
+    /// message: a node that stopped answering is stuck, not slow.
+    pub async fn status(&self) -> String {
+        let mut lines = Vec::new();
+        for node in self.apis.iter().chain(&self.relays).chain(&self.gateways) {
+            let answer = tokio::time::timeout(Duration::from_secs(2), self.readyz(node)).await;
+            let answer = match answer {
+                Ok(Some(body)) => body.to_string(),
+                Ok(None) => "no answer".to_owned(),
+                Err(_) => "no answer within 2 s".to_owned(),
+            };
+            lines.push(format!("{}: {answer}", node.process.name));
+        }
+        format!("--- /readyz\n{}", lines.join("\n"))
     }
 
     /// Live subscriptions over every gateway.

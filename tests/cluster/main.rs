@@ -105,6 +105,7 @@ async fn run(fault: Fault, name: &str) {
         .map(|g| format!("ws://127.0.0.1:{}/ws/graphql/", g.http_port))
         .collect();
     let resumed = Arc::new(AtomicUsize::new(0));
+    let seen: Vec<Arc<Seen>> = (0..SUBSCRIBERS).map(|_| Arc::default()).collect();
     let subscribers: Vec<_> = (0..SUBSCRIBERS)
         .map(|i| {
             let (urls, token, channel) = (
@@ -112,7 +113,8 @@ async fn run(fault: Fault, name: &str) {
                 reader.clone(),
                 channels[i % CHANNELS].clone(),
             );
-            tokio::spawn(subscriber(urls, i % 3, token, channel, resumed.clone()))
+            let (resumed, seen) = (resumed.clone(), seen[i].clone());
+            tokio::spawn(subscriber(urls, i % 3, token, channel, resumed, seen))
         })
         .collect();
     let deadline = Instant::now() + DEADLINE;
@@ -198,7 +200,9 @@ async fn run(fault: Fault, name: &str) {
         let got = match tokio::time::timeout_at(deadline.into(), s).await {
             Ok(got) => got.expect("subscriber task"),
             Err(_) => panic!(
-                "subscriber {i} of {channel} did not get every message in time\n{}",
+                "subscriber {i} of {channel} did not get every message in time\n{}\n{}\n{}",
+                incomplete(&seen, &channels),
+                cluster.status().await,
                 cluster.logs()
             ),
         };
@@ -216,7 +220,11 @@ async fn run(fault: Fault, name: &str) {
             .await
             .expect("relay readyz")["partitions"]
             .as_u64();
-        assert_eq!(owned, Some(6), "the surviving relay owns every partition");
+        assert_eq!(
+            owned,
+            Some(u64::from(harness::PARTITIONS)),
+            "the surviving relay owns every partition"
+        );
     }
     if fault == Fault::AddRelay {
         let owned = cluster
@@ -354,6 +362,53 @@ async fn user(cluster: &Cluster, api: &str, username: &str) -> String {
         .to_owned()
 }
 
+/// What one subscriber has received so far and how often it connected: on a timeout, which
+/// messages are missing where tells a lost event (every subscriber of a channel misses it) from
+/// a stalled connection.
+#[derive(Default)]
+struct Seen {
+    texts: std::sync::Mutex<Vec<String>>,
+    connections: AtomicUsize,
+    /// Anything but a message: failed connects, closes, frames of other types.
+    events: std::sync::Mutex<Vec<String>>,
+}
+
+impl Seen {
+    fn event(&self, what: String) {
+        self.events.lock().unwrap().push(what);
+    }
+}
+
+/// The subscribers that are still waiting: how many messages each has, the first it lacks,
+/// and its connections.
+fn incomplete(seen: &[Arc<Seen>], channels: &[String]) -> String {
+    let mut lines = Vec::new();
+    for (i, s) in seen.iter().enumerate() {
+        let channel = &channels[i % CHANNELS];
+        let texts = s.texts.lock().unwrap();
+        if texts.len() >= PER_CHANNEL {
+            continue;
+        }
+        let missing: Vec<usize> = (0..PER_CHANNEL)
+            .filter(|n| !texts.contains(&format!("{channel}:{n}")))
+            .take(5)
+            .collect();
+        let events = s.events.lock().unwrap();
+        lines.push(format!(
+            "subscriber {i} ({channel}, first gateway {}): {} of {PER_CHANNEL}, lacks {missing:?}…, connections {}, events {:?}",
+            i % 3,
+            texts.len(),
+            s.connections.load(Ordering::Relaxed),
+            &events[events.len().saturating_sub(5)..]
+        ));
+    }
+    format!(
+        "--- {} subscribers incomplete\n{}",
+        lines.len(),
+        lines.join("\n")
+    )
+}
+
 /// One client: subscribes on gateway `first`; when its connection drops it reconnects to the
 /// next gateway and resumes after the last message it got. Returns the message texts in the
 /// order received, once it has all of its channel's.
@@ -363,24 +418,47 @@ async fn subscriber(
     token: String,
     channel: String,
     resumed: Arc<AtomicUsize>,
+    seen: Arc<Seen>,
 ) -> Vec<String> {
     let mut got = Vec::new();
     let mut last_id: Option<String> = None;
     let mut gateway = first;
     loop {
-        if let Ok(mut ws) = connect(&urls[gateway % urls.len()], &token).await {
-            if last_id.is_some() {
-                resumed.fetch_add(1, Ordering::Relaxed);
-            }
-            let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION, "variables": { "c": channel, "a": last_id } } });
-            if ws.send(Message::text(subscribe.to_string())).await.is_ok() {
-                while let Some(Ok(frame)) = ws.next().await {
-                    let Message::Text(text) = frame else { continue };
+        let url = &urls[gateway % urls.len()];
+        match connect(url, &token).await {
+            Err(e) => seen.event(format!("connecting to {url}: {e}")),
+            Ok(mut ws) => {
+                seen.connections.fetch_add(1, Ordering::Relaxed);
+                if last_id.is_some() {
+                    resumed.fetch_add(1, Ordering::Relaxed);
+                }
+                let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION, "variables": { "c": channel, "a": last_id } } });
+                if let Err(e) = ws.send(Message::text(subscribe.to_string())).await {
+                    seen.event(format!("subscribing on {url}: {e}"));
+                }
+                loop {
+                    let text = match ws.next().await {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(other)) => {
+                            seen.event(format!("{url} sent {other:?}"));
+                            continue;
+                        }
+                        Some(Err(e)) => {
+                            seen.event(format!("reading from {url}: {e}"));
+                            break;
+                        }
+                        None => {
+                            seen.event(format!("{url} ended the stream"));
+                            break;
+                        }
+                    };
                     let message: Value = serde_json::from_str(&text).expect("JSON");
                     match message["type"].as_str() {
                         Some("next") => {
                             let m = &message["payload"]["data"]["onNewChatMessage"]["message"];
-                            got.push(m["message"].as_str().expect("text").to_owned());
+                            let text = m["message"].as_str().expect("text").to_owned();
+                            seen.texts.lock().unwrap().push(text.clone());
+                            got.push(text);
                             last_id = Some(m["id"].as_str().expect("id").to_owned());
                             if got.len() >= PER_CHANNEL {
                                 return got;
@@ -390,7 +468,10 @@ async fn subscriber(
                             let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
                         }
                         Some("error") => panic!("subscription refused: {message}"),
-                        _ => {}
+                        Some("complete") => {
+                            panic!("the server completed the subscription: {message}")
+                        }
+                        _ => seen.event(format!("{url} sent {message}")),
                     }
                 }
             }
