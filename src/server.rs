@@ -153,7 +153,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         let hub = FanoutHub::new();
         let bus: Arc<dyn Bus> = match &kafka {
             None => Arc::new(InProcessBus::new(hub.clone())),
-            Some(kafka) => Arc::new(KafkaBus::connect(kafka).await?),
+            Some(kafka) => {
+                tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, "connecting to Kafka");
+                Arc::new(KafkaBus::connect(kafka).await?)
+            }
         };
         let backend: Arc<dyn ChatBackend> = match &config.mattermost {
             None if role != Role::Serve => anyhow::bail!(
@@ -163,6 +166,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             ),
             None => Arc::new(EmbeddedStore::open(&config.data_dir, &config.team)?),
             Some(mattermost) => {
+                tracing::info!(server = %mattermost.server_url, "logging in to Mattermost");
                 let backend =
                     Arc::new(MattermostBackend::connect(mattermost.clone(), &secret).await?);
                 tracing::info!(server = %mattermost.server_url, team = %mattermost.team, "chat backend: Mattermost");

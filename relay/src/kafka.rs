@@ -135,7 +135,10 @@ impl Bus for KafkaBus {
                 .send(record, Timeout::After(self.timeout))
                 .await
             {
-                Ok(_) => Ok(()),
+                Ok(delivery) => {
+                    tracing::debug!(channel = %event.channel_name, post = %event.post.id, partition = delivery.partition, offset = delivery.offset, "published");
+                    Ok(())
+                }
                 Err((e, _)) => Err(BusError::Unavailable(format!(
                     "Kafka did not acknowledge the message: {e}"
                 ))),

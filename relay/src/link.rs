@@ -145,12 +145,21 @@ impl RelayLinks {
             let mut delivered = self.delivered.lock().expect("offsets lock poisoned");
             let newest = delivered.entry(partition).or_insert(-1);
             if offset <= *newest {
+                tracing::debug!(
+                    partition,
+                    offset,
+                    newest = *newest,
+                    "a repeated event was dropped"
+                );
                 return;
             }
             *newest = offset;
         }
         match MessageEvent::decode(payload) {
-            Ok(event) => self.hub.deliver(Arc::new(event)),
+            Ok(event) => {
+                tracing::debug!(partition, offset, post = %event.post.id, "received");
+                self.hub.deliver(Arc::new(event))
+            }
             Err(e) => tracing::warn!(partition, offset, error = %e, "an event was skipped"),
         }
     }

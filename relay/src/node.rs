@@ -167,7 +167,13 @@ impl PartitionProgress {
 
 impl Progress {
     fn forwarded(&mut self, partition: i32, offset: i64, gateways: &[u64]) {
-        let progress = self.partitions.entry(partition).or_default();
+        let progress = self.partitions.entry(partition).or_insert_with(|| {
+            tracing::info!(partition, offset, "forwarding a partition from this offset");
+            PartitionProgress::default()
+        });
+        if progress.next.is_some_and(|next| offset != next) {
+            tracing::warn!(partition, offset, expected = ?progress.next, "the partition's records are not consecutive");
+        }
         progress.next = Some(offset + 1);
         if gateways.is_empty() {
             return;
@@ -216,15 +222,17 @@ impl Progress {
         }
     }
 
-    /// Partitions whose committable offset moved since the last commit.
-    fn take_commits(&mut self, only: Option<&HashSet<i32>>) -> Vec<(i32, i64)> {
+    /// Partitions whose committable offset moved since the last commit; with `revoking`, those
+    /// partitions whatever was committed before (an asynchronous commit may have failed, and
+    /// this is the last chance to tell a successor where to resume).
+    fn take_commits(&mut self, revoking: Option<&HashSet<i32>>) -> Vec<(i32, i64)> {
         let mut out = Vec::new();
         for (partition, progress) in &mut self.partitions {
-            if only.is_some_and(|only| !only.contains(partition)) {
+            if revoking.is_some_and(|revoking| !revoking.contains(partition)) {
                 continue;
             }
             if let Some(offset) = progress.committable() {
-                if progress.committed != Some(offset) {
+                if revoking.is_some() || progress.committed != Some(offset) {
                     progress.committed = Some(offset);
                     out.push((*partition, offset));
                 }
@@ -264,7 +272,7 @@ impl ConsumerContext for RelayContext {
             if let Err(e) = commit(consumer, &self.topic, &offsets, CommitMode::Sync) {
                 tracing::warn!(error = %e, "committing revoked partitions failed; a successor re-delivers");
             }
-            tracing::info!(partitions = ?revoked, "partitions revoked");
+            tracing::info!(partitions = ?revoked, committed = ?offsets, "partitions revoked");
         }
     }
 
@@ -399,6 +407,7 @@ async fn consume(
             let gateways = state.gateways.lock().expect("gateways lock poisoned");
             let targets = gateways.targets(channel);
             let ids: Vec<u64> = targets.iter().map(|(id, _)| *id).collect();
+            tracing::debug!(partition, offset, channel, gateways = ?ids, "forwarding");
             state
                 .progress
                 .lock()
@@ -583,5 +592,18 @@ mod tests {
         assert_eq!(progress.take_commits(None), vec![(0, 13)]);
         progress.forget(&HashSet::from([0]));
         assert!(progress.take_commits(None).is_empty());
+    }
+
+    #[test]
+    fn revoking_commits_again_what_an_earlier_commit_may_have_lost() {
+        let mut progress = Progress::default();
+        progress.forwarded(0, 10, &[1]);
+        progress.forwarded(1, 20, &[1]);
+        assert_eq!(progress.take_commits(None).len(), 2);
+        // Nothing moved, but the asynchronous commit above may have failed.
+        assert_eq!(
+            progress.take_commits(Some(&HashSet::from([0]))),
+            vec![(0, 10)]
+        );
     }
 }

@@ -67,7 +67,7 @@ pub fn free_port() -> u16 {
 /// A child process killed (SIGKILL) when dropped; its output goes to a log file.
 pub struct Process {
     pub name: String,
-    child: Option<Child>,
+    child: std::sync::Mutex<Option<Child>>,
     log: PathBuf,
 }
 
@@ -84,23 +84,29 @@ impl Process {
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         Self {
             name: name.into(),
-            child: Some(child),
+            child: std::sync::Mutex::new(Some(child)),
             log,
         }
     }
 
     /// `kill -9`.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
+    /// How the process ended, if it has (and was not killed here).
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.lock().unwrap();
+        child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 }
 
@@ -147,7 +153,12 @@ impl Cluster {
     /// Starts the broker, then `relays` relays, `apis` API nodes and `gateways` gateways, and
     /// waits until every node is ready and the relays own the topic's partitions.
     pub async fn start(tansu: &Path, apis: usize, relays: usize, gateways: usize) -> Self {
-        let logs = tempfile::tempdir().unwrap();
+        // MMSUB_KEEP_CLUSTER_LOGS=1 keeps every node's whole log (the path is in `logs()`).
+        let logs = tempfile::Builder::new()
+            .prefix("mmsub-cluster-")
+            .disable_cleanup(std::env::var_os("MMSUB_KEEP_CLUSTER_LOGS").is_some())
+            .tempdir()
+            .unwrap();
         let standin = StandIn::start(StandInConfig::default()).await;
         let broker_port = free_port();
         let listener = format!("tcp://127.0.0.1:{broker_port}");
@@ -237,7 +248,10 @@ impl Cluster {
         command
             .arg(role)
             .args(["--listen", &format!("127.0.0.1:{http_port}")])
-            .env("RUST_LOG", "info,mmsub_gateway=debug")
+            .env(
+                "RUST_LOG",
+                "info,mmsub_gateway=debug,mmsub_relay::kafka=debug",
+            )
             .env("MMSUB_BUS", "kafka")
             .env(
                 "MMSUB_KAFKA_BROKERS",
@@ -303,11 +317,20 @@ impl Cluster {
             if ready.as_ref().is_some_and(|r| r["status"] == "ready") && relays_ok {
                 return;
             }
+            if let Some(status) = node.process.exit_status() {
+                panic!(
+                    "{} exited ({status}) before it was ready:\n{}\n--- every node\n{}",
+                    node.process.name,
+                    node.process.log_tail(),
+                    self.logs()
+                );
+            }
             if Instant::now() > deadline {
                 panic!(
-                    "{} did not become ready:\n{}",
+                    "{} did not become ready (its last /readyz: {ready:?}):\n{}\n--- every node\n{}",
                     node.process.name,
-                    node.process.log_tail()
+                    node.process.log_tail(),
+                    self.logs()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -359,11 +382,12 @@ impl Cluster {
             .chain(&self.relays)
             .chain(&self.gateways)
             .chain(&self.others);
-        std::iter::once(&self.broker)
+        let tails = std::iter::once(&self.broker)
             .chain(nodes.map(|n| &n.process))
             .map(|p| format!("--- {}\n{}", p.name, p.log_tail()))
             .collect::<Vec<_>>()
-            .join("\n")
+            .join("\n");
+        format!("(whole logs in {})\n{tails}", self.logs.path().display())
     }
 }
 
