@@ -14,6 +14,10 @@
 //!
 //! A relay joins the group `join_delay` after it starts listening, so the gateways have
 //! connected and registered their interest before it forwards anything.
+//!
+//! Each partition is forwarded without gaps: a record whose predecessor has not arrived (a
+//! broker that showed offset n+1 before n was written) makes the relay read the partition again
+//! from n; see [`MAX_REREADS`].
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -34,6 +38,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kafka::KafkaSettings;
 use crate::wire::{Frame, FrameCodec};
+
+/// A partition's offsets are consecutive (the topic is neither compacted nor transactional), so
+/// a record whose predecessor has not arrived means the fetch raced the write of that
+/// predecessor (tansu's memory storage can show offset n+1 before n). The relay reads the
+/// partition again from the missing offset, up to this many times, before it goes on without.
+const MAX_REREADS: u32 = 5;
+/// Pause before reading again, so the missing record has been written.
+const REREAD_DELAY: Duration = Duration::from_millis(20);
 
 /// The relay's own limits; each has a flag in the `mmsub` binary.
 #[derive(Debug, Clone)]
@@ -166,14 +178,23 @@ impl PartitionProgress {
 }
 
 impl Progress {
+    /// Newly assigned partitions resume at these committed offsets.
+    fn resume(&mut self, offsets: &[(i32, i64)]) {
+        for (partition, offset) in offsets {
+            self.partitions.entry(*partition).or_default().next = Some(*offset);
+        }
+    }
+
+    /// The offset this assignment forwards next on `partition`, if known.
+    fn expected(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition).and_then(|p| p.next)
+    }
+
     fn forwarded(&mut self, partition: i32, offset: i64, gateways: &[u64]) {
         let progress = self.partitions.entry(partition).or_insert_with(|| {
             tracing::info!(partition, offset, "forwarding a partition from this offset");
             PartitionProgress::default()
         });
-        if progress.next.is_some_and(|next| offset != next) {
-            tracing::warn!(partition, offset, expected = ?progress.next, "the partition's records are not consecutive");
-        }
         progress.next = Some(offset + 1);
         if gateways.is_empty() {
             return;
@@ -276,14 +297,33 @@ impl ConsumerContext for RelayContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             let assigned: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
             self.state
                 .status
                 .partitions
                 .fetch_add(assigned.len(), Ordering::Relaxed);
-            tracing::info!(partitions = ?assigned, "partitions assigned");
+            // Where each partition resumes, so that a first record past it is noticed too.
+            let resume: Vec<(i32, i64)> = consumer
+                .committed_offsets((*list).clone(), Duration::from_secs(5))
+                .map(|committed| {
+                    committed
+                        .elements()
+                        .iter()
+                        .filter_map(|e| match e.offset() {
+                            Offset::Offset(offset) => Some((e.partition(), offset)),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.state
+                .progress
+                .lock()
+                .expect("progress lock poisoned")
+                .resume(&resume);
+            tracing::info!(partitions = ?assigned, ?resume, "partitions assigned");
         }
     }
 }
@@ -373,6 +413,8 @@ async fn consume(
         })
     };
 
+    // Per partition: the missing offset being read again, and how often it was.
+    let mut rereads: HashMap<i32, (i64, u32)> = HashMap::new();
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -387,6 +429,51 @@ async fn consume(
             }
         };
         let (partition, offset) = (message.partition(), message.offset());
+        let expected = state
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .expected(partition);
+        match expected {
+            // Already forwarded in this assignment (read again after a seek back).
+            Some(expected) if offset < expected => continue,
+            Some(expected) if offset > expected => {
+                let (at, attempts) = rereads.entry(partition).or_insert((expected, 0));
+                if *at != expected {
+                    *at = expected;
+                    *attempts = 0;
+                }
+                if *attempts < MAX_REREADS {
+                    *attempts += 1;
+                    tracing::warn!(
+                        partition,
+                        offset,
+                        expected,
+                        attempt = *attempts,
+                        "a record arrived before the one preceding it: reading the partition again from the missing offset"
+                    );
+                    drop(message);
+                    tokio::time::sleep(REREAD_DELAY).await;
+                    if let Err(e) = consumer.seek(
+                        &kafka.topic,
+                        partition,
+                        Offset::Offset(expected),
+                        Duration::from_secs(1),
+                    ) {
+                        tracing::warn!(partition, error = %e, "seeking back failed");
+                    }
+                    continue;
+                }
+                tracing::error!(
+                    partition,
+                    offset,
+                    expected,
+                    "records are missing from the partition after reading it again; going on without them"
+                );
+            }
+            _ => {}
+        }
+        rereads.remove(&partition);
         let Some(channel) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             tracing::warn!(
                 partition,
