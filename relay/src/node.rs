@@ -17,7 +17,7 @@
 //!
 //! Each partition is forwarded without gaps: a record whose predecessor has not arrived (a
 //! broker that showed offset n+1 before n was written) makes the relay read the partition again
-//! from n; see [`MAX_REREADS`].
+//! from n, a few times (`MAX_REREADS`) before it goes on without.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
