@@ -55,13 +55,30 @@ pub fn tansu_or_skip(test: &str) -> Option<PathBuf> {
     }
 }
 
-/// A free loopback port (bound, then released for a child process to take).
+/// A free loopback port for a child process to listen on.
+///
+/// Taken below the kernel's ephemeral range: a port from that range (what binding port 0
+/// gives) can be picked as the local port of some outgoing connection in the time between this
+/// check and the child's bind, which then fails with "address in use"; and a node dialling a
+/// not-yet-listening port in that range can even connect to itself. Each port is handed out once
+/// per test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let (low, span) = (10_000, ephemeral_low.saturating_sub(10_000).max(1_000));
+    // Different test processes start at different places.
+    let start = std::process::id() * 7_919 % span;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n < span, "no free port below the ephemeral range");
+        let port = (low + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A child process killed (SIGKILL) when dropped; its output goes to a log file.
