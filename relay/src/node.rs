@@ -47,6 +47,57 @@ const MAX_REREADS: u32 = 5;
 /// Pause before reading again, so the missing record has been written.
 const REREAD_DELAY: Duration = Duration::from_millis(20);
 
+/// What to do with a consumed record, given the offset its partition expects next.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Forward,
+    /// Forwarded already in this assignment (read again after a seek back).
+    AlreadyForwarded,
+    /// Its predecessor is missing: seek back to `from` (attempt `attempt` of [`MAX_REREADS`]).
+    ReadAgain {
+        from: i64,
+        attempt: u32,
+    },
+}
+
+/// Per partition: the missing offset being read again, and how often it was.
+#[derive(Default)]
+struct Rereads(HashMap<i32, (i64, u32)>);
+
+impl Rereads {
+    fn next(&mut self, partition: i32, offset: i64, expected: Option<i64>) -> Next {
+        match expected {
+            Some(expected) if offset < expected => Next::AlreadyForwarded,
+            Some(expected) if offset > expected => {
+                let (at, attempts) = self.0.entry(partition).or_insert((expected, 0));
+                if *at != expected {
+                    *at = expected;
+                    *attempts = 0;
+                }
+                if *attempts < MAX_REREADS {
+                    *attempts += 1;
+                    return Next::ReadAgain {
+                        from: expected,
+                        attempt: *attempts,
+                    };
+                }
+                tracing::error!(
+                    partition,
+                    offset,
+                    expected,
+                    "records are missing from the partition after reading it again; going on without them"
+                );
+                self.0.remove(&partition);
+                Next::Forward
+            }
+            _ => {
+                self.0.remove(&partition);
+                Next::Forward
+            }
+        }
+    }
+}
+
 /// The relay's own limits; each has a flag in the `mmsub` binary.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -413,8 +464,7 @@ async fn consume(
         })
     };
 
-    // Per partition: the missing offset being read again, and how often it was.
-    let mut rereads: HashMap<i32, (i64, u32)> = HashMap::new();
+    let mut rereads = Rereads::default();
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -434,46 +484,30 @@ async fn consume(
             .lock()
             .expect("progress lock poisoned")
             .expected(partition);
-        match expected {
-            // Already forwarded in this assignment (read again after a seek back).
-            Some(expected) if offset < expected => continue,
-            Some(expected) if offset > expected => {
-                let (at, attempts) = rereads.entry(partition).or_insert((expected, 0));
-                if *at != expected {
-                    *at = expected;
-                    *attempts = 0;
-                }
-                if *attempts < MAX_REREADS {
-                    *attempts += 1;
-                    tracing::warn!(
-                        partition,
-                        offset,
-                        expected,
-                        attempt = *attempts,
-                        "a record arrived before the one preceding it: reading the partition again from the missing offset"
-                    );
-                    drop(message);
-                    tokio::time::sleep(REREAD_DELAY).await;
-                    if let Err(e) = consumer.seek(
-                        &kafka.topic,
-                        partition,
-                        Offset::Offset(expected),
-                        Duration::from_secs(1),
-                    ) {
-                        tracing::warn!(partition, error = %e, "seeking back failed");
-                    }
-                    continue;
-                }
-                tracing::error!(
+        match rereads.next(partition, offset, expected) {
+            Next::AlreadyForwarded => continue,
+            Next::ReadAgain { from, attempt } => {
+                tracing::warn!(
                     partition,
                     offset,
-                    expected,
-                    "records are missing from the partition after reading it again; going on without them"
+                    expected = from,
+                    attempt,
+                    "a record arrived before the one preceding it: reading the partition again from the missing offset"
                 );
+                drop(message);
+                tokio::time::sleep(REREAD_DELAY).await;
+                if let Err(e) = consumer.seek(
+                    &kafka.topic,
+                    partition,
+                    Offset::Offset(from),
+                    Duration::from_secs(1),
+                ) {
+                    tracing::warn!(partition, error = %e, "seeking back failed");
+                }
+                continue;
             }
-            _ => {}
+            Next::Forward => {}
         }
-        rereads.remove(&partition);
         let Some(channel) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             tracing::warn!(
                 partition,
@@ -679,6 +713,31 @@ mod tests {
         assert_eq!(progress.take_commits(None), vec![(0, 13)]);
         progress.forget(&HashSet::from([0]));
         assert!(progress.take_commits(None).is_empty());
+    }
+
+    #[test]
+    fn a_missing_record_is_read_again_a_few_times_and_a_repeat_is_not_forwarded() {
+        let mut rereads = Rereads::default();
+        assert_eq!(rereads.next(0, 7, Some(7)), Next::Forward);
+        assert_eq!(rereads.next(0, 5, Some(8)), Next::AlreadyForwarded);
+        for attempt in 1..=MAX_REREADS {
+            assert_eq!(
+                rereads.next(0, 9, Some(8)),
+                Next::ReadAgain { from: 8, attempt }
+            );
+        }
+        // Still missing after every attempt: go on without it.
+        assert_eq!(rereads.next(0, 9, Some(8)), Next::Forward);
+        // A later gap gets its own attempts; the first record of an assignment has no
+        // expectation unless the committed offset was known.
+        assert_eq!(
+            rereads.next(0, 12, Some(10)),
+            Next::ReadAgain {
+                from: 10,
+                attempt: 1
+            }
+        );
+        assert_eq!(rereads.next(1, 40, None), Next::Forward);
     }
 
     #[test]
