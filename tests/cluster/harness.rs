@@ -64,13 +64,16 @@ pub fn tansu_or_skip(test: &str) -> Option<PathBuf> {
 /// per test process.
 pub fn free_port() -> u16 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768);
-    let (low, span) = (10_000, ephemeral_low.saturating_sub(10_000).max(1_000));
-    // Different test processes start at different places.
-    let start = std::process::id() * 7_919 % span;
+    static RANGE: std::sync::OnceLock<(u32, u32, u32)> = std::sync::OnceLock::new();
+    let &(low, span, start) = RANGE.get_or_init(|| {
+        let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| range.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768);
+        let span = ephemeral_low.saturating_sub(10_000).max(1_000);
+        // Different test processes start at different places.
+        (10_000, span, std::process::id() * 7_919 % span)
+    });
     loop {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         assert!(n < span, "no free port below the ephemeral range");
@@ -234,12 +237,7 @@ impl Cluster {
     async fn wait_for_partitions(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let mut owned = 0;
-            for relay in &self.relays {
-                if let Some(ready) = self.readyz(relay).await {
-                    owned += ready["partitions"].as_u64().unwrap_or(0);
-                }
-            }
+            let owned = self.sum_readyz(&self.relays, "partitions").await;
             if owned == u64::from(PARTITIONS) {
                 return;
             }
@@ -382,10 +380,15 @@ impl Cluster {
 
     /// Live subscriptions over every gateway.
     pub async fn live_subscriptions(&self) -> u64 {
+        self.sum_readyz(&self.gateways, "subscriptions").await
+    }
+
+    /// `field` of `/readyz`, summed over `nodes` (a node that does not answer counts 0).
+    async fn sum_readyz(&self, nodes: &[Node], field: &str) -> u64 {
         let mut total = 0;
-        for gateway in &self.gateways {
-            if let Some(ready) = self.readyz(gateway).await {
-                total += ready["subscriptions"].as_u64().unwrap_or(0);
+        for node in nodes {
+            if let Some(ready) = self.readyz(node).await {
+                total += ready[field].as_u64().unwrap_or(0);
             }
         }
         total

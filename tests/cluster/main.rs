@@ -420,7 +420,6 @@ async fn subscriber(
     resumed: Arc<AtomicUsize>,
     seen: Arc<Seen>,
 ) -> Vec<String> {
-    let mut got = Vec::new();
     let mut last_id: Option<String> = None;
     let mut gateway = first;
     loop {
@@ -456,12 +455,11 @@ async fn subscriber(
                     match message["type"].as_str() {
                         Some("next") => {
                             let m = &message["payload"]["data"]["onNewChatMessage"]["message"];
-                            let text = m["message"].as_str().expect("text").to_owned();
-                            seen.texts.lock().unwrap().push(text.clone());
-                            got.push(text);
+                            let mut texts = seen.texts.lock().unwrap();
+                            texts.push(m["message"].as_str().expect("text").to_owned());
                             last_id = Some(m["id"].as_str().expect("id").to_owned());
-                            if got.len() >= PER_CHANNEL {
-                                return got;
+                            if texts.len() >= PER_CHANNEL {
+                                return texts.clone();
                             }
                         }
                         Some("ping") => {
