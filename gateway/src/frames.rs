@@ -1,5 +1,5 @@
-//! WebSocket framing: a reader task that turns client frames into whole messages within the
-//! size limits, and the encoder for the frames we send.
+//! WebSocket framing: the reader that turns client frames into whole messages within the size
+//! limits, and the encoder for the frames we send.
 //!
 //! fastwebsockets performs the upgrade; frames are parsed here (RFC 6455 §5.2) because a
 //! connection's reader must cost little while it waits: its buffer starts empty and grows only

@@ -4,8 +4,8 @@
 //! Each argon2id hash works in 19 MiB of memory. Run on tokio's blocking pool, a burst of
 //! logins could hash on hundreds of threads at once, and the allocator keeps each thread's
 //! 19 MiB afterwards. A few dedicated threads bound both: at most `threads` hashes run at a time
-//! (others wait their turn), and each thread hashes in one block buffer it keeps, so the
-//! memory is allocated once per thread rather than once per login.
+//! (others wait their turn), and each hash allocates its working memory for itself and frees
+//! it after, so an idle server holds none of it (at most `threads` buffers exist at once).
 
 use std::sync::{Arc, Mutex, OnceLock};
 
