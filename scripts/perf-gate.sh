@@ -22,17 +22,17 @@ if ! command -v valgrind >/dev/null; then
     exit 1
 fi
 
-# Build first, with cargo's own messages on stderr, so a failed build says why.
-if ! cargo bench --bench gate --no-run; then
+# One build: cargo's diagnostics go to stderr as usual, so a failed build says why; the JSON
+# messages on stdout name the executable.
+if ! messages=$(cargo bench --bench gate --no-run --message-format=json-render-diagnostics); then
     echo "perf-gate: building the gate bench failed (disk: $(df -h . | awk 'NR == 2 { print $4 " free" }'))" >&2
     exit 1
 fi
-binary=$(cargo bench --bench gate --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
+binary=$(python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gate" and m.get("executable"):
-        print(m["executable"])' || true)
+        print(m["executable"])' <<<"$messages")
 if [[ -z "$binary" ]]; then
     echo "perf-gate: cargo built the gate bench but did not name its executable" >&2
     exit 1
