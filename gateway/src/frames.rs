@@ -10,7 +10,7 @@
 //! encoded into the session's buffer so that everything ready is written with one syscall.
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
 
 use crate::close;
 use crate::outbox::Delivery;
@@ -133,14 +133,27 @@ impl FrameReader {
         }
     }
 
+    /// Takes bytes that were read from the connection before this reader existed (sent by
+    /// the client right behind its upgrade request).
+    pub fn preload(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// Reads more bytes from the peer: `Ok(0)` once it has closed the stream. Cancel-safe.
-    pub async fn read<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> std::io::Result<usize> {
+    /// Takes the socket by shared reference: deliveries are written to it from other tasks.
+    pub async fn read(&mut self, stream: &TcpStream) -> std::io::Result<usize> {
         let missing = match parse_header(&self.buf, self.limits.max_frame_bytes) {
             Ok(Some((header, len, _, _))) => (header + len).saturating_sub(self.buf.len()),
             _ => 0,
         };
         self.buf.reserve(missing.max(MIN_READ));
-        stream.read_buf(&mut self.buf).await
+        loop {
+            stream.readable().await?;
+            match stream.try_read_buf(&mut self.buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                read => return read,
+            }
+        }
     }
 
     /// The next whole message among the bytes read so far; `None` until one is complete.
@@ -254,17 +267,39 @@ fn push_frame(buf: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-fn push_header(buf: &mut Vec<u8>, opcode: OpCode, len: usize) {
-    buf.push(0x80 | opcode as u8);
+/// Longest header of a frame we send: no mask, a 64-bit length.
+pub const MAX_HEADER_BYTES: usize = 10;
+
+/// Writes the header of a final, unmasked frame into `header`; returns its length.
+fn encode_header(header: &mut [u8; MAX_HEADER_BYTES], opcode: OpCode, len: usize) -> usize {
+    header[0] = 0x80 | opcode as u8;
     if len < 126 {
-        buf.push(len as u8);
+        header[1] = len as u8;
+        2
     } else if len <= u16::MAX as usize {
-        buf.push(126);
-        buf.extend_from_slice(&(len as u16).to_be_bytes());
+        header[1] = 126;
+        header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
     } else {
-        buf.push(127);
-        buf.extend_from_slice(&(len as u64).to_be_bytes());
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
     }
+}
+
+fn push_header(buf: &mut Vec<u8>, opcode: OpCode, len: usize) {
+    let mut header = [0; MAX_HEADER_BYTES];
+    let used = encode_header(&mut header, opcode, len);
+    buf.extend_from_slice(&header[..used]);
+}
+
+/// The header of a delivery's text frame, for writing it without copying its parts.
+pub fn delivery_header<'a>(
+    header: &'a mut [u8; MAX_HEADER_BYTES],
+    delivery: &Delivery,
+) -> &'a [u8] {
+    let used = encode_header(header, OpCode::Text, delivery.message_len());
+    &header[..used]
 }
 
 pub fn push_text(buf: &mut Vec<u8>, payload: &[u8]) {
@@ -335,14 +370,20 @@ mod tests {
         bytes.extend(client_frame(true, 0x0, b"\"ping\"}"));
         bytes.extend(client_frame(true, 0x1, long.as_bytes()));
         bytes.extend(client_frame(true, 0x8, &1000u16.to_be_bytes()));
-        // One byte per read, and then everything at once.
+        // One byte per write, and then everything at once, over a real loopback connection.
         for chunk in [1, bytes.len()] {
-            let (mut client, mut server) = tokio::io::duplex(64);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            client.set_nodelay(true).unwrap();
+            let (server, _) = listener.accept().await.unwrap();
             let sent = bytes.clone();
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
                 for piece in sent.chunks(chunk) {
                     client.write_all(piece).await.unwrap();
+                    tokio::task::yield_now().await;
                 }
                 client
             });
@@ -352,7 +393,7 @@ mod tests {
             });
             let mut messages = Vec::new();
             while !matches!(messages.last(), Some(Inbound::Close(_))) {
-                assert!(reader.read(&mut server).await.unwrap() > 0);
+                assert!(reader.read(&server).await.unwrap() > 0);
                 messages.extend(std::iter::from_fn(|| reader.next_message()));
             }
             let got: Vec<String> = messages.iter().map(|m| format!("{m:?}")).collect();
@@ -364,7 +405,7 @@ mod tests {
                     format!("{:?}", Inbound::Text(long.clone())),
                     "Close(Some(1000))".to_owned(),
                 ],
-                "read {chunk} byte(s) at a time"
+                "written {chunk} byte(s) at a time"
             );
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! `/ws/graphql/` upgrades with fastwebsockets, negotiates `graphql-transport-ws` or the legacy
 //! `graphql-ws` from `Sec-WebSocket-Protocol` (no header at all means legacy, what the original
-//! server spoke), and runs a [`session`] per connection. A subscription is admitted by the
+//! server spoke), and runs a session (`session.rs`) per connection. A subscription is admitted by the
 //! shared GraphQL schema, then joins a [`groups`] entry: events come from the relay crate's
 //! fan-out hub to the group, are rendered once per group, and reach each connection's
 //! [`outbox`] as shared bytes.
@@ -21,10 +21,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 use mmsub_api::auth::{JwtKeys, Viewer};
 use mmsub_api::http::{error_response, HttpResponse};
 use mmsub_api::MmsubSchema;
 use mmsub_relay::FanoutHub;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -165,9 +167,24 @@ impl Gateway {
         let gateway = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            match upgrade.await {
-                Ok(ws) => session::run(ws.into_inner(), dialect, header_viewer, gateway).await,
-                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
+            let upgraded = match upgrade.await {
+                Ok(ws) => ws.into_inner().into_inner(),
+                Err(e) => return tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
+            };
+            // The session needs the TCP socket itself: groups write deliveries to it directly.
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    let early = parts.read_buf;
+                    session::run(
+                        parts.io.into_inner(),
+                        &early,
+                        dialect,
+                        header_viewer,
+                        gateway,
+                    )
+                    .await
+                }
+                Err(_) => tracing::error!("a WebSocket connection that is not TCP was dropped"),
             }
         });
         let mut response = response.map(|_| Full::<Bytes>::default());

@@ -1,20 +1,26 @@
 //! A connection's outgoing deliveries, and the limit that makes a slow consumer visible.
 //!
-//! Subscription groups push a [`Delivery`] (two shared byte strings, no copy) into each
-//! member's connection outbox; the connection's session drains everything queued at once and
-//! writes it with one syscall. The [`SendBudget`] counts deliveries queued but not yet taken:
-//! past its limit the outbox refuses more and trips the overflow signal, and the session closes
-//! with a documented code. A subscriber therefore receives every event of its channel, in
-//! order, or is told it was disconnected: never a silent gap, never unbounded memory.
+//! Subscription groups hand a [`Delivery`] (two shared byte strings, no copy) to each member's
+//! connection outbox. When nothing else waits for that connection, the outbox writes the frame
+//! to the socket at once, from the group's task, with one non-blocking vectored write; the
+//! connection's own task is not woken. Otherwise the delivery queues, and the session writes
+//! everything queued with one syscall. The [`SendBudget`] counts deliveries queued but not yet
+//! taken: past its limit the outbox refuses more and trips the overflow signal, and the session
+//! closes with a documented code. A subscriber therefore receives every event of its channel,
+//! in order, or is told it was disconnected: never a silent gap, never unbounded memory.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
+use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::frames;
 
 /// One `next`/`data` message for one subscription: `prefix` (`{"id":…,"type":…,"payload":`,
 /// built once per subscription) + `payload` (serialized once per group and event) + `}`.
@@ -81,55 +87,147 @@ impl SendBudget {
     }
 }
 
-/// The sending side, shared by every group the connection's subscriptions belong to.
+/// The sending side, shared by every group the connection's subscriptions belong to, and the
+/// one place that decides who writes to the connection's socket.
 ///
-/// A plain queue behind a lock, not a channel: an idle connection's outbox allocates nothing
-/// (a `VecDeque` allocates on first use; a Tokio channel allocates a 32-slot block up front, 2 KiB
-/// per connection), and the connection task is woken through one `AtomicWaker`.
+/// A delivery that finds nothing else waiting is written to the socket right away, by the group
+/// task that rendered it, with one non-blocking write: no queue, no wakeup of the connection's
+/// task, no context switch. Otherwise (the session has bytes of its own to write, earlier
+/// deliveries wait, or the socket's buffer is full) it joins the queue, counted against the
+/// [`SendBudget`], and the session writes it. A write that the socket took only in part leaves
+/// the rest of the frame first in line. So bytes leave in the order they were accepted, and
+/// the only deliveries that wait are the ones the client is not reading fast enough.
+///
+/// The queue is a `VecDeque` behind the lock, not a channel: an idle connection's outbox
+/// allocates nothing (a Tokio channel allocates a 32-slot block up front, 2 KiB per
+/// connection), and the connection task is woken through one `AtomicWaker`.
 #[derive(Debug)]
 pub struct Outbox {
-    queue: Mutex<VecDeque<Delivery>>,
+    state: Mutex<State>,
     waker: AtomicWaker,
-    /// The connection is gone: pushes are refused.
-    closed: AtomicBool,
     budget: Arc<SendBudget>,
+    /// Where deliveries may be written directly; `None` leaves every write to the session.
+    socket: Option<Arc<TcpStream>>,
 }
 
-/// The connection's side: takes deliveries in order and gives their budget back. Dropping it
+#[derive(Debug, Default)]
+struct State {
+    /// The tail of a frame a direct write began but the socket did not take whole.
+    unfinished: Option<Vec<u8>>,
+    queue: VecDeque<Delivery>,
+    /// The session is writing, or has bytes to write: deliveries queue behind them.
+    session_writes: bool,
+    /// The connection is gone: deliveries are refused.
+    closed: bool,
+}
+
+/// The connection's side: takes what waits, in order, and gives its budget back. Dropping it
 /// closes the outbox.
 #[derive(Debug)]
 pub struct OutboxReceiver {
     outbox: Arc<Outbox>,
 }
 
+/// An outbox whose deliveries all wait for the session (no direct writes).
 pub fn outbox(limit: usize) -> (Arc<Outbox>, OutboxReceiver) {
+    new_outbox(limit, None)
+}
+
+/// An outbox that writes deliveries to `socket` directly while nothing else waits.
+pub fn outbox_on(limit: usize, socket: Arc<TcpStream>) -> (Arc<Outbox>, OutboxReceiver) {
+    new_outbox(limit, Some(socket))
+}
+
+fn new_outbox(limit: usize, socket: Option<Arc<TcpStream>>) -> (Arc<Outbox>, OutboxReceiver) {
     let outbox = Arc::new(Outbox {
-        queue: Mutex::new(VecDeque::new()),
+        state: Mutex::new(State::default()),
         waker: AtomicWaker::new(),
-        closed: AtomicBool::new(false),
         budget: SendBudget::new(limit),
+        socket,
     });
     (outbox.clone(), OutboxReceiver { outbox })
 }
 
-impl Outbox {
-    /// Queues a delivery if the budget allows; false once the connection is a slow consumer.
-    pub fn push(&self, delivery: Delivery) -> bool {
-        self.budget.try_reserve() && self.push_reserved(delivery)
-    }
+/// How a direct write went.
+enum Direct {
+    Written,
+    /// The socket took the first part; here is the rest.
+    Partly(Vec<u8>),
+    /// The socket took nothing (its buffer is full, or it failed: the session will see why).
+    Refused,
+}
 
-    /// Queues a delivery whose room was claimed earlier with [`Outbox::reserve`].
-    pub fn push_reserved(&self, delivery: Delivery) -> bool {
-        let mut queue = self.queue.lock().expect("outbox lock poisoned");
-        // Checked under the lock the receiver closes under: nothing is queued after the drain.
-        if self.closed.load(Ordering::Acquire) {
-            // The connection is gone; its subscriptions are being dropped.
-            drop(queue);
-            self.budget.release();
+fn write_direct(socket: &TcpStream, delivery: &Delivery) -> Direct {
+    let mut header = [0u8; frames::MAX_HEADER_BYTES];
+    let header = frames::delivery_header(&mut header, delivery);
+    let parts = [
+        header,
+        &delivery.prefix[..],
+        &delivery.payload[..],
+        Delivery::SUFFIX,
+    ];
+    let slices = parts.map(IoSlice::new);
+    match socket.try_write_vectored(&slices) {
+        Ok(written) if written == parts.iter().map(|p| p.len()).sum::<usize>() => Direct::Written,
+        Ok(0) | Err(_) => Direct::Refused,
+        Ok(written) => Direct::Partly(parts.concat().split_off(written)),
+    }
+}
+
+impl Outbox {
+    /// Sends or queues a delivery; false once the connection is a slow consumer or gone.
+    pub fn push(&self, delivery: Delivery) -> bool {
+        if self.budget.has_overflowed() {
             return false;
         }
-        queue.push_back(delivery);
-        drop(queue);
+        self.accept(delivery, false)
+    }
+
+    /// Sends or queues a delivery whose room was claimed earlier with [`Outbox::reserve`].
+    pub fn push_reserved(&self, delivery: Delivery) -> bool {
+        self.accept(delivery, true)
+    }
+
+    fn accept(&self, delivery: Delivery, reserved: bool) -> bool {
+        let mut state = self.state.lock().expect("outbox lock poisoned");
+        // Checked under the lock the receiver closes under: nothing is queued after the drain.
+        if state.closed {
+            drop(state);
+            if reserved {
+                self.budget.release();
+            }
+            return false;
+        }
+        if let (false, Some(socket)) = (state.session_writes, &self.socket) {
+            // The lock is held across the write: nobody else writes to the socket meanwhile.
+            match write_direct(socket, &delivery) {
+                Direct::Written => {
+                    drop(state);
+                    if reserved {
+                        self.budget.release();
+                    }
+                    return true;
+                }
+                Direct::Partly(rest) => {
+                    state.unfinished = Some(rest);
+                    state.session_writes = true;
+                    drop(state);
+                    if reserved {
+                        self.budget.release();
+                    }
+                    self.waker.wake();
+                    return true;
+                }
+                Direct::Refused => {}
+            }
+        }
+        if !reserved && !self.budget.try_reserve() {
+            // On overflow the connection is closing with "slow consumer".
+            return false;
+        }
+        state.queue.push_back(delivery);
+        state.session_writes = true;
+        drop(state);
         self.waker.wake();
         true
     }
@@ -147,64 +245,140 @@ impl Outbox {
     pub fn budget(&self) -> &Arc<SendBudget> {
         &self.budget
     }
-
-    fn pop(&self) -> Option<Delivery> {
-        let delivery = self
-            .queue
-            .lock()
-            .expect("outbox lock poisoned")
-            .pop_front()?;
-        self.budget.release();
-        Some(delivery)
-    }
 }
 
 impl OutboxReceiver {
-    /// The next delivery, waiting for one. (Never `None`: the senders live in groups that
-    /// outlast no connection; the `Option` keeps `select!` patterns uniform.)
-    pub async fn recv(&mut self) -> Option<Delivery> {
+    /// Completes once deliveries wait for the session (see [`OutboxReceiver::take`]).
+    pub async fn waiting(&self) {
         std::future::poll_fn(|cx| {
-            if let Some(delivery) = self.outbox.pop() {
-                return Poll::Ready(Some(delivery));
+            if self.has_waiting() {
+                return Poll::Ready(());
             }
             self.outbox.waker.register(cx.waker());
             // A push between the first look and the registration must not be missed.
-            match self.outbox.pop() {
-                Some(delivery) => Poll::Ready(Some(delivery)),
-                None => Poll::Pending,
+            if self.has_waiting() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
         })
         .await
     }
 
-    pub fn try_recv(&mut self) -> Option<Delivery> {
-        self.outbox.pop()
+    fn has_waiting(&self) -> bool {
+        let state = self.outbox.state.lock().expect("outbox lock poisoned");
+        state.unfinished.is_some() || !state.queue.is_empty()
+    }
+
+    /// The session is about to write bytes of its own: from now on deliveries queue behind
+    /// them, and what waits already is moved into `out` first.
+    pub fn claim(&mut self, out: &mut Vec<u8>) {
+        self.take_into(out, usize::MAX, true);
+    }
+
+    /// The session's last write is next (a close frame): the tail of an unfinished frame goes
+    /// into `out`, queued deliveries are dropped, and no delivery is accepted from now on.
+    pub fn close(&mut self, out: &mut Vec<u8>) {
+        let queued = {
+            let mut state = self.outbox.state.lock().expect("outbox lock poisoned");
+            if let Some(rest) = state.unfinished.take() {
+                out.extend_from_slice(&rest);
+            }
+            state.session_writes = true;
+            state.closed = true;
+            std::mem::take(&mut state.queue)
+        };
+        for _ in queued {
+            self.outbox.budget.release();
+        }
+    }
+
+    /// Moves what waits into `out` (the tail of an unfinished frame, then at most `max`
+    /// deliveries); if `out` is still empty, hands the socket back to direct writes.
+    pub fn take(&mut self, out: &mut Vec<u8>, max: usize) {
+        self.take_into(out, max, false);
+    }
+
+    /// After the session's write: hands the socket back to direct writes, unless deliveries
+    /// wait (then [`OutboxReceiver::waiting`] is ready, and the session takes them next).
+    pub fn release(&mut self) {
+        let mut state = self.outbox.state.lock().expect("outbox lock poisoned");
+        if state.queue.is_empty() && state.unfinished.is_none() {
+            state.session_writes = false;
+        }
+    }
+
+    fn take_into(&mut self, out: &mut Vec<u8>, max: usize, claim: bool) {
+        let mut state = self.outbox.state.lock().expect("outbox lock poisoned");
+        if let Some(rest) = state.unfinished.take() {
+            out.extend_from_slice(&rest);
+        }
+        let mut taken = 0;
+        while taken < max {
+            let Some(delivery) = state.queue.pop_front() else {
+                break;
+            };
+            frames::push_delivery(out, &delivery);
+            taken += 1;
+        }
+        state.session_writes = claim || !out.is_empty() || !state.queue.is_empty();
+        drop(state);
+        for _ in 0..taken {
+            self.outbox.budget.release();
+        }
     }
 }
 
 impl Drop for OutboxReceiver {
     fn drop(&mut self) {
-        let queued = {
-            let mut queue = self.outbox.queue.lock().expect("outbox lock poisoned");
-            self.outbox.closed.store(true, Ordering::Release);
-            std::mem::take(&mut *queue)
-        };
-        // What was queued will never be written: give its room back.
-        for _ in queued {
-            self.outbox.budget.release();
-        }
+        // What waits will never be written: gives its room back, refuses what comes.
+        self.close(&mut Vec::new());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
 
     fn delivery(n: u8) -> Delivery {
         Delivery {
             prefix: Bytes::from_static(b"p"),
             payload: Bytes::from(vec![n]),
         }
+    }
+
+    /// The payload bytes of each whole delivery frame in `bytes` (header, `p`, payload, `}`).
+    fn payloads(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut found = Vec::new();
+        while !bytes.is_empty() {
+            let (header, len) = match bytes[1] {
+                126 => (4, u16::from_be_bytes([bytes[2], bytes[3]]) as usize),
+                len => (2, len as usize),
+            };
+            assert_eq!(bytes[0], 0x81, "a text frame starts here");
+            let message = &bytes[header..header + len];
+            assert_eq!((message[0], message[len - 1]), (b'p', b'}'));
+            found.push(message[1..len - 1].to_vec());
+            bytes = &bytes[header + len..];
+        }
+        found
+    }
+
+    /// A connected pair on loopback: (the server's socket, the client's).
+    async fn socket_pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (Arc::new(accepted.unwrap().0), client.unwrap())
+    }
+
+    /// Reads from `client` until `len` bytes have arrived.
+    async fn read_exactly(client: &mut TcpStream, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        client.read_exact(&mut bytes).await.unwrap();
+        bytes
     }
 
     #[tokio::test]
@@ -215,22 +389,26 @@ mod tests {
         assert!(!outbox.push(delivery(2)));
         assert!(outbox.budget().has_overflowed());
         // What was queued before the overflow is still delivered, in order.
-        assert_eq!(receiver.recv().await.unwrap().payload[0], 0);
-        assert_eq!(receiver.try_recv().unwrap().payload[0], 1);
-        assert!(receiver.try_recv().is_none());
+        receiver.waiting().await;
+        let mut out = Vec::new();
+        receiver.take(&mut out, 1);
+        receiver.take(&mut out, 10);
+        assert_eq!(payloads(&out), [[0], [1]]);
     }
 
     #[tokio::test]
     async fn a_waiting_receiver_wakes_for_a_push_and_a_closed_outbox_refuses() {
-        let (outbox, mut receiver) = outbox(4);
+        let (outbox, receiver) = outbox(4);
         let waiting = tokio::spawn(async move {
-            let first = receiver.recv().await.unwrap();
-            (first, receiver)
+            receiver.waiting().await;
+            receiver
         });
         tokio::task::yield_now().await;
         assert!(outbox.push(delivery(7)));
-        let (first, receiver) = waiting.await.unwrap();
-        assert_eq!(first.payload[0], 7);
+        let mut receiver = waiting.await.unwrap();
+        let mut out = Vec::new();
+        receiver.take(&mut out, 10);
+        assert_eq!(payloads(&out), [[7]]);
         drop(receiver);
         assert!(!outbox.push(delivery(8)));
         assert!(!outbox.budget().has_overflowed());
@@ -241,8 +419,81 @@ mod tests {
         let (outbox, mut receiver) = outbox(1);
         for n in 0..3 {
             assert!(outbox.push(delivery(n)));
-            assert_eq!(receiver.try_recv().unwrap().payload[0], n);
+            let mut out = Vec::new();
+            receiver.take(&mut out, 10);
+            assert_eq!(payloads(&out), [[n]]);
         }
         assert!(!outbox.budget().has_overflowed());
+    }
+
+    #[tokio::test]
+    async fn deliveries_go_straight_to_the_socket_unless_the_session_has_claimed_it() {
+        let (socket, mut client) = socket_pair().await;
+        let (outbox, mut receiver) = outbox_on(4, socket);
+        let frame_len = 2 + 3;
+        // Nothing waits: written at once, nothing queued for the session.
+        assert!(outbox.push(delivery(1)));
+        assert_eq!(payloads(&read_exactly(&mut client, frame_len).await), [[1]]);
+        let mut out = Vec::new();
+        receiver.take(&mut out, 10);
+        assert!(out.is_empty());
+        // The session claims the socket for a message of its own: deliveries queue behind it.
+        receiver.claim(&mut out);
+        out.extend_from_slice(&[0x81, 3, b'p', 0, b'}']);
+        assert!(outbox.push(delivery(2)));
+        receiver.take(&mut out, 10);
+        assert_eq!(payloads(&out), [[0], [2]]);
+        // Written and released: direct again.
+        receiver.release();
+        assert!(outbox.push(delivery(3)));
+        assert_eq!(payloads(&read_exactly(&mut client, frame_len).await), [[3]]);
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_keeps_frames_whole_and_in_order() {
+        let (socket, mut client) = socket_pair().await;
+        socket2::SockRef::from(&*socket)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let (outbox, mut receiver) = outbox_on(10_000, socket.clone());
+        // Large deliveries, unread, until the socket takes one only in part and the next waits.
+        let big = |n: u8| Delivery {
+            prefix: Bytes::from_static(b"p"),
+            payload: Bytes::from(vec![n; 1000]),
+        };
+        let mut sent = 0u8;
+        while outbox.budget().pending.load(Ordering::Acquire) == 0 {
+            assert!(outbox.push(big(sent)));
+            sent += 1;
+            assert!(sent < 200, "the socket never filled");
+        }
+        let cut = outbox
+            .state
+            .lock()
+            .unwrap()
+            .unfinished
+            .as_ref()
+            .map(Vec::len);
+        assert!(
+            cut.is_some_and(|tail| tail > 0 && tail < 1006),
+            "cut: {cut:?}"
+        );
+        // The session writes the tail of the cut frame, then the queue; the client reads.
+        let frame_len = 4 + 1002;
+        let reading =
+            tokio::spawn(async move { read_exactly(&mut client, frame_len * sent as usize).await });
+        receiver.waiting().await;
+        let mut out = Vec::new();
+        receiver.take(&mut out, 10_000);
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            socket.writable().await.unwrap();
+            match socket.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+            }
+        }
+        let expected: Vec<Vec<u8>> = (0..sent).map(|n| vec![n; 1000]).collect();
+        assert_eq!(payloads(&reading.await.unwrap()), expected);
     }
 }

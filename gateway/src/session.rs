@@ -2,11 +2,15 @@
 //! dialects, its subscriptions, and its outgoing frames.
 //!
 //! The session waits on six things at once: client frames (read here, see
-//! [`frames::FrameReader`]), deliveries
-//! from subscription groups (its outbox), results of operations it runs itself (admissions,
-//! replays, queries), the keep-alive timer, the connection_init deadline, and the send budget's
-//! overflow signal. Whatever became ready is encoded into one buffer and written with one
-//! syscall; a write that cannot finish within `write_timeout` ends the connection.
+//! [`frames::FrameReader`]), deliveries the subscription groups could not write directly (its
+//! outbox), results of operations it runs itself (admissions, replays, queries), the keep-alive
+//! timer, the connection_init deadline, and the send budget's overflow signal. Whatever became
+//! ready is encoded into one buffer and written with one syscall; a write that cannot finish
+//! within `write_timeout` ends the connection.
+//!
+//! The socket has two writers: this task and, through the [`Outbox`], the groups' tasks. The
+//! session's first encoded byte claims the socket (deliveries then queue behind its messages),
+//! and once its buffer is written it hands the socket back.
 //!
 //! A subscription to `onNewChatMessage` lives in two phases: its admission run (checks and
 //! replay, executed here, results encoded here) and then membership of a subscription group,
@@ -22,7 +26,7 @@ use futures::{FutureExt, StreamExt};
 use mmsub_api::auth::{TokenError, Viewer};
 use mmsub_api::Admission;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_stream::StreamMap;
 
 use crate::close;
@@ -51,12 +55,15 @@ enum Flow {
     Stop,
 }
 
-pub(crate) struct Session<S> {
+pub(crate) struct Session {
     dialect: Dialect,
     gateway: Arc<Gateway>,
-    /// The connection, read and written by this task alone.
-    io: S,
+    /// The connection: read by this task alone; written by this task, and by subscription
+    /// groups through the outbox when nothing else waits (see [`Outbox`]).
+    io: Arc<TcpStream>,
     reader: FrameReader,
+    /// Bytes this task will write next. Non-empty only while this task has claimed the socket
+    /// from direct writes ([`Session::out`]).
     out: Vec<u8>,
     viewer: Viewer,
     init_received: bool,
@@ -66,6 +73,8 @@ pub(crate) struct Session<S> {
     /// Every operation of the connection, by id.
     active: HashMap<String, Active>,
     outbox: Arc<Outbox>,
+    /// What waits in the outbox for this task to write.
+    deliveries: OutboxReceiver,
 }
 
 enum Active {
@@ -80,17 +89,18 @@ struct Admitting {
     member: Arc<Mutex<Option<MemberHandle>>>,
 }
 
-/// Runs a connection whose handshake is done, until it closes.
-pub(crate) async fn run<S>(
-    io: S,
+/// Runs a connection whose handshake is done, until it closes. `early` holds bytes the client
+/// sent right behind its upgrade request.
+pub(crate) async fn run(
+    io: TcpStream,
+    early: &[u8],
     dialect: Option<Dialect>,
     header_viewer: Viewer,
     gateway: Arc<Gateway>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
+    let io = Arc::new(io);
     let Some(dialect) = dialect else {
-        let (session, _) = Session::new(Dialect::TransportWs, gateway, io, header_viewer);
+        let session = Session::new(Dialect::TransportWs, gateway, io, header_viewer);
         session
             .close(
                 close::SUBPROTOCOL_NOT_ACCEPTABLE,
@@ -99,23 +109,19 @@ pub(crate) async fn run<S>(
             .await;
         return;
     };
-    let (session, deliveries) = Session::new(dialect, gateway, io, header_viewer);
-    session.serve(deliveries).await;
+    let mut session = Session::new(dialect, gateway, io, header_viewer);
+    session.reader.preload(early);
+    session.serve().await;
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    fn new(
-        dialect: Dialect,
-        gateway: Arc<Gateway>,
-        io: S,
-        viewer: Viewer,
-    ) -> (Self, OutboxReceiver) {
-        let (outbox, deliveries) = outbox::outbox(gateway.settings.send_queue_limit);
+impl Session {
+    fn new(dialect: Dialect, gateway: Arc<Gateway>, io: Arc<TcpStream>, viewer: Viewer) -> Self {
+        let (outbox, deliveries) = outbox::outbox_on(gateway.settings.send_queue_limit, io.clone());
         let reader = FrameReader::new(FrameLimits {
             max_frame_bytes: gateway.settings.max_frame_bytes,
             max_message_bytes: gateway.settings.max_message_bytes,
         });
-        let session = Self {
+        Self {
             dialect,
             gateway,
             io,
@@ -127,11 +133,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             running: StreamMap::new(),
             active: HashMap::new(),
             outbox,
-        };
-        (session, deliveries)
+            deliveries,
+        }
     }
 
-    async fn serve(mut self, mut deliveries: OutboxReceiver) {
+    async fn serve(mut self) {
         let settings = self.gateway.settings.clone();
         let budget = self.outbox.budget().clone();
         let shutdown = self.gateway.shutdown.clone();
@@ -158,18 +164,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     close::SLOW_CONSUMER,
                     format!("Slow consumer: more than {} messages waiting to be sent", budget.limit()),
                 ),
-                read = self.reader.read(&mut self.io) => match read {
+                read = self.reader.read(&self.io) => match read {
                     Ok(0) | Err(_) => Flow::Stop,
                     Ok(_) => self.on_readable(),
                 },
-                Some(delivery) = deliveries.recv() => {
-                    frames::push_delivery(&mut self.out, &delivery);
-                    for _ in 1..MAX_DELIVERY_BATCH {
-                        let Some(delivery) = deliveries.try_recv() else { break };
-                        frames::push_delivery(&mut self.out, &delivery);
-                    }
-                    Flow::Continue
-                }
+                // Deliveries the groups could not write directly: written by the flush below.
+                _ = self.deliveries.waiting() => Flow::Continue,
                 Some((id, result)) = self.running.next(), if !self.running.is_empty() => {
                     self.on_result(&id, result);
                     self.drain_ready_results();
@@ -216,12 +216,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// The buffer to encode the session's own messages into. The first byte claims the
+    /// socket: deliveries queue behind these bytes instead of being written before them.
+    fn out(&mut self) -> &mut Vec<u8> {
+        if self.out.is_empty() {
+            self.deliveries.claim(&mut self.out);
+        }
+        &mut self.out
+    }
+
+    /// Writes what the session encoded and a batch of what waits in the outbox; then the
+    /// socket is free for direct deliveries again, unless more wait (the loop comes back for
+    /// them after checking the overflow and shutdown signals).
     async fn flush(&mut self) -> std::io::Result<()> {
+        self.deliveries.take(&mut self.out, MAX_DELIVERY_BATCH);
         if self.out.is_empty() {
             return Ok(());
         }
+        self.write_out().await?;
+        self.deliveries.release();
+        Ok(())
+    }
+
+    /// Writes `out` within the write timeout, and empties it.
+    async fn write_out(&mut self) -> std::io::Result<()> {
         let timeout = self.gateway.settings.write_timeout;
-        let written = tokio::time::timeout(timeout, self.io.write_all(&self.out)).await;
+        let written = tokio::time::timeout(timeout, write_all(&self.io, &self.out)).await;
         self.out.clear();
         if self.out.capacity() > KEEP_BUFFER_BYTES {
             self.out = Vec::new();
@@ -237,14 +257,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn close(mut self, code: u16, reason: &str) {
         tracing::debug!(code, reason, "closing WebSocket connection");
+        // What was encoded is sent; queued deliveries are not (the client is too slow, or the
+        // node is going away), but a frame already begun is finished before the close frame.
+        self.deliveries.close(&mut self.out);
         frames::push_close(&mut self.out, code, reason);
-        if self.flush().await.is_ok() {
-            let _ = self.io.shutdown().await;
+        if self.write_out().await.is_ok() {
+            let _ = socket2::SockRef::from(&*self.io).shutdown(std::net::Shutdown::Write);
         }
     }
 
     fn send<P: serde::Serialize>(&mut self, id: Option<&str>, kind: &str, payload: Option<P>) {
-        frames::push_text(&mut self.out, &encode(id, kind, payload));
+        let message = encode(id, kind, payload);
+        frames::push_text(self.out(), &message);
     }
 
     fn on_inbound(&mut self, message: Inbound) -> Flow {
@@ -279,7 +303,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ),
             },
             Inbound::Ping(payload) => {
-                frames::push_pong(&mut self.out, &payload);
+                frames::push_pong(self.out(), &payload);
                 Flow::Continue
             }
             Inbound::Close(code) => Flow::Close(
@@ -558,6 +582,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ => self.send(Some(id), "complete", None::<()>),
         }
     }
+}
+
+/// Writes all of `bytes`, waiting for room in the socket's buffer as needed.
+async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(written) => bytes = &bytes[written..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn parse_request(payload: Option<Value>) -> Option<async_graphql::Request> {
