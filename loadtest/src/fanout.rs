@@ -260,10 +260,14 @@ async fn receive(
     };
     let mut bits = vec![0u64; expected.div_ceil(64)];
     let mut highest: Option<u64> = None;
+    // One timer for the whole run: a timeout per frame would register a timer per frame.
+    let give_up = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(give_up);
     while (seen.unique as usize) < expected {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let Ok(frame) = tokio::time::timeout(remaining, ws.next_frame()).await else {
-            break;
+        let frame = tokio::select! {
+            biased;
+            frame = ws.next_frame() => frame,
+            _ = &mut give_up => break,
         };
         let text = match frame? {
             Some((OP_TEXT, text)) => text,
