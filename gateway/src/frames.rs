@@ -293,12 +293,9 @@ fn push_header(buf: &mut Vec<u8>, opcode: OpCode, len: usize) {
     buf.extend_from_slice(&header[..used]);
 }
 
-/// The header of a delivery's text frame, for writing it without copying its parts.
-pub fn delivery_header<'a>(
-    header: &'a mut [u8; MAX_HEADER_BYTES],
-    delivery: &Delivery,
-) -> &'a [u8] {
-    let used = encode_header(header, OpCode::Text, delivery.message_len());
+/// The header of a text frame of `len` bytes, for writing a message without copying its parts.
+pub fn text_header(header: &mut [u8; MAX_HEADER_BYTES], len: usize) -> &[u8] {
+    let used = encode_header(header, OpCode::Text, len);
     &header[..used]
 }
 

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -44,6 +44,9 @@ impl Delivery {
 pub struct SendBudget {
     pending: AtomicUsize,
     limit: usize,
+    /// Set once the limit was passed: checked on every delivery, so a plain flag rather than
+    /// the token (whose check takes a lock).
+    overflowed: AtomicBool,
     overflow: CancellationToken,
 }
 
@@ -52,17 +55,19 @@ impl SendBudget {
         Arc::new(Self {
             pending: AtomicUsize::new(0),
             limit: limit.max(1),
+            overflowed: AtomicBool::new(false),
             overflow: CancellationToken::new(),
         })
     }
 
     /// Claims room for one more delivery; on overflow trips the signal and returns false.
     pub fn try_reserve(&self) -> bool {
-        if self.overflow.is_cancelled() {
+        if self.has_overflowed() {
             return false;
         }
         if self.pending.fetch_add(1, Ordering::AcqRel) >= self.limit {
             self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.overflowed.store(true, Ordering::Release);
             self.overflow.cancel();
             return false;
         }
@@ -74,7 +79,7 @@ impl SendBudget {
     }
 
     pub fn has_overflowed(&self) -> bool {
-        self.overflow.is_cancelled()
+        self.overflowed.load(Ordering::Acquire)
     }
 
     /// Completes when the connection has fallen too far behind.
@@ -157,15 +162,11 @@ enum Direct {
     Refused,
 }
 
-fn write_direct(socket: &TcpStream, delivery: &Delivery) -> Direct {
+fn write_direct(socket: &TcpStream, prefix: &[u8], payload: &[u8]) -> Direct {
     let mut header = [0u8; frames::MAX_HEADER_BYTES];
-    let header = frames::delivery_header(&mut header, delivery);
-    let parts = [
-        header,
-        &delivery.prefix[..],
-        &delivery.payload[..],
-        Delivery::SUFFIX,
-    ];
+    let message_len = prefix.len() + payload.len() + Delivery::SUFFIX.len();
+    let header = frames::text_header(&mut header, message_len);
+    let parts = [header, prefix, payload, Delivery::SUFFIX];
     let slices = parts.map(IoSlice::new);
     match socket.try_write_vectored(&slices) {
         Ok(written) if written == parts.iter().map(|p| p.len()).sum::<usize>() => Direct::Written,
@@ -175,20 +176,21 @@ fn write_direct(socket: &TcpStream, delivery: &Delivery) -> Direct {
 }
 
 impl Outbox {
-    /// Sends or queues a delivery; false once the connection is a slow consumer or gone.
-    pub fn push(&self, delivery: Delivery) -> bool {
+    /// Sends or queues the delivery of `payload` behind `prefix`; false once the connection is
+    /// a slow consumer or gone. The bytes are shared, not copied, if the delivery has to wait.
+    pub fn push(&self, prefix: &Bytes, payload: &Bytes) -> bool {
         if self.budget.has_overflowed() {
             return false;
         }
-        self.accept(delivery, false)
+        self.accept(prefix, payload, false)
     }
 
     /// Sends or queues a delivery whose room was claimed earlier with [`Outbox::reserve`].
-    pub fn push_reserved(&self, delivery: Delivery) -> bool {
-        self.accept(delivery, true)
+    pub fn push_reserved(&self, prefix: &Bytes, payload: &Bytes) -> bool {
+        self.accept(prefix, payload, true)
     }
 
-    fn accept(&self, delivery: Delivery, reserved: bool) -> bool {
+    fn accept(&self, prefix: &Bytes, payload: &Bytes, reserved: bool) -> bool {
         let mut state = self.state.lock().expect("outbox lock poisoned");
         // Checked under the lock the receiver closes under: nothing is queued after the drain.
         if state.closed {
@@ -200,7 +202,7 @@ impl Outbox {
         }
         if let (false, Some(socket)) = (state.session_writes, &self.socket) {
             // The lock is held across the write: nobody else writes to the socket meanwhile.
-            match write_direct(socket, &delivery) {
+            match write_direct(socket, prefix, payload) {
                 Direct::Written => {
                     drop(state);
                     if reserved {
@@ -225,7 +227,10 @@ impl Outbox {
             // On overflow the connection is closing with "slow consumer".
             return false;
         }
-        state.queue.push_back(delivery);
+        state.queue.push_back(Delivery {
+            prefix: prefix.clone(),
+            payload: payload.clone(),
+        });
         state.session_writes = true;
         drop(state);
         self.waker.wake();
@@ -342,11 +347,10 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
-    fn delivery(n: u8) -> Delivery {
-        Delivery {
-            prefix: Bytes::from_static(b"p"),
-            payload: Bytes::from(vec![n]),
-        }
+    const PREFIX: Bytes = Bytes::from_static(b"p");
+
+    fn payload(n: u8) -> Bytes {
+        Bytes::from(vec![n])
     }
 
     /// The payload bytes of each whole delivery frame in `bytes` (header, `p`, payload, `}`).
@@ -384,9 +388,9 @@ mod tests {
     #[tokio::test]
     async fn a_full_budget_trips_overflow_instead_of_queueing() {
         let (outbox, mut receiver) = outbox(2);
-        assert!(outbox.push(delivery(0)));
-        assert!(outbox.push(delivery(1)));
-        assert!(!outbox.push(delivery(2)));
+        assert!(outbox.push(&PREFIX, &payload(0)));
+        assert!(outbox.push(&PREFIX, &payload(1)));
+        assert!(!outbox.push(&PREFIX, &payload(2)));
         assert!(outbox.budget().has_overflowed());
         // What was queued before the overflow is still delivered, in order.
         receiver.waiting().await;
@@ -404,13 +408,13 @@ mod tests {
             receiver
         });
         tokio::task::yield_now().await;
-        assert!(outbox.push(delivery(7)));
+        assert!(outbox.push(&PREFIX, &payload(7)));
         let mut receiver = waiting.await.unwrap();
         let mut out = Vec::new();
         receiver.take(&mut out, 10);
         assert_eq!(payloads(&out), [[7]]);
         drop(receiver);
-        assert!(!outbox.push(delivery(8)));
+        assert!(!outbox.push(&PREFIX, &payload(8)));
         assert!(!outbox.budget().has_overflowed());
     }
 
@@ -418,7 +422,7 @@ mod tests {
     fn taking_a_delivery_gives_its_room_back() {
         let (outbox, mut receiver) = outbox(1);
         for n in 0..3 {
-            assert!(outbox.push(delivery(n)));
+            assert!(outbox.push(&PREFIX, &payload(n)));
             let mut out = Vec::new();
             receiver.take(&mut out, 10);
             assert_eq!(payloads(&out), [[n]]);
@@ -432,7 +436,7 @@ mod tests {
         let (outbox, mut receiver) = outbox_on(4, socket);
         let frame_len = 2 + 3;
         // Nothing waits: written at once, nothing queued for the session.
-        assert!(outbox.push(delivery(1)));
+        assert!(outbox.push(&PREFIX, &payload(1)));
         assert_eq!(payloads(&read_exactly(&mut client, frame_len).await), [[1]]);
         let mut out = Vec::new();
         receiver.take(&mut out, 10);
@@ -440,12 +444,12 @@ mod tests {
         // The session claims the socket for a message of its own: deliveries queue behind it.
         receiver.claim(&mut out);
         out.extend_from_slice(&[0x81, 3, b'p', 0, b'}']);
-        assert!(outbox.push(delivery(2)));
+        assert!(outbox.push(&PREFIX, &payload(2)));
         receiver.take(&mut out, 10);
         assert_eq!(payloads(&out), [[0], [2]]);
         // Written and released: direct again.
         receiver.release();
-        assert!(outbox.push(delivery(3)));
+        assert!(outbox.push(&PREFIX, &payload(3)));
         assert_eq!(payloads(&read_exactly(&mut client, frame_len).await), [[3]]);
     }
 
@@ -457,13 +461,10 @@ mod tests {
             .unwrap();
         let (outbox, mut receiver) = outbox_on(10_000, socket.clone());
         // Large deliveries, unread, until the socket takes one only in part and the next waits.
-        let big = |n: u8| Delivery {
-            prefix: Bytes::from_static(b"p"),
-            payload: Bytes::from(vec![n; 1000]),
-        };
+        let big = |n: u8| Bytes::from(vec![n; 1000]);
         let mut sent = 0u8;
         while outbox.budget().pending.load(Ordering::Acquire) == 0 {
-            assert!(outbox.push(big(sent)));
+            assert!(outbox.push(&PREFIX, &big(sent)));
             sent += 1;
             assert!(sent < 200, "the socket never filled");
         }

@@ -3,9 +3,10 @@
 //! Every subscriber of a channel that selected the same fields with the same arguments (the
 //! [`key`]) belongs to one group. A group listens to its channel on the fan-out hub, runs the
 //! subscription's GraphQL delivery once per event, serializes the response once, and hands each
-//! member's connection a [`Delivery`]: the member's pre-built frame prefix plus the shared
-//! payload bytes. Per subscriber and event that is two reference-count increments and a queue
-//! push; no JSON work and no copy of the payload until the bytes are written to the socket.
+//! member's connection [`Outbox`] a delivery: the member's pre-built frame prefix plus the
+//! shared payload bytes. Per subscriber and event that is one socket write from this task when
+//! the connection is idle, or two reference-count increments and a queue push when it is busy;
+//! no JSON work and no copy of the payload until the bytes are written to the socket.
 //!
 //! A member joins *held*: while its admission run replays history, live deliveries wait in the
 //! member's own buffer (counted against its connection's budget). [`MemberHandle::go_live`]
@@ -26,7 +27,7 @@ use mmsub_api::{GroupFeed, MmsubSchema};
 use mmsub_relay::FanoutHub;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::{Delivery, Outbox};
+use crate::outbox::Outbox;
 
 /// Every group of this node, by key.
 pub struct SubscriptionGroups {
@@ -213,10 +214,7 @@ impl Group {
                         member.replayed = None;
                     }
                     // On overflow the connection is closing with "slow consumer"; see outbox.
-                    member.outbox.push(Delivery {
-                        prefix: member.prefix.clone(),
-                        payload: payload.clone(),
-                    });
+                    member.outbox.push(&member.prefix, &payload);
                 }
                 Some(held) => {
                     if member.outbox.reserve() {
@@ -245,10 +243,7 @@ impl MemberHandle {
             if replayed.contains(&*post_id) {
                 member.outbox.unreserve();
             } else {
-                member.outbox.push_reserved(Delivery {
-                    prefix: member.prefix.clone(),
-                    payload,
-                });
+                member.outbox.push_reserved(&member.prefix, &payload);
             }
         }
         member.replayed = (!replayed.is_empty()).then_some(replayed);
