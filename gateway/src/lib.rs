@@ -174,15 +174,8 @@ impl Gateway {
             // The session needs the TCP socket itself: groups write deliveries to it directly.
             match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
-                    let early = parts.read_buf;
-                    session::run(
-                        parts.io.into_inner(),
-                        &early,
-                        dialect,
-                        header_viewer,
-                        gateway,
-                    )
-                    .await
+                    let io = parts.io.into_inner();
+                    session::run(io, parts.read_buf, dialect, header_viewer, gateway).await
                 }
                 Err(_) => tracing::error!("a WebSocket connection that is not TCP was dropped"),
             }

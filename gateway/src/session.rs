@@ -90,10 +90,12 @@ struct Admitting {
 }
 
 /// Runs a connection whose handshake is done, until it closes. `early` holds bytes the client
-/// sent right behind its upgrade request.
+/// sent right behind its upgrade request; it is copied and dropped at once, because it may be a
+/// view into the HTTP connection's whole read buffer (an idle connection keeping it would cost
+/// kilobytes).
 pub(crate) async fn run(
     io: TcpStream,
-    early: &[u8],
+    early: bytes::Bytes,
     dialect: Option<Dialect>,
     header_viewer: Viewer,
     gateway: Arc<Gateway>,
@@ -110,7 +112,8 @@ pub(crate) async fn run(
         return;
     };
     let mut session = Session::new(dialect, gateway, io, header_viewer);
-    session.reader.preload(early);
+    session.reader.preload(&early);
+    drop(early);
     session.serve().await;
 }
 
