@@ -166,10 +166,10 @@ fn write_direct(socket: &TcpStream, prefix: &[u8], payload: &[u8]) -> Direct {
     let mut header = [0u8; frames::MAX_HEADER_BYTES];
     let message_len = prefix.len() + payload.len() + Delivery::SUFFIX.len();
     let header = frames::text_header(&mut header, message_len);
+    let frame_len = header.len() + message_len;
     let parts = [header, prefix, payload, Delivery::SUFFIX];
-    let slices = parts.map(IoSlice::new);
-    match socket.try_write_vectored(&slices) {
-        Ok(written) if written == parts.iter().map(|p| p.len()).sum::<usize>() => Direct::Written,
+    match socket.try_write_vectored(&parts.map(IoSlice::new)) {
+        Ok(written) if written == frame_len => Direct::Written,
         Ok(0) | Err(_) => Direct::Refused,
         Ok(written) => Direct::Partly(parts.concat().split_off(written)),
     }
@@ -182,55 +182,31 @@ impl Outbox {
         if self.budget.has_overflowed() {
             return false;
         }
-        self.accept(prefix, payload, false)
-    }
-
-    /// Sends or queues a delivery whose room was claimed earlier with [`Outbox::reserve`].
-    pub fn push_reserved(&self, prefix: &Bytes, payload: &Bytes) -> bool {
-        self.accept(prefix, payload, true)
-    }
-
-    fn accept(&self, prefix: &Bytes, payload: &Bytes, reserved: bool) -> bool {
         let mut state = self.state.lock().expect("outbox lock poisoned");
         // Checked under the lock the receiver closes under: nothing is queued after the drain.
         if state.closed {
-            drop(state);
-            if reserved {
-                self.budget.release();
-            }
             return false;
         }
-        if let (false, Some(socket)) = (state.session_writes, &self.socket) {
+        let direct = match (&self.socket, state.session_writes) {
             // The lock is held across the write: nobody else writes to the socket meanwhile.
-            match write_direct(socket, prefix, payload) {
-                Direct::Written => {
-                    drop(state);
-                    if reserved {
-                        self.budget.release();
-                    }
-                    return true;
+            (Some(socket), false) => write_direct(socket, prefix, payload),
+            _ => Direct::Refused,
+        };
+        match direct {
+            Direct::Written => return true,
+            // The session finishes the frame (see `take`).
+            Direct::Partly(rest) => state.unfinished = Some(rest),
+            Direct::Refused => {
+                if !self.budget.try_reserve() {
+                    // On overflow the connection is closing with "slow consumer".
+                    return false;
                 }
-                Direct::Partly(rest) => {
-                    state.unfinished = Some(rest);
-                    state.session_writes = true;
-                    drop(state);
-                    if reserved {
-                        self.budget.release();
-                    }
-                    self.waker.wake();
-                    return true;
-                }
-                Direct::Refused => {}
+                state.queue.push_back(Delivery {
+                    prefix: prefix.clone(),
+                    payload: payload.clone(),
+                });
             }
         }
-        if !reserved && !self.budget.try_reserve() {
-            // On overflow the connection is closing with "slow consumer".
-            return false;
-        }
-        state.queue.push_back(Delivery {
-            prefix: prefix.clone(),
-            payload: payload.clone(),
-        });
         state.session_writes = true;
         drop(state);
         self.waker.wake();
@@ -253,6 +229,11 @@ impl Outbox {
 }
 
 impl OutboxReceiver {
+    /// The sending side, for the groups this connection's subscriptions join.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
     /// Completes once deliveries wait for the session (see [`OutboxReceiver::take`]).
     pub async fn waiting(&self) {
         std::future::poll_fn(|cx| {

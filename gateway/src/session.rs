@@ -8,7 +8,7 @@
 //! ready is encoded into one buffer and written with one syscall; a write that cannot finish
 //! within `write_timeout` ends the connection.
 //!
-//! The socket has two writers: this task and, through the [`Outbox`], the groups' tasks. The
+//! The socket has two writers: this task and, through the [`Outbox`](crate::outbox::Outbox), the groups' tasks. The
 //! session's first encoded byte claims the socket (deliveries then queue behind its messages),
 //! and once its buffer is written it hands the socket back.
 //!
@@ -33,7 +33,7 @@ use crate::close;
 use crate::frames::{self, FrameLimits, FrameReader, Inbound};
 use crate::groups::key::{self, Plan};
 use crate::groups::MemberHandle;
-use crate::outbox::{self, Outbox, OutboxReceiver};
+use crate::outbox::{self, OutboxReceiver};
 use crate::protocol::{encode, init_token, ClientMessage, Dialect};
 use crate::Gateway;
 
@@ -59,7 +59,7 @@ pub(crate) struct Session {
     dialect: Dialect,
     gateway: Arc<Gateway>,
     /// The connection: read by this task alone; written by this task, and by subscription
-    /// groups through the outbox when nothing else waits (see [`Outbox`]).
+    /// groups through the outbox when nothing else waits (see [`Outbox`](crate::outbox::Outbox)).
     io: Arc<TcpStream>,
     reader: FrameReader,
     /// Bytes this task will write next. Non-empty only while this task has claimed the socket
@@ -72,8 +72,7 @@ pub(crate) struct Session {
     running: StreamMap<String, ResultStream>,
     /// Every operation of the connection, by id.
     active: HashMap<String, Active>,
-    outbox: Arc<Outbox>,
-    /// What waits in the outbox for this task to write.
+    /// What waits in the outbox for this task to write; its `outbox()` is what groups push to.
     deliveries: OutboxReceiver,
 }
 
@@ -119,7 +118,7 @@ pub(crate) async fn run(
 
 impl Session {
     fn new(dialect: Dialect, gateway: Arc<Gateway>, io: Arc<TcpStream>, viewer: Viewer) -> Self {
-        let (outbox, deliveries) = outbox::outbox_on(gateway.settings.send_queue_limit, io.clone());
+        let (_, deliveries) = outbox::outbox_on(gateway.settings.send_queue_limit, io.clone());
         let reader = FrameReader::new(FrameLimits {
             max_frame_bytes: gateway.settings.max_frame_bytes,
             max_message_bytes: gateway.settings.max_message_bytes,
@@ -135,14 +134,13 @@ impl Session {
             acknowledged: false,
             running: StreamMap::new(),
             active: HashMap::new(),
-            outbox,
             deliveries,
         }
     }
 
     async fn serve(mut self) {
         let settings = self.gateway.settings.clone();
-        let budget = self.outbox.budget().clone();
+        let budget = self.deliveries.outbox().budget().clone();
         let shutdown = self.gateway.shutdown.clone();
         let init_deadline = tokio::time::sleep(settings.connection_init_timeout);
         tokio::pin!(init_deadline);
@@ -506,7 +504,7 @@ impl Session {
         let slot = member.clone();
         let groups = self.gateway.groups.clone();
         let prefix = frames::delivery_prefix(self.dialect, id);
-        let outbox = self.outbox.clone();
+        let outbox = self.deliveries.outbox().clone();
         let (query, operation_name, variables) = (
             request.query.clone(),
             request.operation_name.clone(),

@@ -240,10 +240,10 @@ impl MemberHandle {
         };
         self.groups.live.fetch_add(1, Ordering::AcqRel);
         for (post_id, payload) in held {
-            if replayed.contains(&*post_id) {
-                member.outbox.unreserve();
-            } else {
-                member.outbox.push_reserved(&member.prefix, &payload);
+            // The room held for it is given back; a delivery that has to queue claims its own.
+            member.outbox.unreserve();
+            if !replayed.contains(&*post_id) {
+                member.outbox.push(&member.prefix, &payload);
             }
         }
         member.replayed = (!replayed.is_empty()).then_some(replayed);
