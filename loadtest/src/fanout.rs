@@ -317,50 +317,102 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
     }
     let deadline = Instant::now() + Duration::from_secs(s.timeout_secs);
     let setup = set_up(s, deadline).await?;
-    let per_channel = args.messages / s.channels;
-    let expected = (per_channel * s.subscribers) as u64;
+    let run = Run {
+        subscribers: s.subscribers,
+        channels: s.channels,
+        per_channel: args.messages / s.channels,
+        protocol: s.protocol.clone(),
+        rate: args.rate,
+        server_pid: s.server_pid,
+        deadline,
+    };
+    let (per_channel, rate, channels) = (run.per_channel, args.rate, s.channels);
+    measure(run, setup.sockets, |epoch| async move {
+        let publish_started = Instant::now();
+        let publishers: Vec<_> = setup
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(k, channel)| {
+                let (client, token, channel) = (
+                    setup.clients[k % setup.clients.len()].clone(),
+                    setup.publisher_token.clone(),
+                    channel.clone(),
+                );
+                tokio::spawn(async move {
+                    for n in 0..per_channel {
+                        if let Some(due) = due(n, k, channels, rate) {
+                            tokio::time::sleep_until((publish_started + due).into()).await;
+                        }
+                        let sent = epoch.elapsed().as_nanos();
+                        client
+                            .graphql(
+                                "mutation($c: String!, $t: String!) { textMessageSend(channelIdentifier: $c, textMessage: $t) { statusCode } }",
+                                json!({ "c": channel, "t": format!("lt:{n}:{sent}") }),
+                                Some(&token),
+                            )
+                            .await?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for p in publishers {
+            p.await??;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// When message `n` of channel `k` is due after publishing starts, at `rate` messages per
+/// second over all `channels`: at (n·K + k) / R, an even stream. `None`: as fast as possible.
+pub fn due(n: usize, k: usize, channels: usize, rate: f64) -> Option<Duration> {
+    (rate > 0.0).then(|| Duration::from_secs_f64(((n * channels + k) as f64 / rate).min(3600.0)))
+}
+
+/// The shape of one measured run.
+pub struct Run {
+    pub subscribers: usize,
+    pub channels: usize,
+    /// Messages each channel's publisher sends; each subscriber expects this many.
+    pub per_channel: usize,
+    pub protocol: String,
+    pub rate: f64,
+    pub server_pid: Option<u32>,
+    pub deadline: Instant,
+}
+
+/// Reads every socket while `publish` runs, then reports what the subscribers saw. `publish`
+/// gets the run's epoch: a message's marker carries its send time as nanoseconds since then.
+pub async fn measure<F, Fut>(
+    run: Run,
+    sockets: Vec<RawWebSocket>,
+    publish: F,
+) -> anyhow::Result<FanoutReport>
+where
+    F: FnOnce(Instant) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let expected = (run.per_channel * run.subscribers) as u64;
     let epoch = Instant::now();
     let progress = Arc::new(AtomicU64::new(0));
-    let receivers: Vec<_> = setup
-        .sockets
+    let receivers: Vec<_> = sockets
         .into_iter()
-        .map(|ws| tokio::spawn(receive(ws, per_channel, epoch, deadline, progress.clone())))
-        .collect();
-
-    let server_before = s.server_pid.map(sample_process).transpose()?;
-    let generator_before = sample_process(std::process::id()).ok();
-    let publish_started = Instant::now();
-    let publishers: Vec<_> = setup
-        .channels
-        .iter()
-        .enumerate()
-        .map(|(k, channel)| {
-            let (client, token, channel) = (
-                setup.clients[k % setup.clients.len()].clone(),
-                setup.publisher_token.clone(),
-                channel.clone(),
-            );
-            let (rate, channels) = (args.rate, s.channels);
-            tokio::spawn(async move {
-                for n in 0..per_channel {
-                    if rate > 0.0 {
-                        // Message n of channel k is due at (n·K + k) / R: an even stream.
-                        let due = ((n * channels + k) as f64 / rate).min(3600.0);
-                        tokio::time::sleep_until((publish_started + Duration::from_secs_f64(due)).into()).await;
-                    }
-                    let sent = epoch.elapsed().as_nanos();
-                    client
-                        .graphql(
-                            "mutation($c: String!, $t: String!) { textMessageSend(channelIdentifier: $c, textMessage: $t) { statusCode } }",
-                            json!({ "c": channel, "t": format!("lt:{n}:{sent}") }),
-                            Some(&token),
-                        )
-                        .await?;
-                }
-                anyhow::Ok(())
-            })
+        .map(|ws| {
+            tokio::spawn(receive(
+                ws,
+                run.per_channel,
+                epoch,
+                run.deadline,
+                progress.clone(),
+            ))
         })
         .collect();
+
+    let server_before = run.server_pid.map(sample_process).transpose()?;
+    let generator_before = sample_process(std::process::id()).ok();
+    let publish_started = Instant::now();
     let reporter = tokio::spawn({
         let progress = progress.clone();
         async move {
@@ -373,10 +425,12 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
             }
         }
     });
-    for p in publishers {
-        p.await??;
-    }
+    let published = publish(epoch).await;
     let publish_secs = publish_started.elapsed().as_secs_f64();
+    if published.is_err() {
+        reporter.abort();
+    }
+    published?;
 
     let mut total = Seen::default();
     let mut latency = Histogram::<u64>::new(3)?;
@@ -392,7 +446,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
     }
     reporter.abort();
     let wall = publish_started.elapsed().as_secs_f64();
-    let server_after = s.server_pid.map(sample_process).transpose()?;
+    let server_after = run.server_pid.map(sample_process).transpose()?;
     let server_cpu = server_before
         .zip(server_after)
         .map(|(a, b): (ProcessSample, ProcessSample)| b.cpu_secs - a.cpu_secs);
@@ -400,11 +454,11 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
         .zip(sample_process(std::process::id()).ok())
         .map(|(a, b)| b.cpu_secs - a.cpu_secs);
     Ok(FanoutReport {
-        subscribers: s.subscribers,
-        channels: s.channels,
-        messages: per_channel * s.channels,
-        protocol: s.protocol.clone(),
-        rate: (args.rate > 0.0).then_some(args.rate),
+        subscribers: run.subscribers,
+        channels: run.channels,
+        messages: run.per_channel * run.channels,
+        protocol: run.protocol,
+        rate: (run.rate > 0.0).then_some(run.rate),
         expected,
         delivered: total.received,
         lost: expected - total.unique,

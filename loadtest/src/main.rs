@@ -5,11 +5,14 @@
 //!   `textMessageSend` (as fast as possible, or at R per second); one JSON line with
 //!   deliveries/s, lost, duplicated and out-of-order deliveries, latency percentiles in
 //!   microseconds, and the server's CPU time per delivery.
+//! - `loadtest floor`: the same measurement against a floor server (a child process) that only
+//!   writes pre-built frames: what this machine allows right now, to compare a server with.
 //! - `loadtest idle`: S idle subscribers; the server's resident memory per subscriber.
 //! - `loadtest http`: goose scenarios over the HTTP GraphQL API, with goose's HTML report.
 
 mod client;
 mod fanout;
+mod floor;
 mod http;
 mod ws;
 
@@ -26,6 +29,11 @@ struct Cli {
 enum Command {
     /// Measure fan-out: S subscribers over K channels receiving P messages.
     Fanout(fanout::FanoutArgs),
+    /// Measure a floor server that only writes pre-built frames: what this machine allows now.
+    Floor(floor::FloorArgs),
+    /// The floor server itself, started by `loadtest floor`.
+    #[command(hide = true)]
+    FloorServer(floor::FloorArgs),
     /// Measure the server's memory per idle subscriber.
     Idle(fanout::IdleArgs),
     /// Goose scenarios over HTTP GraphQL; arguments after `--` go to goose.
@@ -36,6 +44,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Fanout(args) => print(&fanout::fanout(args).await?),
+        Command::Floor(args) => print(&floor::floor(args).await?),
+        Command::FloorServer(args) => floor::serve(args).await,
         Command::Idle(args) => print(&fanout::idle(args).await?),
         Command::Http(args) => http::run(args).await,
     }
