@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::client::{
     run_id, sample_process, subscriptions, wait_for_subscriptions, Client, ProcessSample,
 };
+use crate::publisher::Publisher;
 use crate::ws::{RawWebSocket, OP_CLOSE, OP_TEXT};
 
 /// At most this many WebSocket handshakes in flight (a burst of thousands overflows backlogs).
@@ -334,24 +335,19 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
             .iter()
             .enumerate()
             .map(|(k, channel)| {
-                let (client, token, channel) = (
-                    setup.clients[k % setup.clients.len()].clone(),
-                    setup.publisher_token.clone(),
-                    channel.clone(),
+                let publisher = Publisher::new(
+                    &setup.clients[k % setup.clients.len()].url,
+                    &setup.publisher_token,
                 );
+                let channel = channel.clone();
                 tokio::spawn(async move {
+                    let mut publisher = publisher?;
                     for n in 0..per_channel {
                         if let Some(due) = due(n, k, channels, rate) {
                             tokio::time::sleep_until((publish_started + due).into()).await;
                         }
                         let sent = epoch.elapsed().as_nanos();
-                        client
-                            .graphql(
-                                "mutation($c: String!, $t: String!) { textMessageSend(channelIdentifier: $c, textMessage: $t) { statusCode } }",
-                                json!({ "c": channel, "t": format!("lt:{n}:{sent}") }),
-                                Some(&token),
-                            )
-                            .await?;
+                        publisher.send(&channel, &format!("lt:{n}:{sent}")).await?;
                     }
                     anyhow::Ok(())
                 })

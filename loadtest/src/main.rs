@@ -14,6 +14,7 @@ mod client;
 mod fanout;
 mod floor;
 mod http;
+mod publisher;
 mod ws;
 
 use clap::{Parser, Subcommand};
