@@ -200,6 +200,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             bus,
             jwt: jwt.clone(),
             settings: config.api.clone(),
+            parsed_queries: Default::default(),
         });
         let schema = build_schema(state.clone());
         if role.serves_websockets() {

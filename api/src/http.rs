@@ -111,7 +111,7 @@ where
             )
         }
     };
-    let graphql_request: async_graphql::Request = match serde_json::from_slice(&body) {
+    let mut graphql_request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return error_response(
@@ -122,6 +122,7 @@ where
             )
         }
     };
+    app.parsed_queries.prepare(&mut graphql_request);
     let response = schema.execute(graphql_request.data(viewer)).await;
     json_response(
         StatusCode::OK,

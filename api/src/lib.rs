@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backend;
 pub mod http;
 pub mod ids;
+pub mod parsed_queries;
 pub mod schema;
 pub mod settings;
 pub mod validation;

@@ -57,6 +57,7 @@ impl Fanout {
             bus: Arc::new(InProcessBus::new(hub.clone())),
             jwt: JwtKeys::new(b"bench", Duration::from_secs(60), Duration::from_secs(60)),
             settings,
+            parsed_queries: Default::default(),
         });
         let groups = SubscriptionGroups::new(build_schema(state), hub.clone());
         let mut members = Vec::with_capacity(subscribers);

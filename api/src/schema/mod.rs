@@ -16,6 +16,7 @@ use mmsub_relay::Bus;
 
 use crate::auth::{JwtKeys, Viewer};
 use crate::backend::{Actor, BackendError, ChatBackend, PageRequest};
+use crate::parsed_queries::ParsedQueries;
 use crate::settings::ApiSettings;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     pub jwt: JwtKeys,
     pub settings: ApiSettings,
+    /// Documents of operations seen before, for GraphQL over HTTP.
+    pub parsed_queries: ParsedQueries,
 }
 
 pub fn build_schema(state: Arc<AppState>) -> MmsubSchema {
