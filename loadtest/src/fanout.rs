@@ -23,7 +23,7 @@ use crate::publisher::Publisher;
 use crate::ws::{RawWebSocket, OP_CLOSE, OP_TEXT};
 
 /// At most this many WebSocket handshakes in flight (a burst of thousands overflows backlogs).
-const CONNECT_CONCURRENCY: usize = 128;
+pub const CONNECT_CONCURRENCY: usize = 128;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SubscriberArgs {

@@ -21,11 +21,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 
-use crate::fanout::{due, measure, FanoutReport, Run};
+use crate::fanout::{due, measure, FanoutReport, Run, CONNECT_CONCURRENCY};
 use crate::ws::RawWebSocket;
 
-/// At most this many handshakes in flight, as `loadtest fanout` does.
-const CONNECT_CONCURRENCY: usize = 128;
 const MAX_HANDSHAKE_BYTES: usize = 16 << 10;
 
 #[derive(Debug, Clone, clap::Args)]
