@@ -14,14 +14,21 @@ use mmsub_api::auth::JwtKeys;
 use mmsub_gateway::frames;
 use mmsub_gateway::outbox::Delivery;
 use mmsub_gateway::protocol::{init_token, ClientMessage, Dialect};
-use support::Fanout;
+use support::{Fanout, HttpMutation};
 
-pub const WORKLOADS: [&str; 4] = ["fanout_same", "fanout_ten", "protocol", "jwt"];
+pub const WORKLOADS: [&str; 5] = [
+    "fanout_same",
+    "fanout_ten",
+    "protocol",
+    "jwt",
+    "http_mutation",
+];
 
 enum Prepared {
     Fanout(Fanout),
     Protocol(Vec<String>, Delivery),
     Jwt(JwtKeys, String),
+    HttpMutation(HttpMutation),
 }
 
 fn prepare(workload: &str) -> Prepared {
@@ -57,6 +64,19 @@ fn prepare(workload: &str) -> Prepared {
                 .token;
             Prepared::Jwt(keys, token)
         }
+        // One GraphQL-over-HTTP request; warmed up so its document is parsed and cached.
+        "http_mutation" => {
+            let fixture = HttpMutation::new();
+            for _ in 0..3 {
+                let answer = fixture.send_one();
+                assert!(
+                    String::from_utf8_lossy(&answer).contains("Message is empty."),
+                    "unexpected answer: {}",
+                    String::from_utf8_lossy(&answer)
+                );
+            }
+            Prepared::HttpMutation(fixture)
+        }
         other => panic!("unknown workload {other:?}: one of {WORKLOADS:?}"),
     }
 }
@@ -84,6 +104,11 @@ fn measure(prepared: &mut Prepared) {
         Prepared::Jwt(keys, token) => {
             for _ in 0..100 {
                 black_box(keys.verify(token).expect("valid"));
+            }
+        }
+        Prepared::HttpMutation(fixture) => {
+            for _ in 0..20 {
+                black_box(fixture.send_one());
             }
         }
     }

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 THRESHOLD="${MMSUB_GATE_THRESHOLD_PERCENT:-5}"
 BASELINE=benches/gate-baseline.txt
-WORKLOADS=(fanout_same fanout_ten protocol jwt)
+WORKLOADS=(fanout_same fanout_ten protocol jwt http_mutation)
 
 if ! command -v valgrind >/dev/null; then
     echo "perf-gate: valgrind is required (apt-get install valgrind)" >&2

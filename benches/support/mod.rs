@@ -1,4 +1,5 @@
-//! Fixtures shared by the benches: a node's delivery path without sockets.
+//! Fixtures shared by the benches: a node's delivery path without sockets, and GraphQL over
+//! HTTP up to the store.
 //!
 //! [`Fanout`] is everything between "an event reached this node" and "its bytes sit in each
 //! connection's write buffer": the hub, the subscription groups (GraphQL rendering once per
@@ -148,4 +149,65 @@ pub fn client_messages() -> Vec<(&'static str, String)> {
 pub fn delivery_payload() -> Bytes {
     let payload = json!({"data": {"onNewChatMessage": {"channelIdentifier": "town-square", "message": {"id": "00000000000000000000000001", "message": "hello", "createAt": "2023-11-14T22:13:20.123000+00:00", "type": "str", "owner": {"username": "alice"}}}}});
     Bytes::from(serde_json::to_vec(&payload).expect("json"))
+}
+
+/// GraphQL over HTTP up to the resolver: body, token, document, validation, execution and the
+/// JSON answer. The request is a `textMessageSend` of an empty message, which the resolver
+/// refuses before the store, so the work is the same every time and stays on this thread.
+pub struct HttpMutation {
+    runtime: tokio::runtime::Runtime,
+    schema: mmsub_api::MmsubSchema,
+    state: Arc<AppState>,
+    authorization: String,
+    body: Bytes,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpMutation {
+    pub fn new() -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let jwt = JwtKeys::new(b"bench", Duration::from_secs(1800), Duration::from_secs(60));
+        let token = jwt
+            .issue(&mmsub_api::backend::Actor::named("alice"), None)
+            .token;
+        let state = Arc::new(AppState {
+            backend: Arc::new(EmbeddedStore::open(dir.path(), "bench").expect("store")),
+            bus: Arc::new(InProcessBus::new(FanoutHub::new())),
+            jwt,
+            settings: ApiSettings::default(),
+            parsed_queries: Default::default(),
+        });
+        let body = json!({
+            "query": "mutation($c: String!, $t: String!) { textMessageSend(channelIdentifier: $c, textMessage: $t) { statusCode message } }",
+            "variables": { "c": "general", "t": "   " },
+        });
+        Self {
+            runtime,
+            schema: build_schema(state.clone()),
+            state,
+            authorization: format!("JWT {token}"),
+            body: Bytes::from(body.to_string()),
+            _dir: dir,
+        }
+    }
+
+    /// Runs the request once: the answer's body.
+    pub fn send_one(&self) -> Bytes {
+        let request = http::Request::post("/graphql/")
+            .header(http::header::AUTHORIZATION, &self.authorization)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(self.body.clone()))
+            .expect("request");
+        let response =
+            self.runtime
+                .block_on(mmsub_api::http::handle(&self.schema, &self.state, request));
+        self.runtime
+            .block_on(http_body_util::BodyExt::collect(response.into_body()))
+            .expect("infallible body")
+            .to_bytes()
+    }
 }
