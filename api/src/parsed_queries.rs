@@ -48,12 +48,9 @@ impl ParsedQueries {
         documents.insert(request.query.as_str().into(), document);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<ExecutableDocument>>> {
@@ -116,7 +113,7 @@ mod tests {
         let cache = ParsedQueries::default();
         let response = run(&cache, "query { echo(", "x").await;
         assert!(!response.errors.is_empty());
-        assert!(cache.is_empty());
+        assert_eq!(cache.len(), 0);
     }
 
     #[tokio::test]

@@ -202,12 +202,12 @@ impl HttpMutation {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(http_body_util::Full::new(self.body.clone()))
             .expect("request");
-        let response =
-            self.runtime
-                .block_on(mmsub_api::http::handle(&self.schema, &self.state, request));
-        self.runtime
-            .block_on(http_body_util::BodyExt::collect(response.into_body()))
-            .expect("infallible body")
-            .to_bytes()
+        self.runtime.block_on(async {
+            let response = mmsub_api::http::handle(&self.schema, &self.state, request).await;
+            http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .expect("infallible body")
+                .to_bytes()
+        })
     }
 }

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 
 use crate::fanout::{due, measure, FanoutReport, Run, CONNECT_CONCURRENCY};
-use crate::ws::RawWebSocket;
+use crate::ws::{push_text_header, RawWebSocket};
 
 const MAX_HANDSHAKE_BYTES: usize = 16 << 10;
 
@@ -219,14 +219,7 @@ fn next_frame(text: &str) -> Vec<u8> {
         r#"{{"id":"1","type":"next","payload":{{"data":{{"onNewChatMessage":{{"message":{{"message":"{text}"}}}}}}}}}}"#
     );
     let mut frame = Vec::with_capacity(payload.len() + 4);
-    frame.push(0x81);
-    match payload.len() {
-        len @ 0..=125 => frame.push(len as u8),
-        len => {
-            frame.push(126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-    }
+    push_text_header(&mut frame, payload.len(), false);
     frame.extend_from_slice(payload.as_bytes());
     frame
 }

@@ -75,18 +75,7 @@ impl RawWebSocket {
         let payload = text.as_bytes();
         let mask = [0x6d, 0x6d, 0x73, 0x62];
         let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push(0x80 | OP_TEXT);
-        match payload.len() {
-            len @ 0..=125 => frame.push(0x80 | len as u8),
-            len @ 126..=0xffff => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
+        push_text_header(&mut frame, payload.len(), true);
         frame.extend_from_slice(&mask);
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         self.stream.write_all(&frame).await?;
@@ -132,6 +121,24 @@ impl RawWebSocket {
             .stream
             .write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
             .await;
+    }
+}
+
+/// Appends the header of a final text frame of `len` payload bytes: a client's is `masked` (the
+/// mask key follows it), a server's is not.
+pub fn push_text_header(frame: &mut Vec<u8>, len: usize, masked: bool) {
+    let mask_bit = if masked { 0x80 } else { 0 };
+    frame.push(0x80 | OP_TEXT);
+    match len {
+        0..=125 => frame.push(mask_bit | len as u8),
+        126..=0xffff => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
     }
 }
 
