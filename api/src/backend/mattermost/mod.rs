@@ -280,18 +280,28 @@ impl MattermostBackend {
         }
         if !missing.is_empty() {
             let fetched = proxy.users_by_ids(&missing).await.map_err(mm_error)?;
-            let mut cache = self.users.lock().expect("user cache poisoned");
-            if cache.len() > CACHE_LIMIT {
-                cache.clear();
-            }
-            let now = Instant::now();
-            for user in fetched {
-                let user = user.to_user();
-                cache.insert(user.id.clone(), (now, user.clone()));
+            for user in self.remember_users(&fetched) {
                 found.insert(user.id.clone(), user);
             }
         }
         Ok(found)
+    }
+
+    /// Puts users into the author cache and returns them as GraphQL users.
+    fn remember_users(&self, users: &[MmUser]) -> Vec<User> {
+        let mut cache = self.users.lock().expect("user cache poisoned");
+        if cache.len() > CACHE_LIMIT {
+            cache.clear();
+        }
+        let now = Instant::now();
+        users
+            .iter()
+            .map(|user| {
+                let user = user.to_user();
+                cache.insert(user.id.clone(), (now, user.clone()));
+                user
+            })
+            .collect()
     }
 
     /// Mattermost posts with their authors (unknown authors keep their id as name).
@@ -523,6 +533,9 @@ impl ChatBackend for MattermostBackend {
     ) -> BackendResult<ChannelPost> {
         let proxy = self.as_user(actor)?;
         let channel = self.member_channel_of(&proxy, identifier).await?;
+        // The ingest sees this post on Mattermost's WebSocket, perhaps before the answer below
+        // arrives; with its author already known it publishes without asking Mattermost.
+        self.remember_users(std::slice::from_ref(proxy.me()));
         let post = proxy
             .send_message(&channel.id, text)
             .await
