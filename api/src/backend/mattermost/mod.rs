@@ -280,28 +280,23 @@ impl MattermostBackend {
         }
         if !missing.is_empty() {
             let fetched = proxy.users_by_ids(&missing).await.map_err(mm_error)?;
-            for user in self.remember_users(&fetched) {
+            for user in &fetched {
+                let user = self.remember_user(user);
                 found.insert(user.id.clone(), user);
             }
         }
         Ok(found)
     }
 
-    /// Puts users into the author cache and returns them as GraphQL users.
-    fn remember_users(&self, users: &[MmUser]) -> Vec<User> {
+    /// Puts a user into the author cache and returns it as a GraphQL user.
+    fn remember_user(&self, user: &MmUser) -> User {
+        let user = user.to_user();
         let mut cache = self.users.lock().expect("user cache poisoned");
         if cache.len() > CACHE_LIMIT {
             cache.clear();
         }
-        let now = Instant::now();
-        users
-            .iter()
-            .map(|user| {
-                let user = user.to_user();
-                cache.insert(user.id.clone(), (now, user.clone()));
-                user
-            })
-            .collect()
+        cache.insert(user.id.clone(), (Instant::now(), user.clone()));
+        user
     }
 
     /// Mattermost posts with their authors (unknown authors keep their id as name).
@@ -535,14 +530,14 @@ impl ChatBackend for MattermostBackend {
         let channel = self.member_channel_of(&proxy, identifier).await?;
         // The ingest sees this post on Mattermost's WebSocket, perhaps before the answer below
         // arrives; with its author already known it publishes without asking Mattermost.
-        self.remember_users(std::slice::from_ref(proxy.me()));
+        let author = self.remember_user(proxy.me());
         let post = proxy
             .send_message(&channel.id, text)
             .await
             .map_err(mm_error)?;
         Ok(ChannelPost {
             channel: channel.to_channel(),
-            post: post.to_post(proxy.me().to_user()),
+            post: post.to_post(author),
         })
     }
 
