@@ -213,8 +213,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             }
             router.gateway = Some(Gateway::new(
                 schema.clone(),
+                state.clone(),
                 hub,
-                jwt,
                 config.gateway.clone(),
                 shutdown.clone(),
             ));

@@ -49,6 +49,15 @@ fn with_cors(mut response: HttpResponse) -> HttpResponse {
     response
 }
 
+/// A document refused before execution (`AppState::prepare`), as GraphQL answers a
+/// validation error: status 200, `errors` only, with the limit in `extensions`.
+pub fn refused_response(refused: &crate::cost::CostError) -> HttpResponse {
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&json!({ "errors": [refused.to_graphql()] })).unwrap_or_default(),
+    )
+}
+
 pub fn graphiql_page() -> HttpResponse {
     let html = async_graphql::http::GraphiQLSource::build()
         .endpoint("/graphql/")
@@ -122,7 +131,9 @@ where
             )
         }
     };
-    app.parsed_queries.prepare(&mut graphql_request);
+    if let Err(refused) = app.prepare(&mut graphql_request) {
+        return refused_response(&refused);
+    }
     let response = schema.execute(graphql_request.data(viewer)).await;
     json_response(
         StatusCode::OK,

@@ -34,7 +34,7 @@ impl Default for ApiSettings {
             max_message_chars: 16383,
             max_resume_messages: 1000,
             max_query_depth: 16,
-            max_query_complexity: 500,
+            max_query_complexity: 50_000,
             max_body_bytes: 1 << 20,
             access_token_ttl: Duration::from_secs(30 * 60),
             refresh_window: Duration::from_secs(7 * 24 * 3600),

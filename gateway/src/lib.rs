@@ -24,7 +24,7 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use mmsub_api::auth::{JwtKeys, Viewer};
 use mmsub_api::http::{error_response, HttpResponse};
-use mmsub_api::MmsubSchema;
+use mmsub_api::{AppState, MmsubSchema};
 use mmsub_relay::FanoutHub;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -75,6 +75,8 @@ impl Default for GatewaySettings {
 
 pub struct Gateway {
     schema: MmsubSchema,
+    /// The API's node state: documents are readied (cost, parse cache) as over HTTP.
+    app: Arc<AppState>,
     groups: Arc<SubscriptionGroups>,
     jwt: JwtKeys,
     settings: GatewaySettings,
@@ -96,15 +98,16 @@ impl Drop for ConnectionSlot {
 impl Gateway {
     pub fn new(
         schema: MmsubSchema,
+        app: Arc<AppState>,
         hub: Arc<FanoutHub>,
-        jwt: JwtKeys,
         settings: GatewaySettings,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             groups: SubscriptionGroups::new(schema.clone(), hub),
             schema,
-            jwt,
+            jwt: app.jwt.clone(),
+            app,
             admissions: Arc::new(Semaphore::new(settings.max_concurrent_admissions.max(1))),
             settings,
             connections: AtomicUsize::new(0),

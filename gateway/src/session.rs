@@ -455,9 +455,19 @@ impl Session {
             self.send_operation_error(&id, vec![json!({ "message": message })]);
             return;
         }
-        let (request, admitting) = match key::plan(&request) {
+        let mut request = request;
+        if let Err(refused) = self.gateway.app.prepare(&mut request) {
+            self.send_operation_error(&id, vec![refused.to_graphql()]);
+            return;
+        }
+        let (request, admitting) = match key::plan(&mut request) {
             Plan::NotOneRootField => {
                 let message = "A subscription operation must select exactly one root field.";
+                self.send_operation_error(&id, vec![json!({ "message": message })]);
+                return;
+            }
+            Plan::FragmentRoot => {
+                let message = "A subscription must select onNewChatMessage as its root field itself, not through a fragment.";
                 self.send_operation_error(&id, vec![json!({ "message": message })]);
                 return;
             }

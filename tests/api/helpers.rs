@@ -398,3 +398,162 @@ pub fn raw_client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     frame
 }
+
+/// `mmsub serve` as its own process (the binary this package builds), for tests that measure
+/// what an attack does to a node: its resident memory, and whether it keeps answering.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+    _data_dir: TempDir,
+    pub http: reqwest::Client,
+}
+
+impl ServerProcess {
+    pub async fn start(extra_args: &[&str]) -> ServerProcess {
+        use std::io::{BufRead, BufReader};
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mmsub"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir.path())
+            .args(["--jwt-secret", JWT_SECRET])
+            .args(extra_args)
+            .env("RUST_LOG", "warn,mmsub=info")
+            .env("NO_COLOR", "1")
+            .env_remove("MATTERMOST_SERVER_URL")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mmsub starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (found, addr) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut found = Some(found);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // "mmsub listening on http://127.0.0.1:PORT: …"
+                let Some(at) = line.find("http://127.0.0.1:") else {
+                    continue;
+                };
+                let rest = &line[at + "http://".len()..];
+                let port_end = rest["127.0.0.1:".len()..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map_or(rest.len(), |n| n + "127.0.0.1:".len());
+                if let (Some(found), Ok(addr)) =
+                    (found.take(), rest[..port_end].parse::<SocketAddr>())
+                {
+                    let _ = found.send(addr);
+                }
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(30), addr)
+            .await
+            .expect("mmsub printed its address within 30 s")
+            .expect("mmsub printed its address");
+        ServerProcess {
+            addr,
+            child,
+            _data_dir: data_dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Resident memory of the server process, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
+    }
+
+    pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
+        let mut request = self
+            .http
+            .post(self.url("/graphql/"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("JWT {token}"));
+        }
+        request
+            .send()
+            .await
+            .expect("HTTP request")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    pub async fn signed_up(&self, username: &str) -> String {
+        let created = self
+            .graphql(
+                "mutation($u: String!, $p: String!, $e: String!) { userCreate(username: $u, password: $p, email: $e) { statusCode } }",
+                json!({ "u": username, "p": PASSWORD, "e": format!("{username}@example.com") }),
+                None,
+            )
+            .await;
+        assert_eq!(
+            created["data"]["userCreate"]["statusCode"], 200,
+            "{created}"
+        );
+        let login = self
+            .graphql(
+                "mutation($u: String!, $p: String!) { tokenAuth(username: $u, password: $p) { token } }",
+                json!({ "u": username, "p": PASSWORD }),
+                None,
+            )
+            .await;
+        login["data"]["tokenAuth"]["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
+    /// Runs `attack` while a probe asks `/healthz` every 100 ms; fails if any probe takes
+    /// longer than 2 s or the server's RSS grows by 150 MB or more meanwhile. Returns what the
+    /// attack returned.
+    pub async fn under_guard<T>(&self, attack: impl std::future::Future<Output = T>) -> T {
+        let before = self.rss();
+        let done = tokio_util::sync::CancellationToken::new();
+        let probe = {
+            let (http, url, done) = (self.http.clone(), self.url("/healthz"), done.clone());
+            tokio::spawn(async move {
+                let mut probes = 0;
+                while !done.is_cancelled() {
+                    let answered =
+                        tokio::time::timeout(Duration::from_secs(2), http.get(&url).send()).await;
+                    assert!(
+                        matches!(answered, Ok(Ok(ref r)) if r.status() == 200),
+                        "/healthz did not answer within 2 s during the attack: {answered:?}"
+                    );
+                    probes += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                probes
+            })
+        };
+        let result = attack.await;
+        let peak = self.rss();
+        done.cancel();
+        probe.await.expect("the /healthz probe held");
+        let growth = peak.saturating_sub(before);
+        assert!(
+            growth < 150 << 20,
+            "RSS grew by {} MB during the attack",
+            growth >> 20
+        );
+        result
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

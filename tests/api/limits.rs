@@ -18,7 +18,7 @@ async fn oversized_bodies_and_costly_queries_are_refused() {
     let app = spawn_app_with(|c| {
         c.api.max_body_bytes = 2048;
         c.api.max_query_depth = 4;
-        c.api.max_query_complexity = 6;
+        c.api.max_query_complexity = 100;
     })
     .await;
     let big = app
@@ -43,7 +43,7 @@ async fn oversized_bodies_and_costly_queries_are_refused() {
     assert_text(&deep, "/errors/0/message", "nested too deep");
     let wide = app
         .graphql(
-            "{ userList { count pageCount data { id username email isStaff } } }",
+            "{ userList(page: { pageSize: 20 }) { count pageCount data { id username email isStaff } } }",
             json!({}),
             Some(&alice),
         )
@@ -308,4 +308,43 @@ async fn a_burst_beyond_the_admission_limit_is_admitted_in_turn() {
         ids.sort();
         assert_eq!(ids, ["1", "2", "3"]);
     }
+}
+
+/// GraphiQL's introspection query (graphql-js `getIntrospectionQuery()`, with descriptions).
+pub const INTROSPECTION_QUERY: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name }
+    mutationType { name }
+    subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) {
+    name description
+    args { ...InputValue }
+    type { ...TypeRef }
+    isDeprecated deprecationReason
+  }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+    ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+}"#;
+
+#[tokio::test]
+async fn the_default_limits_let_graphiql_introspect_the_schema() {
+    let app = spawn_app().await;
+    let answer = app.graphql(INTROSPECTION_QUERY, json!({}), None).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    assert_eq!(answer["data"]["__schema"]["queryType"]["name"], "Query");
 }

@@ -16,6 +16,7 @@ use mmsub_relay::Bus;
 
 use crate::auth::{JwtKeys, Viewer};
 use crate::backend::{Actor, BackendError, ChatBackend, PageRequest};
+use crate::cost::{self, CostError, CostLimits};
 use crate::parsed_queries::ParsedQueries;
 use crate::settings::ApiSettings;
 pub use mutation::MutationRoot;
@@ -35,12 +36,33 @@ pub struct AppState {
     pub parsed_queries: ParsedQueries,
 }
 
+impl AppState {
+    /// Readies a client's request for execution, over HTTP or WebSocket alike: refuses text
+    /// nested too deep for the parser, parses it (or takes the cached parse), and refuses a
+    /// document whose execution would cost more than the limits allow, before any resolver
+    /// runs. A document that does not parse is left for execution to report.
+    pub fn prepare(&self, request: &mut async_graphql::Request) -> Result<(), CostError> {
+        cost::check_text_nesting(&request.query)?;
+        self.parsed_queries.prepare(request);
+        let limits = CostLimits {
+            max_cost: self.settings.max_query_complexity as u64,
+            max_depth: self.settings.max_query_depth,
+        };
+        let variables = std::mem::take(&mut request.variables);
+        let counted = match request.parsed_query() {
+            Ok(document) => cost::document_cost(document, &variables, limits).map(drop),
+            Err(_) => Ok(()),
+        };
+        request.variables = variables;
+        counted
+    }
+}
+
 pub fn build_schema(state: Arc<AppState>) -> MmsubSchema {
-    let settings = &state.settings;
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
-        .limit_depth(settings.max_query_depth)
-        .limit_complexity(settings.max_query_complexity)
-        .limit_recursive_depth(settings.max_query_depth.max(32))
+        // Depth and cost are counted by `AppState::prepare` as the document will execute
+        // (`crate::cost`); async-graphql's own checks count each fragment once.
+        .limit_recursive_depth(crate::cost::MAX_NESTING)
         .data(state.clone())
         .finish()
 }

@@ -27,16 +27,35 @@ pub enum Plan {
     Shared(String),
     /// A subscription operation that selects other than exactly one root field.
     NotOneRootField,
+    /// A subscription whose one root is a fragment spread or an inline fragment: refused, so
+    /// that the subscriber hears why instead of a bare `complete`.
+    FragmentRoot,
     /// Anything else (a query or mutation over WebSocket, or a document that does not parse):
     /// executed alone; the schema reports what is wrong with it.
     Alone,
 }
 
-pub fn plan(request: &Request) -> Plan {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-        return Plan::Alone;
+/// How `request` is served. Uses (and keeps) the request's parsed document, so the document
+/// is parsed once for planning and execution.
+pub fn plan(request: &mut Request) -> Plan {
+    let variables = std::mem::take(&mut request.variables);
+    let operation_name = request.operation_name.clone();
+    let capacity = request.query.len();
+    let plan = match request.parsed_query() {
+        Ok(document) => plan_document(document, operation_name.as_deref(), &variables, capacity),
+        Err(_) => Plan::Alone,
     };
-    let operation = match (&document.operations, request.operation_name.as_deref()) {
+    request.variables = variables;
+    plan
+}
+
+fn plan_document(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+    variables: &async_graphql::Variables,
+    capacity: usize,
+) -> Plan {
+    let operation = match (&document.operations, operation_name) {
         (DocumentOperations::Single(op), None) => op,
         (DocumentOperations::Single(_), Some(_)) => return Plan::Alone,
         (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name) {
@@ -54,9 +73,13 @@ pub fn plan(request: &Request) -> Plan {
     }
     let roots = &operation.selection_set.node.items;
     match roots.as_slice() {
-        [root] if matches!(&root.node, Selection::Field(f) if f.node.name.node == SHARED_FIELD) => {
-        }
-        [_] => return Plan::Alone,
+        [root] => match &root.node {
+            Selection::Field(f) if f.node.name.node == SHARED_FIELD => {}
+            Selection::Field(_) => return Plan::Alone,
+            Selection::FragmentSpread(_) | Selection::InlineFragment(_) => {
+                return Plan::FragmentRoot
+            }
+        },
         _ => return Plan::NotOneRootField,
     }
     let defaults = operation
@@ -64,9 +87,8 @@ pub fn plan(request: &Request) -> Plan {
         .iter()
         .filter_map(|d| Some((d.node.name.node.clone(), d.node.default_value.clone()?.node)));
     let mut printer = Printer {
-        out: String::with_capacity(request.query.len()),
-        variables: request
-            .variables
+        out: String::with_capacity(capacity),
+        variables: variables
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .chain(defaults)
@@ -75,7 +97,7 @@ pub fn plan(request: &Request) -> Plan {
     };
     if printer
         .operation(
-            &document,
+            document,
             &operation.directives,
             &operation.selection_set.node,
         )
@@ -200,7 +222,7 @@ mod tests {
     use serde_json::json;
 
     fn key(query: &str, variables: serde_json::Value) -> Plan {
-        plan(&Request::new(query).variables(Variables::from_json(variables)))
+        plan(&mut Request::new(query).variables(Variables::from_json(variables)))
     }
 
     #[test]
