@@ -163,6 +163,15 @@ pub struct ServeArgs {
     /// Most missed messages a subscription resumed with `afterMessageId` replays.
     #[arg(long, env = "MMSUB_MAX_RESUME_MESSAGES", default_value_t = ApiSettings::default().max_resume_messages)]
     pub max_resume_messages: u32,
+    /// Most bytes of missed messages a subscription resumed with `afterMessageId` replays.
+    #[arg(long, env = "MMSUB_MAX_RESUME_BYTES", default_value_t = ApiSettings::default().max_resume_bytes)]
+    pub max_resume_bytes: u64,
+    /// Most bytes of content one GraphQL answer carries (a clear error beyond, never built).
+    #[arg(long, env = "MMSUB_MAX_RESPONSE_BYTES", default_value_t = ApiSettings::default().max_response_bytes)]
+    pub max_response_bytes: u64,
+    /// Most members `channelCreate` takes at once.
+    #[arg(long, env = "MMSUB_MAX_CHANNEL_MEMBERS", default_value_t = ApiSettings::default().max_channel_members)]
+    pub max_channel_members: usize,
     /// Largest WebSocket frame a client may send, in bytes (close 1009 beyond).
     #[arg(long, env = "MMSUB_WS_MAX_FRAME_BYTES", default_value_t = GatewaySettings::default().max_frame_bytes)]
     pub ws_max_frame_bytes: usize,
@@ -390,6 +399,14 @@ impl ServeArgs {
                 self.max_concurrent_admissions,
             ),
             ("--max-page-size", self.max_page_size as usize),
+            (
+                "--max-response-bytes",
+                self.max_response_bytes.min(usize::MAX as u64) as usize,
+            ),
+            (
+                "--max-resume-bytes",
+                self.max_resume_bytes.min(usize::MAX as u64) as usize,
+            ),
         ] {
             if value == 0 {
                 bail!("{name} must be at least 1");
@@ -400,6 +417,9 @@ impl ServeArgs {
             max_page_size: self.max_page_size,
             max_message_chars: self.max_message_chars,
             max_resume_messages: self.max_resume_messages,
+            max_resume_bytes: self.max_resume_bytes,
+            max_response_bytes: self.max_response_bytes,
+            max_channel_members: self.max_channel_members,
             max_query_depth: self.max_query_depth,
             max_query_complexity: self.max_query_complexity,
             max_body_bytes: self.max_body_bytes,

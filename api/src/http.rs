@@ -10,7 +10,7 @@ use hyper::body::Body;
 use serde_json::json;
 
 use crate::auth::Viewer;
-use crate::schema::{AppState, MmsubSchema};
+use crate::schema::{AppState, MmsubSchema, ResponseBudget};
 
 pub type HttpResponse = Response<Full<Bytes>>;
 
@@ -134,9 +134,49 @@ where
     if let Err(refused) = app.prepare(&mut graphql_request) {
         return refused_response(&refused);
     }
-    let response = schema.execute(graphql_request.data(viewer)).await;
-    json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&response).unwrap_or_default(),
-    )
+    let max_bytes = app.settings.max_response_bytes;
+    let request = graphql_request
+        .data(viewer)
+        .data(ResponseBudget::new(max_bytes));
+    let response = schema.execute(request).await;
+    json_response(StatusCode::OK, serialize_capped(&response, max_bytes))
+}
+
+/// The answer as JSON, or, if it would pass `max_bytes`, a GraphQL error saying so (the
+/// serializer stops writing at the limit).
+pub fn serialize_capped(response: &async_graphql::Response, max_bytes: u64) -> Vec<u8> {
+    let mut out = CappedWriter {
+        bytes: Vec::new(),
+        limit: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+    };
+    if serde_json::to_writer(&mut out, response).is_ok() {
+        return out.bytes;
+    }
+    let error = crate::backend::BackendError::too_large(max_bytes);
+    serde_json::to_vec(&json!({
+        "data": null,
+        "errors": [{ "message": error.to_string(), "extensions": { "code": "RESPONSE_TOO_LARGE", "limit": max_bytes } }],
+    }))
+    .unwrap_or_default()
+}
+
+struct CappedWriter {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            return Err(std::io::Error::other(
+                "the answer passed the response ceiling",
+            ));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -15,5 +15,5 @@ pub mod schema;
 pub mod settings;
 pub mod validation;
 
-pub use schema::{build_schema, Admission, AppState, GroupFeed, MmsubSchema};
+pub use schema::{build_schema, Admission, AppState, GroupFeed, MmsubSchema, ResponseBudget};
 pub use settings::ApiSettings;

@@ -15,6 +15,13 @@ pub struct ApiSettings {
     pub max_message_chars: usize,
     /// Most missed messages a resuming subscription replays (`afterMessageId`).
     pub max_resume_messages: u32,
+    /// Most bytes of missed messages a resuming subscription replays.
+    pub max_resume_bytes: u64,
+    /// Most bytes of content (messages, users, channels) one GraphQL answer carries; the
+    /// serialized answer is refused past it too.
+    pub max_response_bytes: u64,
+    /// Most members one `channelCreate` adds (each is a request on Mattermost).
+    pub max_channel_members: usize,
     pub max_query_depth: usize,
     pub max_query_complexity: usize,
     /// Largest accepted HTTP request body.
@@ -30,9 +37,12 @@ impl Default for ApiSettings {
     fn default() -> Self {
         Self {
             time_zone: Tz::UTC,
-            max_page_size: 200,
+            max_page_size: 10_000,
             max_message_chars: 16383,
             max_resume_messages: 1000,
+            max_resume_bytes: 4 << 20,
+            max_response_bytes: 32 << 20,
+            max_channel_members: 256,
             max_query_depth: 16,
             max_query_complexity: 50_000,
             max_body_bytes: 1 << 20,

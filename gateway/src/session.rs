@@ -477,7 +477,10 @@ impl Session {
                 (request.data(admitting.admission.clone()), Some(admitting))
             }
         };
-        let request = request.data(self.viewer.clone());
+        let max_bytes = self.gateway.app.settings.max_response_bytes;
+        let request = request
+            .data(self.viewer.clone())
+            .data(mmsub_api::ResponseBudget::new(max_bytes));
         let results: ResultStream = if admitting.is_some() {
             // An admission run waits for a permit holding only its request: a burst of
             // subscribes does not build thousands of executions at once.

@@ -435,7 +435,7 @@ async fn message_history_pages_from_the_newest_and_each_page_reads_oldest_first(
         "default page size 10"
     );
 
-    for bad in ["{pageSize: 0}", "{pageSize: 201}", "{pageNumber: -1}"] {
+    for bad in ["{pageSize: 0}", "{pageSize: 10001}", "{pageNumber: -1}"] {
         let response = app.graphql(&format!("{{ getMessageList(channelIdentifier: \"history\", page: {bad}) {{ hasNext }} }}"), json!({}), Some(&alice)).await;
         assert_text(&response, "/errors/0/message", "page");
     }

@@ -348,3 +348,108 @@ async fn the_default_limits_let_graphiql_introspect_the_schema() {
     assert!(answer.get("errors").is_none(), "{answer}");
     assert_eq!(answer["data"]["__schema"]["queryType"]["name"], "Query");
 }
+
+/// Sends `count` messages of `text` to `channel`, 50 at a time (they share commits).
+async fn send_many(
+    app: &crate::helpers::TestApp,
+    token: &str,
+    channel: &str,
+    count: usize,
+    text: &str,
+) {
+    for batch in 0..count.div_ceil(50) {
+        let texts: Vec<String> = (batch * 50..((batch + 1) * 50).min(count))
+            .map(|n| format!("{n} {text}"))
+            .collect();
+        futures::future::join_all(texts.iter().map(|t| app.send(token, channel, t))).await;
+    }
+}
+
+#[tokio::test]
+async fn large_pages_work_as_in_the_original_within_the_byte_ceiling() {
+    let app = spawn_app().await;
+    let alice = app.signed_up("alice").await;
+    app.channel(&alice, "archive", &[]).await;
+    // 1,000 posts of 16 KB: the page ceiling and the answer's byte ceiling both let it through.
+    send_many(&app, &alice, "archive", 1000, &"x".repeat(16_000)).await;
+    let page = app
+        .graphql(
+            "{ getMessageList(channelIdentifier: \"archive\", page: { pageSize: 1000 }) { data { id message owner { username } } hasPrevious } }",
+            json!({}),
+            Some(&alice),
+        )
+        .await;
+    assert!(page.get("errors").is_none(), "{}", &page.to_string()[..300]);
+    let posts = page["data"]["getMessageList"]["data"].as_array().unwrap();
+    assert_eq!(posts.len(), 1000);
+    assert!(posts[0]["message"].as_str().unwrap().starts_with("0 "));
+    assert!(posts[999]["message"].as_str().unwrap().starts_with("999 "));
+    let users = app
+        .graphql(
+            "{ userList(page: { pageSize: 1000 }) { count data { username } } }",
+            json!({}),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(users["data"]["userList"]["count"], 1, "{users}");
+}
+
+#[tokio::test]
+async fn an_answer_past_the_byte_ceiling_is_refused_however_it_is_split() {
+    let app = spawn_app_with(|c| c.api.max_response_bytes = 100_000).await;
+    let alice = app.signed_up("alice").await;
+    app.channel(&alice, "big", &[]).await;
+    send_many(&app, &alice, "big", 10, &"y".repeat(16_000)).await;
+    let one_page = app
+        .graphql(
+            "{ getMessageList(channelIdentifier: \"big\") { data { message } } }",
+            json!({}),
+            Some(&alice),
+        )
+        .await;
+    assert_text(
+        &one_page,
+        "/errors/0/message",
+        "larger than the limit of 100000 bytes",
+    );
+    assert!(one_page["data"]["getMessageList"].is_null(), "{one_page}");
+    // Four pages of 4 posts each fit alone but not together: the later ones are refused.
+    let split = app
+        .graphql(
+            "query { a: getMessageList(channelIdentifier: \"big\", page: { pageSize: 4 }) { data { message } }
+                     b: getMessageList(channelIdentifier: \"big\", page: { pageSize: 4 }) { data { message } } }",
+            json!({}),
+            Some(&alice),
+        )
+        .await;
+    let served = ["a", "b"]
+        .iter()
+        .filter(|k| split["data"][**k].is_object())
+        .count();
+    assert_eq!(served, 1, "one page fits, the second passes the ceiling");
+    assert_text(&split, "/errors/0/message", "larger than the limit");
+    // The channel list with its last messages counts too.
+    let small = spawn_app_with(|c| c.api.max_response_bytes = 1_000).await;
+    let bob = small.signed_up("bob").await;
+    small.channel(&bob, "c1", &[]).await;
+    small.send(&bob, "c1", &"z".repeat(2000)).await;
+    let list = small
+        .graphql(
+            "{ channelList { data { lastMessage { message } } } }",
+            json!({}),
+            Some(&bob),
+        )
+        .await;
+    assert_text(&list, "/errors/0/message", "larger than the limit");
+}
+
+#[tokio::test]
+async fn channel_create_takes_a_bounded_member_list() {
+    let app = spawn_app_with(|c| c.api.max_channel_members = 3).await;
+    let alice = app.signed_up("alice").await;
+    let created = app
+        .channel_create(&alice, "crowd", &["a", "b", "c", "d"])
+        .await;
+    assert_eq!(created["statusCode"], 400, "{created}");
+    assert_text(&created, "/message", "at most 3");
+}

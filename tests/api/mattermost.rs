@@ -317,3 +317,46 @@ async fn expired_sessions_rate_limits_and_foreign_tokens() {
     assert_eq!(answer["statusCode"], 401, "{answer}");
     assert_text(&answer, "/message", "log in again");
 }
+
+#[tokio::test]
+async fn pages_larger_than_mattermosts_are_read_in_its_pages_of_200() {
+    let (app, standin) = spawn_app_on_mattermost(|_| {}).await;
+    let alice = app.signed_up("alice").await;
+    app.signed_up("bob").await;
+    app.channel(&alice, "project", &["bob"]).await;
+    let before = standin.post_count("project");
+    for n in 0..450 {
+        standin.post_as("bob", "project", &format!("p{n}"));
+    }
+    let page = |number: u32| {
+        format!("{{ getMessageList(channelIdentifier: \"project\", page: {{ pageSize: 300, pageNumber: {number} }}) {{ data {{ message }} hasNext hasPrevious }} }}")
+    };
+    let newest = app.graphql(&page(0), json!({}), Some(&alice)).await;
+    let list = &newest["data"]["getMessageList"];
+    let texts: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 300, "{newest}");
+    assert_eq!((texts[0], texts[299]), ("p150", "p449"));
+    assert_eq!(
+        (&list["hasNext"], &list["hasPrevious"]),
+        (&json!(false), &json!(true))
+    );
+    let older = app.graphql(&page(1), json!({}), Some(&alice)).await;
+    let list = &older["data"]["getMessageList"];
+    let texts: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 150 + before, "{older}");
+    assert_eq!(texts.last(), Some(&"p149"));
+    assert_eq!(
+        (&list["hasNext"], &list["hasPrevious"]),
+        (&json!(true), &json!(false))
+    );
+}

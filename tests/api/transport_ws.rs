@@ -373,6 +373,41 @@ async fn resuming_from_an_unknown_message_or_too_far_back_is_an_error() {
 }
 
 #[tokio::test]
+async fn resuming_past_the_replay_byte_bound_is_an_error() {
+    let app = spawn_app_with(|c| c.api.max_resume_bytes = 10_000).await;
+    let alice = app.signed_up("alice").await;
+    app.channel(&alice, "resumable", &[]).await;
+    let first = app.send(&alice, "resumable", "m1").await;
+    for _ in 0..3 {
+        app.send(&alice, "resumable", &"w".repeat(4000)).await;
+    }
+    for protocol in ["graphql-transport-ws", "graphql-ws"] {
+        let mut ws = app.ws(protocol).await;
+        ws.send_json(json!({ "type": "connection_init", "payload": { "Authorization": format!("JWT {alice}") } })).await;
+        assert_eq!(ws.recv_data().await["type"], "connection_ack");
+        let start = if protocol == "graphql-ws" {
+            "start"
+        } else {
+            "subscribe"
+        };
+        ws.send_json(json!({ "id": "r", "type": start, "payload": { "query": RESUME_SUBSCRIPTION, "variables": { "c": "resumable", "after": first } } }))
+            .await;
+        let error = ws.recv_data().await;
+        assert_eq!(error["type"], "error", "{error}");
+        let message = error["payload"]
+            .pointer("/0/message")
+            .or(error["payload"].pointer("/message"))
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            message.contains("10000 bytes") && message.contains("getMessageList"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn shutting_down_closes_live_sessions_with_going_away() {
     let mut app = spawn_app().await;
     let alice = app.signed_up("alice").await;

@@ -72,6 +72,57 @@ impl ChannelPost {
 pub struct PageRequest {
     pub size: u32,
     pub number: u32,
+    /// Most bytes of content ([`Post::content_bytes`], [`User::content_bytes`]) the page may
+    /// carry: a backend stops reading and answers [`BackendError::TooLarge`] beyond it, so an
+    /// answer over the response ceiling is never held in memory whole.
+    pub max_bytes: u64,
+}
+
+/// What one JSON object of a page costs beyond its strings (keys, quotes, dates, numbers).
+const OBJECT_OVERHEAD_BYTES: usize = 128;
+
+impl User {
+    pub fn content_bytes(&self) -> u64 {
+        (self.id.len() + self.username.len() + self.email.len() + OBJECT_OVERHEAD_BYTES) as u64
+    }
+}
+
+impl Post {
+    /// The bytes this post adds to an answer, about as serialized (its author included).
+    pub fn content_bytes(&self) -> u64 {
+        (self.id.len()
+            + self.channel_id.len()
+            + self.message.len()
+            + self.post_type.len()
+            + OBJECT_OVERHEAD_BYTES) as u64
+            + self.author.content_bytes()
+    }
+}
+
+/// Counts the bytes a backend has read for one answer against its limit.
+#[derive(Debug)]
+pub struct ByteCount {
+    used: u64,
+    limit: u64,
+}
+
+impl ByteCount {
+    pub fn new(limit: u64) -> Self {
+        Self { used: 0, limit }
+    }
+
+    /// Adds `bytes`; `Err(TooLarge)` once the total passes the limit.
+    pub fn add(&mut self, bytes: u64) -> BackendResult<()> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.limit {
+            return Err(BackendError::too_large(self.limit));
+        }
+        Ok(())
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used
+    }
 }
 
 impl PageRequest {
@@ -90,6 +141,14 @@ pub struct UserPage {
 pub struct ChannelSummary {
     pub channel: Channel,
     pub last_message: Option<Post>,
+}
+
+impl ChannelSummary {
+    pub fn content_bytes(&self) -> u64 {
+        let channel = &self.channel;
+        (channel.id.len() + channel.name.len() + OBJECT_OVERHEAD_BYTES) as u64
+            + self.last_message.as_ref().map_or(0, Post::content_bytes)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +191,9 @@ pub enum BackendError {
     /// The backing system failed or is unreachable; the message is safe to show.
     #[error("{0}")]
     Unavailable(String),
+    /// The answer would pass the response ceiling (`--max-response-bytes`).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl BackendError {
@@ -142,7 +204,14 @@ impl BackendError {
             BackendError::Unauthorized(_) => 401,
             BackendError::NotFound(_) => 404,
             BackendError::Unavailable(_) => 503,
+            BackendError::TooLarge(_) => 413,
         }
+    }
+
+    pub fn too_large(limit: u64) -> Self {
+        BackendError::TooLarge(format!(
+            "The answer would be larger than the limit of {limit} bytes (MMSUB_MAX_RESPONSE_BYTES): ask for smaller pages or fewer fields at once."
+        ))
     }
 
     pub fn channel_not_found(identifier: &str) -> Self {
@@ -238,6 +307,7 @@ pub trait ChatBackend: Send + Sync + 'static {
         identifier: &str,
         after_id: &str,
         limit: u32,
+        max_bytes: u64,
     ) -> BackendResult<Vec<Post>>;
 
     /// `page.number` 0 is the newest page.

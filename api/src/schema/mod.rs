@@ -67,6 +67,48 @@ pub fn build_schema(state: Arc<AppState>) -> MmsubSchema {
         .finish()
 }
 
+/// Request data: the bytes of content one answer may still carry (`max_response_bytes`).
+/// Paged fields take turns with it: each reads its page with what is left as the page's limit
+/// and takes what it read off, so that aliases cannot each read the whole ceiling at once.
+pub struct ResponseBudget {
+    remaining: tokio::sync::Mutex<u64>,
+}
+
+impl ResponseBudget {
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            remaining: tokio::sync::Mutex::new(max_bytes),
+        }
+    }
+}
+
+/// Runs `fetch` with the bytes the answer may still carry (the whole ceiling when the request
+/// has no [`ResponseBudget`]), and takes what it read off the budget.
+async fn within_budget<T, F>(
+    ctx: &Context<'_>,
+    fetch: impl FnOnce(u64) -> F,
+    used: impl Fn(&T) -> u64,
+) -> async_graphql::Result<T>
+where
+    F: std::future::Future<Output = crate::backend::BackendResult<T>>,
+{
+    let Some(budget) = ctx.data_opt::<ResponseBudget>() else {
+        return fetch(state(ctx).settings.max_response_bytes)
+            .await
+            .map_err(graphql_error);
+    };
+    let mut remaining = budget.remaining.lock().await;
+    let found = fetch(*remaining).await.map_err(graphql_error)?;
+    let used = used(&found);
+    if used > *remaining {
+        return Err(graphql_error(BackendError::too_large(
+            state(ctx).settings.max_response_bytes,
+        )));
+    }
+    *remaining -= used;
+    Ok(found)
+}
+
 pub const PERMISSION_DENIED: &str = "You do not have permission to perform this action";
 
 fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
@@ -115,5 +157,6 @@ fn page(
     Ok(PageRequest {
         size: size as u32,
         number: (number - first) as u32,
+        max_bytes: u64::MAX,
     })
 }

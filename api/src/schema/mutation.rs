@@ -238,6 +238,12 @@ impl MutationRoot {
         if let Err(message) = validation::channel_name(&channel_name) {
             return Ok(Some(ResponseBase::bad_request(message)));
         }
+        let max = app.settings.max_channel_members;
+        if members.len() > max {
+            return Ok(Some(ResponseBase::bad_request(format!(
+                "Too many members: a channel is created with at most {max} (MMSUB_MAX_CHANNEL_MEMBERS)."
+            ))));
+        }
         let members: Vec<String> = members.into_iter().flatten().collect();
         Ok(Some(
             match app

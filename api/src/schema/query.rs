@@ -3,7 +3,8 @@ use async_graphql::{Context, Object};
 use super::types::{
     ChannelListType, ChannelQueryType, MessageListType, MessageQueryType, PageType, UserListType,
 };
-use super::{graphql_error, require_user, state};
+use super::{require_user, state, within_budget};
+use crate::backend::{ChannelSummary, PageRequest, Post, User};
 
 pub struct QueryRoot;
 
@@ -18,11 +19,20 @@ impl QueryRoot {
         let actor = require_user(ctx)?;
         let app = state(ctx);
         let request = super::page(&app.settings, page, 1)?;
-        let found = app
-            .backend
-            .list_users(actor, request)
-            .await
-            .map_err(graphql_error)?;
+        let found = within_budget(
+            ctx,
+            |max_bytes| {
+                app.backend.list_users(
+                    actor,
+                    PageRequest {
+                        max_bytes,
+                        ..request
+                    },
+                )
+            },
+            |found| found.users.iter().map(User::content_bytes).sum(),
+        )
+        .await?;
         Ok(Some(UserListType {
             page_count: Some(found.total.div_ceil(u64::from(request.size)) as i32),
             count: Some(found.total as i32),
@@ -39,11 +49,26 @@ impl QueryRoot {
         let actor = require_user(ctx)?;
         let app = state(ctx);
         let request = super::page(&app.settings, page, 1)?;
-        let found = app
-            .backend
-            .member_channels(actor, request)
-            .await
-            .map_err(graphql_error)?;
+        let found = within_budget(
+            ctx,
+            |max_bytes| {
+                app.backend.member_channels(
+                    actor,
+                    PageRequest {
+                        max_bytes,
+                        ..request
+                    },
+                )
+            },
+            |found| {
+                found
+                    .channels
+                    .iter()
+                    .map(ChannelSummary::content_bytes)
+                    .sum()
+            },
+        )
+        .await?;
         let tz = app.settings.time_zone;
         Ok(Some(ChannelListType {
             has_next: Some(found.has_next),
@@ -75,11 +100,18 @@ impl QueryRoot {
         let actor = require_user(ctx)?;
         let app = state(ctx);
         let request = super::page(&app.settings, page, 0)?;
-        let found = app
-            .backend
-            .messages(actor, &channel_identifier, request)
-            .await
-            .map_err(graphql_error)?;
+        let found = within_budget(
+            ctx,
+            |max_bytes| {
+                let page = PageRequest {
+                    max_bytes,
+                    ..request
+                };
+                app.backend.messages(actor, &channel_identifier, page)
+            },
+            |found| found.posts.iter().map(Post::content_bytes).sum(),
+        )
+        .await?;
         let tz = app.settings.time_zone;
         Ok(Some(MessageListType {
             has_next: Some(found.has_next),

@@ -121,11 +121,17 @@ impl SubscriptionRoot {
             return Ok(stream::empty().boxed());
         };
         let limit = app.settings.max_resume_messages;
+        let max_bytes = app.settings.max_resume_bytes;
         let missed = app
             .backend
-            .messages_after(actor, &channel.id, &after, limit.saturating_add(1))
+            .messages_after(actor, &channel.id, &after, limit.saturating_add(1), max_bytes)
             .await
-            .map_err(graphql_error)?;
+            .map_err(|e| match e {
+                BackendError::TooLarge(_) => graphql_error(BackendError::Invalid(format!(
+                    "The messages posted after {after} are more than {max_bytes} bytes (MMSUB_MAX_RESUME_BYTES): read them with getMessageList, then resume from the newest."
+                ))),
+                e => graphql_error(e),
+            })?;
         if missed.len() > limit as usize {
             return Err(graphql_error(BackendError::Invalid(format!(
                 "More than {limit} messages were posted after {after}: read them with getMessageList, then resume from the newest."

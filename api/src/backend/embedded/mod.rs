@@ -17,8 +17,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
 use super::{
-    Actor, BackendError, BackendResult, Channel, ChannelPage, ChannelPost, ChannelSummary,
-    ChatBackend, CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, User, UserPage,
+    Actor, BackendError, BackendResult, ByteCount, Channel, ChannelPage, ChannelPost,
+    ChannelSummary, ChatBackend, CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, User,
+    UserPage,
 };
 use crate::ids::{new_id, random_hex};
 use writer::Writer;
@@ -187,6 +188,22 @@ fn post_at(row: &Row, at: usize) -> rusqlite::Result<Post> {
         post_type: row.get(at + 4)?,
         author: user_from(row, at + 5)?,
     })
+}
+
+/// Collects rows until their content passes `max_bytes`, then stops reading with `TooLarge`.
+fn within_bytes<T>(
+    rows: impl Iterator<Item = rusqlite::Result<T>>,
+    max_bytes: u64,
+    bytes: impl Fn(&T) -> u64,
+) -> BackendResult<Vec<T>> {
+    let mut count = ByteCount::new(max_bytes);
+    let mut items = Vec::new();
+    for row in rows {
+        let item = row.map_err(storage_error)?;
+        count.add(bytes(&item))?;
+        items.push(item);
+    }
+    Ok(items)
 }
 
 fn post_from(row: &Row) -> rusqlite::Result<Post> {
@@ -378,11 +395,10 @@ impl ChatBackend for EmbeddedStore {
                 .prepare_cached(&format!(
                     "SELECT {USER_COLUMNS} FROM users u ORDER BY u.seq LIMIT ?1 OFFSET ?2"
                 ))
-                .and_then(|mut s| {
-                    s.query_map(params![page.size, page.offset()], |r| user_from(r, 0))?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(storage_error)?;
+                .map_err(storage_error)?
+                .query_map(params![page.size, page.offset()], |r| user_from(r, 0))
+                .map_err(storage_error)
+                .and_then(|rows| within_bytes(rows, page.max_bytes, User::content_bytes))?;
             Ok(UserPage { users, total })
         })
         .await
@@ -436,17 +452,16 @@ impl ChatBackend for EmbeddedStore {
                      LEFT JOIN users u ON u.id = p.user_id
                      WHERE m.user_id = ?1 AND c.team_id = ?2 ORDER BY c.name LIMIT ?3 OFFSET ?4"
                 ))
-                .and_then(|mut s| {
-                    s.query_map(params![user.id, team_id, page.size + 1, page.offset()], |r| {
-                        let has_post = r.get::<_, Option<String>>(3)?.is_some();
-                        Ok(ChannelSummary {
-                            channel: Channel { id: r.get(0)?, name: r.get(1)?, display_name: r.get(2)? },
-                            last_message: if has_post { Some(post_at(r, 3)?) } else { None },
-                        })
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(storage_error)?
+                .query_map(params![user.id, team_id, page.size + 1, page.offset()], |r| {
+                    let has_post = r.get::<_, Option<String>>(3)?.is_some();
+                    Ok(ChannelSummary {
+                        channel: Channel { id: r.get(0)?, name: r.get(1)?, display_name: r.get(2)? },
+                        last_message: if has_post { Some(post_at(r, 3)?) } else { None },
+                    })
                 })
-                .map_err(storage_error)?;
+                .map_err(storage_error)
+                .and_then(|rows| within_bytes(rows, page.max_bytes, ChannelSummary::content_bytes))?;
             let has_next = channels.len() > page.size as usize;
             channels.truncate(page.size as usize);
             Ok(ChannelPage { channels, has_next })
@@ -486,6 +501,7 @@ impl ChatBackend for EmbeddedStore {
         identifier: &str,
         after_id: &str,
         limit: u32,
+        max_bytes: u64,
     ) -> BackendResult<Vec<Post>> {
         let actor_name = who.username.clone();
         let identifier = identifier.to_owned();
@@ -506,11 +522,10 @@ impl ChatBackend for EmbeddedStore {
                 "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
                  WHERE p.channel_id = ?1 AND p.seq > ?2 ORDER BY p.seq LIMIT ?3"
             ))
-            .and_then(|mut s| {
-                s.query_map(params![channel.id, after_seq, limit], post_from)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
+            .map_err(storage_error)?
+            .query_map(params![channel.id, after_seq, limit], post_from)
             .map_err(storage_error)
+            .and_then(|rows| within_bytes(rows, max_bytes, Post::content_bytes))
         })
         .await
     }
@@ -530,11 +545,10 @@ impl ChatBackend for EmbeddedStore {
                     "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
                      WHERE p.channel_id = ?1 ORDER BY p.seq DESC LIMIT ?2 OFFSET ?3"
                 ))
-                .and_then(|mut s| {
-                    s.query_map(params![channel.id, page.size + 1, page.offset()], post_from)?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(storage_error)?;
+                .map_err(storage_error)?
+                .query_map(params![channel.id, page.size + 1, page.offset()], post_from)
+                .map_err(storage_error)
+                .and_then(|rows| within_bytes(rows, page.max_bytes, Post::content_bytes))?;
             let has_previous = posts.len() > page.size as usize;
             posts.truncate(page.size as usize);
             let has_next =
@@ -627,6 +641,7 @@ mod tests {
                 PageRequest {
                     size: 100,
                     number: 0,
+                    max_bytes: u64::MAX,
                 },
             )
             .await
@@ -666,6 +681,7 @@ mod tests {
                 PageRequest {
                     size: 10,
                     number: 0,
+                    max_bytes: u64::MAX,
                 },
             )
             .await

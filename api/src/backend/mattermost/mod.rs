@@ -33,8 +33,9 @@ pub use proxy::{MattermostAdminProxy, MattermostUserProxy, Session};
 use sealed::Sealer;
 
 use super::{
-    Actor, BackendError, BackendResult, Channel, ChannelPage, ChannelPost, ChannelSummary,
-    ChatBackend, CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, User, UserPage,
+    Actor, BackendError, BackendResult, ByteCount, Channel, ChannelPage, ChannelPost,
+    ChannelSummary, ChatBackend, CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, User,
+    UserPage,
 };
 
 /// Where Mattermost is and how to talk to it: the original `.env` names, plus limits.
@@ -112,6 +113,15 @@ struct SealedRefresh {
 }
 
 const REFRESH_PURPOSE: &str = "refresh";
+
+/// Mattermost answers at most this many items per page; larger pages are read in pages of it.
+const MAX_PER_PAGE: u32 = 200;
+
+/// A post's bytes as counted against the response ceiling, before its author is known.
+fn mm_post_bytes(post: &MmPost) -> u64 {
+    (post.id.len() + post.channel_id.len() + post.user_id.len() * 3 + post.message.len() + 256)
+        as u64
+}
 /// Above this many cached users or channels the cache starts over.
 const CACHE_LIMIT: usize = 100_000;
 
@@ -415,17 +425,40 @@ impl ChatBackend for MattermostBackend {
         let proxy = self.as_user(actor)?;
         let (users, total) = tokio::try_join!(
             async {
-                proxy
-                    .list_users(page.number, page.size)
-                    .await
-                    .map_err(mm_error)
+                if page.size <= MAX_PER_PAGE {
+                    return proxy
+                        .list_users(page.number, page.size)
+                        .await
+                        .map_err(mm_error);
+                }
+                // A page larger than Mattermost's: the pages of 200 that cover it.
+                let (start, end) = (page.offset(), page.offset() + u64::from(page.size));
+                let per_page = u64::from(MAX_PER_PAGE);
+                let mut users = Vec::new();
+                for chunk in start / per_page..end.div_ceil(per_page) {
+                    let got = proxy
+                        .list_users(chunk as u32, MAX_PER_PAGE)
+                        .await
+                        .map_err(mm_error)?;
+                    let full = got.len() as u64 == per_page;
+                    let first = chunk * per_page;
+                    users.extend(got.into_iter().enumerate().filter_map(|(i, u)| {
+                        (start..end).contains(&(first + i as u64)).then_some(u)
+                    }));
+                    if !full {
+                        break;
+                    }
+                }
+                Ok(users)
             },
             self.user_count(&proxy)
         )?;
-        Ok(UserPage {
-            users: users.iter().map(MmUser::to_user).collect(),
-            total,
-        })
+        let users: Vec<User> = users.iter().map(MmUser::to_user).collect();
+        let mut count = ByteCount::new(page.max_bytes);
+        for user in &users {
+            count.add(user.content_bytes())?;
+        }
+        Ok(UserPage { users, total })
     }
 
     /// As the user: `POST /users/usernames` for the members, `POST /channels` (the creator
@@ -497,17 +530,19 @@ impl ChatBackend for MattermostBackend {
             .take(page.size as usize)
             .collect();
         let last = self.last_posts(&proxy, &channels).await?;
-        Ok(ChannelPage {
-            channels: channels
-                .iter()
-                .zip(last)
-                .map(|(c, last_message)| ChannelSummary {
-                    channel: c.to_channel(),
-                    last_message,
-                })
-                .collect(),
-            has_next,
-        })
+        let channels: Vec<ChannelSummary> = channels
+            .iter()
+            .zip(last)
+            .map(|(c, last_message)| ChannelSummary {
+                channel: c.to_channel(),
+                last_message,
+            })
+            .collect();
+        let mut count = ByteCount::new(page.max_bytes);
+        for channel in &channels {
+            count.add(channel.content_bytes())?;
+        }
+        Ok(ChannelPage { channels, has_next })
     }
 
     /// `GET /users/{id}/teams/{team}/channels` (1 request; 2 when the answer is "no").
@@ -550,8 +585,10 @@ impl ChatBackend for MattermostBackend {
         identifier: &str,
         after_id: &str,
         limit: u32,
+        max_bytes: u64,
     ) -> BackendResult<Vec<Post>> {
         let proxy = self.as_user(actor)?;
+        let mut count = ByteCount::new(max_bytes);
         let channel = self.member_channel_of(&proxy, identifier).await?;
         let missing =
             || BackendError::NotFound(format!("Message not found in this channel: {after_id}"));
@@ -579,6 +616,9 @@ impl ChatBackend for MattermostBackend {
                 .map_err(mm_error)?
                 .oldest_first();
             let full = page.len() as u32 == want;
+            for post in &page {
+                count.add(mm_post_bytes(post))?;
+            }
             posts.extend(page);
             match posts.last() {
                 Some(last) if full => cursor = last.id.clone(),
@@ -598,13 +638,60 @@ impl ChatBackend for MattermostBackend {
     ) -> BackendResult<MessagePage> {
         let proxy = self.as_user(actor)?;
         let channel = self.member_channel_of(&proxy, identifier).await?;
-        let list = proxy
-            .get_messages(&channel.id, page.number, page.size)
-            .await
-            .map_err(mm_error)?;
-        let has_next = !list.next_post_id.is_empty();
-        let has_previous = !list.prev_post_id.is_empty();
-        let posts = self.with_authors(&proxy, list.oldest_first()).await?;
+        if page.size <= MAX_PER_PAGE {
+            let list = proxy
+                .get_messages(&channel.id, page.number, page.size)
+                .await
+                .map_err(mm_error)?;
+            let has_next = !list.next_post_id.is_empty();
+            let has_previous = !list.prev_post_id.is_empty();
+            let posts = list.oldest_first();
+            let mut count = ByteCount::new(page.max_bytes);
+            for post in &posts {
+                count.add(mm_post_bytes(post))?;
+            }
+            let posts = self.with_authors(&proxy, posts).await?;
+            return Ok(MessagePage {
+                posts,
+                has_next,
+                has_previous,
+            });
+        }
+        // A page larger than Mattermost's: the pages of 200 that cover it, newest first.
+        let start = page.offset();
+        let end = start + u64::from(page.size);
+        let mut newest_first: Vec<MmPost> = Vec::new();
+        let mut count = ByteCount::new(page.max_bytes);
+        let mut has_previous = false;
+        let mut has_next = start > 0;
+        let per_page = u64::from(MAX_PER_PAGE);
+        for chunk in start / per_page..end.div_ceil(per_page) {
+            let list = proxy
+                .get_messages(&channel.id, chunk as u32, MAX_PER_PAGE)
+                .await
+                .map_err(mm_error)?;
+            has_previous = !list.prev_post_id.is_empty();
+            let posts = list.oldest_first();
+            let full = posts.len() as u64 == per_page;
+            let first = chunk * per_page;
+            for (i, post) in posts.into_iter().rev().enumerate() {
+                let at = first + i as u64;
+                if at >= end {
+                    has_previous = true;
+                    break;
+                }
+                if at >= start {
+                    count.add(mm_post_bytes(&post))?;
+                    newest_first.push(post);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        has_next &= !newest_first.is_empty() || start > 0;
+        newest_first.reverse();
+        let posts = self.with_authors(&proxy, newest_first).await?;
         Ok(MessagePage {
             posts,
             has_next,
