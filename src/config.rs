@@ -11,6 +11,7 @@ use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 use mmsub_api::backend::mattermost::ingest::IngestSettings;
 use mmsub_api::backend::mattermost::{ApiLimits, MattermostConfig};
+use mmsub_api::client::TrustedProxies;
 use mmsub_api::ApiSettings;
 use mmsub_gateway::GatewaySettings;
 use mmsub_relay::kafka::KafkaSettings;
@@ -211,6 +212,35 @@ pub struct ServeArgs {
     /// Open WebSocket connections per node (503 beyond). A process here may hold 20,000 files.
     #[arg(long, env = "MMSUB_MAX_CONNECTIONS", default_value_t = GatewaySettings::default().max_connections)]
     pub max_connections: usize,
+    /// WebSocket connections per client address (503 beyond).
+    #[arg(
+        long,
+        env = "MMSUB_MAX_WS_CONNECTIONS_PER_CLIENT",
+        default_value_t = GatewaySettings::default().max_connections_per_client
+    )]
+    pub max_ws_connections_per_client: usize,
+    /// HTTP connections per client address (503 beyond).
+    #[arg(
+        long,
+        env = "MMSUB_MAX_HTTP_CONNECTIONS_PER_CLIENT",
+        default_value_t = ConnectionSettings::default().max_http_per_client
+    )]
+    pub max_http_connections_per_client: usize,
+    /// HTTP and WebSocket connections on the node together (503 beyond); 0: the open-file
+    /// limit less 512.
+    #[arg(long, env = "MMSUB_MAX_OPEN_CONNECTIONS", default_value_t = 0)]
+    pub max_open_connections: usize,
+    /// Proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For names the
+    /// client. Default: none, the TCP peer is the client.
+    #[arg(long, env = "MMSUB_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Milliseconds to receive a whole request body once its headers arrived (408 after).
+    #[arg(long, env = "MMSUB_BODY_READ_TIMEOUT_MS", default_value_t = millis(ApiSettings::default().body_read_timeout))]
+    pub body_read_timeout_ms: u64,
+    /// Web origins allowed to call the API from a browser page (comma-separated; `*` for any).
+    /// Same-origin pages such as GraphiQL need none.
+    #[arg(long, env = "MMSUB_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -272,6 +302,44 @@ pub struct ClusterArgs {
     pub relay_resolve_interval_ms: u64,
 }
 
+/// Who may hold how many connections, and whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    pub trusted_proxies: TrustedProxies,
+    /// Concurrent HTTP connections per client address (503 beyond).
+    pub max_http_per_client: usize,
+    /// HTTP and WebSocket connections on the node together (503 beyond); kept below the
+    /// process's open-file limit, with room for probes, the store and outbound links.
+    pub max_open_connections: usize,
+}
+
+/// File descriptors kept free of client connections: the store, Kafka and Mattermost
+/// links, relay links, and the probes that must still get through.
+pub const FD_HEADROOM: usize = 512;
+
+/// The soft limit on open files of this process.
+pub fn open_file_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: TrustedProxies::default(),
+            max_http_per_client: 256,
+            max_open_connections: open_file_limit().saturating_sub(FD_HEADROOM).max(64),
+        }
+    }
+}
+
 /// The bus, resolved.
 #[derive(Debug, Clone)]
 pub enum BusConfig {
@@ -300,6 +368,7 @@ pub struct ServerConfig {
     pub bus: BusConfig,
     pub relay: RelaySettings,
     pub links: LinkSettings,
+    pub connections: ConnectionSettings,
 }
 
 impl ServerConfig {
@@ -318,6 +387,7 @@ impl ServerConfig {
             bus: BusConfig::InProcess,
             relay: RelaySettings::default(),
             links: LinkSettings::default(),
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -400,6 +470,14 @@ impl ServeArgs {
             ),
             ("--max-page-size", self.max_page_size as usize),
             (
+                "--max-ws-connections-per-client",
+                self.max_ws_connections_per_client,
+            ),
+            (
+                "--max-http-connections-per-client",
+                self.max_http_connections_per_client,
+            ),
+            (
                 "--max-response-bytes",
                 self.max_response_bytes.min(usize::MAX as u64) as usize,
             ),
@@ -423,6 +501,13 @@ impl ServeArgs {
             max_query_depth: self.max_query_depth,
             max_query_complexity: self.max_query_complexity,
             max_body_bytes: self.max_body_bytes,
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms.max(1)),
+            cors_allowed_origins: self
+                .cors_allowed_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
             ..ApiSettings::default()
         };
         let gateway = GatewaySettings {
@@ -435,6 +520,17 @@ impl ServeArgs {
             keepalive_interval: Duration::from_millis(self.keepalive_ms),
             write_timeout: Duration::from_millis(self.ws_write_timeout_ms),
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_ws_connections_per_client,
+        };
+        let defaults = ConnectionSettings::default();
+        let connections = ConnectionSettings {
+            trusted_proxies: TrustedProxies::parse(&self.trusted_proxies)
+                .map_err(anyhow::Error::msg)?,
+            max_http_per_client: self.max_http_connections_per_client,
+            max_open_connections: match self.max_open_connections {
+                0 => defaults.max_open_connections,
+                n => n,
+            },
         };
         Ok(ServerConfig {
             listen: self.listen,
@@ -455,6 +551,7 @@ impl ServeArgs {
             bus,
             relay,
             links,
+            connections,
         })
     }
 

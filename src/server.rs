@@ -17,6 +17,7 @@ use mmsub_api::auth::JwtKeys;
 use mmsub_api::backend::embedded::EmbeddedStore;
 use mmsub_api::backend::mattermost::{ingest, MattermostBackend};
 use mmsub_api::backend::ChatBackend;
+use mmsub_api::client::{ClientAddr, ClientSlots};
 use mmsub_api::http::{error_response, json_response, HttpResponse};
 use mmsub_api::{build_schema, AppState, MmsubSchema};
 use mmsub_gateway::Gateway;
@@ -29,10 +30,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{resolve_jwt_secret, BusConfig, Role, ServerConfig};
+use crate::config::{resolve_jwt_secret, BusConfig, ConnectionSettings, Role, ServerConfig};
 
 /// A client must finish sending request headers within this time (slow-header clients hold sockets).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection over a limit gets less time to say what it wanted before its 503.
+const REFUSED_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed accept (EMFILE), the loop waits this long, doubling up to the maximum.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -62,6 +68,7 @@ struct Router {
     links: Option<Arc<RelayLinks>>,
     /// This node's relay (roles relay, and serve with `--bus kafka`).
     relay: Option<Arc<relay::RelayStatus>>,
+    connections: Arc<ConnectionSettings>,
     shutdown: CancellationToken,
 }
 
@@ -146,6 +153,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         gateway: None,
         links: None,
         relay: relay.map(|r| r.status),
+        connections: Arc::new(config.connections.clone()),
         shutdown: shutdown.clone(),
     };
     if role != Role::Relay {
@@ -234,27 +242,75 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     })
 }
 
+/// Connections of the HTTP phase (before any upgrade) open on this node.
+struct OpenConnections(std::sync::atomic::AtomicUsize);
+
+/// Decrements [`OpenConnections`] when an HTTP connection ends or hands its socket over.
+struct OpenGuard(Arc<OpenConnections>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: CancellationToken) {
+    let limits = router.connections.clone();
+    let http_slots = ClientSlots::new(limits.max_http_per_client);
+    let open = Arc::new(OpenConnections(Default::default()));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                accepted
+            }
             Err(e) => {
-                // Typically EMFILE: back off instead of spinning until descriptors free up.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Typically EMFILE: back off (longer each time) instead of spinning until
+                // descriptors free up.
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
+        let in_http = open.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        let guard = OpenGuard(open.clone());
+        let websockets = router.gateway.as_ref().map_or(0, |g| g.open_connections());
+        // A proxy carries many clients: it is capped by the total only.
+        let peer_ip = ClientAddr(peer.ip());
+        let slot = if limits.trusted_proxies.contains(peer.ip()) {
+            Ok(None)
+        } else {
+            http_slots.acquire(peer_ip).map(Some).ok_or(())
+        };
+        let refusal = if in_http + websockets > limits.max_open_connections {
+            Some("This node is at its connection limit; retry later or use another node.")
+        } else if slot.is_err() {
+            Some("Too many connections from your address; close some and retry.")
+        } else {
+            None
+        };
         let router = router.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
+            let _guard = guard;
+            let _slot = slot;
+            if let Some(refusal) = refusal {
+                return refuse(stream, refusal).await;
+            }
+            let service = service_fn(move |mut request: Request<Incoming>| {
                 let router = router.clone();
-                async move { Ok::<_, Infallible>(router.route(request).await) }
+                async move {
+                    let client =
+                        ClientAddr::of_request(&request, peer, &router.connections.trusted_proxies);
+                    request.extensions_mut().insert(client);
+                    Ok::<_, Infallible>(router.route(request).await)
+                }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -266,4 +322,29 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
             }
         });
     }
+}
+
+/// Answers one request on a connection over a limit with 503, then closes it.
+async fn refuse(stream: tokio::net::TcpStream, reason: &'static str) {
+    let service = service_fn(move |request: Request<Incoming>| async move {
+        // Liveness still answers: a node at its limit is busy, not dead.
+        if request.uri().path() == "/healthz" {
+            return Ok(json_response(
+                StatusCode::OK,
+                br#"{"status":"ok"}"#.to_vec(),
+            ));
+        }
+        let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, reason);
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        Ok::<_, Infallible>(response)
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSED_HEADER_READ_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = connection.await;
 }

@@ -10,6 +10,7 @@ use hyper::body::Body;
 use serde_json::json;
 
 use crate::auth::Viewer;
+use crate::client::ClientAddr;
 use crate::schema::{AppState, MmsubSchema, ResponseBudget};
 
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -32,12 +33,48 @@ pub fn error_response(status: StatusCode, message: &str) -> HttpResponse {
     )
 }
 
-fn with_cors(mut response: HttpResponse) -> HttpResponse {
+/// How a request's `Origin` relates to this server.
+enum Origin<'a> {
+    /// No `Origin` header (not a browser), or the page's own origin (GraphiQL).
+    SameOrNone,
+    /// A cross-origin page listed in `--cors-allowed-origins`.
+    Allowed(&'a str),
+    /// Any other web page: refused, so that no visitor's browser can be made to sign up or
+    /// guess passwords for it.
+    Refused,
+}
+
+fn origin<'a, B>(request: &'a Request<B>, allowed: &[String]) -> Origin<'a> {
+    let Some(origin) = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Origin::SameOrNone;
+    };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    if host.is_some() && origin_host == host {
+        return Origin::SameOrNone;
+    }
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return Origin::Allowed(origin);
+    }
+    Origin::Refused
+}
+
+fn with_cors(mut response: HttpResponse, origin: &str) -> HttpResponse {
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    if let Ok(value) = HeaderValue::from_str(origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("authorization, content-type"),
@@ -77,7 +114,16 @@ where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    with_cors(match *request.method() {
+    // Owned: the request moves into `execute` below.
+    let cors = match origin(&request, &app.settings.cors_allowed_origins) {
+        Origin::Allowed(origin) => Some(origin.to_owned()),
+        Origin::Refused if *request.method() != Method::GET => return error_response(
+            StatusCode::FORBIDDEN,
+            "Cross-origin requests from this origin are not allowed (MMSUB_CORS_ALLOWED_ORIGINS).",
+        ),
+        Origin::Refused | Origin::SameOrNone => None,
+    };
+    let response = match *request.method() {
         Method::OPTIONS => {
             let mut r = Response::new(Full::default());
             *r.status_mut() = StatusCode::NO_CONTENT;
@@ -89,7 +135,34 @@ where
             StatusCode::METHOD_NOT_ALLOWED,
             "Use POST for GraphQL requests, GET for GraphiQL.",
         ),
-    })
+    };
+    match cors {
+        Some(origin) => with_cors(response, &origin),
+        None => response,
+    }
+}
+
+/// How a POST body carries its operation.
+enum BodyKind {
+    /// `application/json`: `{"query", "variables", "operationName"}`.
+    Json,
+    /// `application/graphql`: the query text itself.
+    Graphql,
+}
+
+fn body_kind<B>(request: &Request<B>) -> Option<BodyKind> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())?;
+    let essence = content_type.split(';').next()?.trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Some(BodyKind::Json)
+    } else if essence.eq_ignore_ascii_case("application/graphql") {
+        Some(BodyKind::Graphql)
+    } else {
+        None
+    }
 }
 
 async fn execute<B>(schema: &MmsubSchema, app: &AppState, request: Request<B>) -> HttpResponse
@@ -98,6 +171,17 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let limit = app.settings.max_body_bytes;
+    let Some(kind) = body_kind(&request) else {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Send the operation as application/json ({\"query\", \"variables\", \"operationName\"}) or application/graphql.",
+        );
+    };
+    let client = request
+        .extensions()
+        .get::<ClientAddr>()
+        .copied()
+        .unwrap_or(ClientAddr::UNKNOWN);
     let viewer = Viewer::from_authorization_header(
         &app.jwt,
         request
@@ -105,22 +189,45 @@ where
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
     );
-    let body = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let deadline = app.settings.body_read_timeout;
+    let read = tokio::time::timeout(deadline, Limited::new(request.into_body(), limit).collect());
+    let body = match read.await {
+        Err(_) => {
+            return error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "The request body did not arrive within {} ms.",
+                    deadline.as_millis()
+                ),
+            )
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("Request body is larger than the limit of {limit} bytes."),
             )
         }
-        Err(_) => {
+        Ok(Err(_)) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "The request body could not be read.",
             )
         }
     };
-    let mut graphql_request: async_graphql::Request = match serde_json::from_slice(&body) {
+    let parsed = match kind {
+        BodyKind::Json => serde_json::from_slice(&body),
+        BodyKind::Graphql => match std::str::from_utf8(&body) {
+            Ok(query) => Ok(async_graphql::Request::new(query)),
+            Err(_) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "An application/graphql body must be UTF-8 text.",
+                )
+            }
+        },
+    };
+    let mut graphql_request: async_graphql::Request = match parsed {
         Ok(r) => r,
         Err(e) => {
             return error_response(
@@ -137,6 +244,7 @@ where
     let max_bytes = app.settings.max_response_bytes;
     let request = graphql_request
         .data(viewer)
+        .data(client)
         .data(ResponseBudget::new(max_bytes));
     let response = schema.execute(request).await;
     json_response(StatusCode::OK, serialize_capped(&response, max_bytes))

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod client;
 pub mod cost;
 pub mod http;
 pub mod ids;

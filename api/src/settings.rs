@@ -26,6 +26,11 @@ pub struct ApiSettings {
     pub max_query_complexity: usize,
     /// Largest accepted HTTP request body.
     pub max_body_bytes: usize,
+    /// Time to receive a whole request body, once its headers arrived (408 after).
+    pub body_read_timeout: Duration,
+    /// Web origins (`https://app.example.com`) whose pages may call the API from a browser;
+    /// `*` for any. Same-origin pages (GraphiQL) need no entry.
+    pub cors_allowed_origins: Vec<String>,
     pub access_token_ttl: Duration,
     /// How long after `origIat` a token may still be refreshed.
     pub refresh_window: Duration,
@@ -46,6 +51,8 @@ impl Default for ApiSettings {
             max_query_depth: 16,
             max_query_complexity: 50_000,
             max_body_bytes: 1 << 20,
+            body_read_timeout: Duration::from_secs(10),
+            cors_allowed_origins: Vec::new(),
             access_token_ttl: Duration::from_secs(30 * 60),
             refresh_window: Duration::from_secs(7 * 24 * 3600),
             refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),

@@ -23,6 +23,7 @@ use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use mmsub_api::auth::{JwtKeys, Viewer};
+use mmsub_api::client::{ClientAddr, ClientSlots};
 use mmsub_api::http::{error_response, HttpResponse};
 use mmsub_api::{AppState, MmsubSchema};
 use mmsub_relay::FanoutHub;
@@ -55,6 +56,8 @@ pub struct GatewaySettings {
     pub write_timeout: Duration,
     /// Open WebSocket connections on this node (HTTP 503 for the next upgrade).
     pub max_connections: usize,
+    /// Open WebSocket connections of one client address (HTTP 503 for the next upgrade).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for GatewaySettings {
@@ -69,6 +72,7 @@ impl Default for GatewaySettings {
             keepalive_interval: Duration::from_secs(15),
             write_timeout: Duration::from_secs(10),
             max_connections: 16_000,
+            max_connections_per_client: 512,
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct Gateway {
     jwt: JwtKeys,
     settings: GatewaySettings,
     connections: AtomicUsize,
+    /// Connections per client address.
+    per_client: Arc<ClientSlots>,
     /// Permits for admission runs (`GatewaySettings::max_concurrent_admissions`).
     admissions: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -109,6 +115,7 @@ impl Gateway {
             jwt: app.jwt.clone(),
             app,
             admissions: Arc::new(Semaphore::new(settings.max_concurrent_admissions.max(1))),
+            per_client: ClientSlots::new(settings.max_connections_per_client),
             settings,
             connections: AtomicUsize::new(0),
             shutdown,
@@ -144,6 +151,21 @@ impl Gateway {
                 "Too many WebSocket connections on this node; try another or retry later.",
             );
         }
+        let client = request
+            .extensions()
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or(ClientAddr::UNKNOWN);
+        let Some(client_slot) = self.per_client.acquire(client) else {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "Too many WebSocket connections from your address (the limit is {}).",
+                    self.per_client.limit()
+                ),
+            );
+        };
         let slot = ConnectionSlot(self.clone());
         let offered = offered_subprotocols(&request);
         let dialect = if offered.is_empty() {
@@ -170,6 +192,7 @@ impl Gateway {
         let gateway = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let _client_slot = client_slot;
             let upgraded = match upgrade.await {
                 Ok(ws) => ws.into_inner().into_inner(),
                 Err(e) => return tracing::debug!(error = %e, "WebSocket upgrade did not complete"),

@@ -192,3 +192,222 @@ async fn text_nested_too_deep_for_the_parser_is_refused() {
         })
         .await;
 }
+
+/// Sends raw bytes on a fresh connection and returns everything the server wrote before it
+/// closed (or before `wait` passed).
+async fn raw_exchange(
+    addr: std::net::SocketAddr,
+    bytes: &[u8],
+    wait: std::time::Duration,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_that_never_ends_is_answered_408_at_the_body_deadline() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.api.body_read_timeout = std::time::Duration::from_millis(300)
+    })
+    .await;
+    let wait = std::time::Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let short = raw_exchange(
+        app.addr,
+        b"POST /graphql/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"query\":",
+        wait,
+    )
+    .await;
+    assert!(short.starts_with("HTTP/1.1 408"), "{short}");
+    assert!(short.contains("did not arrive within 300 ms"), "{short}");
+    let chunked = raw_exchange(
+        app.addr,
+        b"POST /graphql/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"que\r\n",
+        wait,
+    )
+    .await;
+    assert!(chunked.starts_with("HTTP/1.1 408"), "{chunked}");
+    assert!(
+        started.elapsed() < wait,
+        "answered at the deadline, not at the client's leisure"
+    );
+}
+
+#[tokio::test]
+async fn only_json_and_graphql_bodies_are_executed() {
+    let app = crate::helpers::spawn_app().await;
+    let post = |content_type: Option<&'static str>, body: &'static str| {
+        let mut request = app.http.post(app.url("/graphql/")).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send()
+    };
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let answer = post(content_type, r#"{"query":"{ __typename }"}"#)
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 415, "{content_type:?}");
+    }
+    let json = post(
+        Some("application/json; charset=utf-8"),
+        r#"{"query":"{ __typename }"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(json.status(), 200);
+    let graphql = post(Some("application/graphql"), "{ __typename }")
+        .await
+        .unwrap();
+    let body: Value = graphql.json().await.unwrap();
+    assert_eq!(body["data"]["__typename"], "Query", "{body}");
+}
+
+#[tokio::test]
+async fn only_listed_origins_get_cors_and_other_pages_are_refused() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.api.cors_allowed_origins = vec!["https://chat.example.com".into()]
+    })
+    .await;
+    let post = |origin: String| {
+        app.http
+            .post(app.url("/graphql/"))
+            .header("origin", origin)
+            .json(&json!({ "query": "{ __typename }" }))
+            .send()
+    };
+    let evil = post("https://evil.example".into()).await.unwrap();
+    assert_eq!(evil.status(), 403);
+    assert!(evil.headers().get("access-control-allow-origin").is_none());
+    let listed = post("https://chat.example.com".into()).await.unwrap();
+    assert_eq!(listed.status(), 200);
+    assert_eq!(
+        listed.headers()["access-control-allow-origin"],
+        "https://chat.example.com"
+    );
+    assert_eq!(listed.headers()["vary"], "Origin");
+    // GraphiQL on the server's own origin.
+    let same = post(format!("http://{}", app.addr)).await.unwrap();
+    assert_eq!(same.status(), 200);
+    assert!(same.headers().get("access-control-allow-origin").is_none());
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/graphql/"))
+        .header("origin", "https://chat.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://chat.example.com"
+    );
+    // Nothing by default.
+    let default = crate::helpers::spawn_app().await;
+    let answer = default
+        .http
+        .post(default.url("/graphql/"))
+        .header("origin", "https://chat.example.com")
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_client_and_in_total() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.connections.max_http_per_client = 3;
+        c.gateway.max_connections_per_client = 2;
+    })
+    .await;
+    let wait = std::time::Duration::from_secs(5);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+    let refused = raw_exchange(app.addr, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", wait).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.contains("Too many connections from your address"),
+        "{refused}"
+    );
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let _a = app.ws("graphql-transport-ws").await;
+    let _b = app.ws("graphql-transport-ws").await;
+    let third = raw_exchange(
+        app.addr,
+        b"GET /ws/graphql/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(third.starts_with("HTTP/1.1 503"), "{third}");
+    assert!(
+        third.contains("Too many WebSocket connections from your address"),
+        "{third}"
+    );
+
+    // The total: beyond it a request gets 503, but liveness still answers.
+    let total = crate::helpers::spawn_app_with(|c| c.connections.max_open_connections = 2).await;
+    let _x = tokio::net::TcpStream::connect(total.addr).await.unwrap();
+    let _y = tokio::net::TcpStream::connect(total.addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let over = raw_exchange(
+        total.addr,
+        b"POST /graphql/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(over.starts_with("HTTP/1.1 503"), "{over}");
+    assert!(over.contains("connection limit"), "{over}");
+    let alive = raw_exchange(
+        total.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(alive.starts_with("HTTP/1.1 200"), "{alive}");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_cap() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.connections.trusted_proxies =
+            mmsub_api::client::TrustedProxies::parse(&["127.0.0.1".into()]).unwrap();
+        c.gateway.max_connections_per_client = 1;
+    })
+    .await;
+    let upgrade = |client: &str| {
+        format!("GET /ws/graphql/ HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut first = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    first
+        .write_all(upgrade("203.0.113.1").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    first.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    let wait = std::time::Duration::from_secs(2);
+    let same = raw_exchange(app.addr, upgrade("203.0.113.1").as_bytes(), wait).await;
+    assert!(same.starts_with("HTTP/1.1 503"), "{same}");
+    let other = raw_exchange(
+        app.addr,
+        upgrade("203.0.113.2").as_bytes(),
+        std::time::Duration::from_millis(300),
+    )
+    .await;
+    assert!(other.starts_with("HTTP/1.1 101"), "{other}");
+}

@@ -538,6 +538,7 @@ async fn endpoints_graphiql_health_and_bad_requests() {
     let malformed = app
         .http
         .post(app.url("/graphql/"))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
