@@ -33,7 +33,7 @@ if [ -z "${MATTERMOST_SERVER_URL:-}" ]; then
 fi
 sleep 1
 export MMSUB_BUS=kafka MMSUB_KAFKA_BROKERS=127.0.0.1:9092 MMSUB_RELAYS=127.0.0.1:7401,127.0.0.1:7402
-export MMSUB_JWT_SECRET="${MMSUB_JWT_SECRET:-local-cluster-secret}" RUST_LOG="${RUST_LOG:-warn}"
+export MMSUB_JWT_SECRET="${MMSUB_JWT_SECRET:-local-cluster-secret-of-at-least-32-bytes}" RUST_LOG="${RUST_LOG:-warn}"
 start relay1 ./target/release/mmsub relay --listen 127.0.0.1:8301 --relay-listen 127.0.0.1:7401
 start relay2 ./target/release/mmsub relay --listen 127.0.0.1:8302 --relay-listen 127.0.0.1:7402
 for i in 1 2; do start "api$i" ./target/release/mmsub api --listen "127.0.0.1:810$i"; done

@@ -219,6 +219,12 @@ pub struct ServeArgs {
         default_value_t = GatewaySettings::default().max_connections_per_client
     )]
     pub max_ws_connections_per_client: usize,
+    /// Seconds a WebSocket connection outlives its token's expiry unrenewed (then 4403).
+    #[arg(long, env = "MMSUB_WS_TOKEN_GRACE_SECS", default_value_t = 0)]
+    pub ws_token_grace_secs: u64,
+    /// Keep sockets open and authorized past their token's expiry, as the original did.
+    #[arg(long, env = "MMSUB_WS_TOKENS_NEVER_EXPIRE", default_value_t = false)]
+    pub ws_tokens_never_expire: bool,
     /// HTTP connections per client address (503 beyond).
     #[arg(
         long,
@@ -521,6 +527,8 @@ impl ServeArgs {
             write_timeout: Duration::from_millis(self.ws_write_timeout_ms),
             max_connections: self.max_connections,
             max_connections_per_client: self.max_ws_connections_per_client,
+            token_grace: Duration::from_secs(self.ws_token_grace_secs),
+            tokens_never_expire: self.ws_tokens_never_expire,
         };
         let defaults = ConnectionSettings::default();
         let connections = ConnectionSettings {
@@ -595,6 +603,7 @@ impl ServeArgs {
 /// The signing secret: explicit, or read from (first run: generated into) the data dir.
 pub fn resolve_jwt_secret(config: &ServerConfig) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = &config.jwt_secret {
+        check_secret(secret)?;
         return Ok(secret.as_bytes().to_vec());
     }
     let path = config.data_dir.join("jwt-secret");
@@ -611,6 +620,20 @@ pub fn resolve_jwt_secret(config: &ServerConfig) -> anyhow::Result<Vec<u8>> {
          set one of them to share tokens between nodes"
     );
     Ok(secret.into_bytes())
+}
+
+/// A signing secret anyone could guess offline from one token is refused at start.
+pub fn check_secret(secret: &str) -> anyhow::Result<()> {
+    let min = mmsub_api::auth::MIN_SECRET_BYTES;
+    if secret.len() < min {
+        bail!(
+            "the JWT signing secret (MMSUB_JWT_SECRET or DJANGO_SECRET_KEY) has {} bytes; use at \
+             least {min} random bytes (e.g. `openssl rand -hex 32`): a short HS256 secret can be \
+             guessed offline from any one token",
+            secret.len()
+        );
+    }
+    Ok(())
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
@@ -663,6 +686,17 @@ mod tests {
         assert_eq!(config.jwt_secret.as_deref(), Some("from-django"));
         let config = parse(&["--django-secret-key", "from-django", "--jwt-secret", "own"]).unwrap();
         assert_eq!(config.jwt_secret.as_deref(), Some("own"));
+    }
+
+    #[test]
+    fn a_short_signing_secret_is_refused_at_start_and_djangos_are_accepted() {
+        let mut config = ServerConfig::embedded(tempfile::tempdir().unwrap().path());
+        config.jwt_secret = Some("x".into());
+        let err = resolve_jwt_secret(&config).unwrap_err().to_string();
+        assert!(err.contains("at least 32"), "{err}");
+        // A Django-generated SECRET_KEY: 50 characters.
+        config.jwt_secret = Some("django-insecure-k3$z!9q@w#e4r5t6y7u8i9o0p-a1s2d3fg".into());
+        assert_eq!(resolve_jwt_secret(&config).unwrap().len(), 50);
     }
 
     #[test]

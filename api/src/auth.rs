@@ -45,7 +45,21 @@ pub enum TokenError {
     Invalid,
     #[error("Refresh has expired")]
     RefreshExpired,
+    /// `nbf` in the future.
+    #[error("Token is not valid yet")]
+    NotYetValid,
+    /// An `exp` further ahead than this server's access lifetime, or an `origIat` in the
+    /// future: not a token this server (or the original) would have issued.
+    #[error("Token lifetime is longer than this server issues")]
+    TooLong,
 }
+
+/// Clock difference between nodes that a token's times may show.
+pub const CLOCK_SKEW_SECS: i64 = 60;
+
+/// The shortest signing secret accepted at start: HS256 needs 256 bits to be as strong as
+/// its hash. Django's generated `SECRET_KEY` values have 50 characters.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -128,24 +142,38 @@ impl JwtKeys {
     }
 
     fn decode(&self, token: &str, check_expiry: bool) -> Result<Verified, TokenError> {
+        // Larger than any token this server issues is refused before it is decoded.
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Invalid);
+        }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.validate_exp = check_expiry;
+        validation.validate_nbf = true;
         validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
         let data = jsonwebtoken::decode::<Value>(token, &self.decoding, &validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 _ => TokenError::Invalid,
             },
         )?;
         let claims: Claims =
             serde_json::from_value(data.claims.clone()).map_err(|_| TokenError::Invalid)?;
+        let now = unix_now();
+        let longest = self.access_ttl.as_secs() as i64 + CLOCK_SKEW_SECS;
+        if claims.exp > now.saturating_add(longest) || claims.orig_iat > now + CLOCK_SKEW_SECS {
+            return Err(TokenError::TooLong);
+        }
         Ok(Verified {
             claims,
             payload: data.claims,
         })
     }
 }
+
+/// Longest token accepted (this server's are about 200 bytes; 1,200 with a sealed session).
+pub const MAX_TOKEN_BYTES: usize = 8 << 10;
 
 /// Extracts the token from `JWT <token>` or `Bearer <token>` (scheme case-insensitive).
 pub fn token_from_authorization(value: &str) -> Option<&str> {
@@ -160,7 +188,11 @@ pub fn token_from_authorization(value: &str) -> Option<&str> {
 #[derive(Debug, Clone)]
 pub enum Viewer {
     Anonymous,
-    User(Actor),
+    /// A valid token's user, and when that token expires (Unix seconds).
+    User {
+        actor: Actor,
+        expires_at: i64,
+    },
     /// A token was presented but not accepted.
     Rejected(TokenError),
 }
@@ -170,7 +202,10 @@ impl Viewer {
         match token {
             None => Viewer::Anonymous,
             Some(token) => match keys.verify(token) {
-                Ok(v) => Viewer::User(v.claims.actor()),
+                Ok(v) => Viewer::User {
+                    actor: v.claims.actor(),
+                    expires_at: v.claims.exp,
+                },
                 Err(e) => Viewer::Rejected(e),
             },
         }
@@ -188,8 +223,27 @@ impl Viewer {
 
     pub fn actor(&self) -> Option<&Actor> {
         match self {
-            Viewer::User(actor) => Some(actor),
+            Viewer::User { actor, .. } => Some(actor),
             _ => None,
+        }
+    }
+
+    /// When the viewer's token expires; `None` without a valid token.
+    pub fn expires_at(&self) -> Option<i64> {
+        match self {
+            Viewer::User { expires_at, .. } => Some(*expires_at),
+            _ => None,
+        }
+    }
+
+    /// The viewer as its token stands at `now`: a user whose token has expired since it was
+    /// checked is refused as HTTP would refuse the same token now.
+    pub fn at(&self, now: i64) -> Viewer {
+        match self {
+            Viewer::User { expires_at, .. } if *expires_at <= now => {
+                Viewer::Rejected(TokenError::Expired)
+            }
+            other => other.clone(),
         }
     }
 }
@@ -273,6 +327,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(k.refresh(&token).unwrap_err(), TokenError::RefreshExpired);
+    }
+
+    fn signed(claims: Value) -> String {
+        jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn times_no_issued_token_has_are_refused() {
+        let k = keys(60);
+        let now = unix_now();
+        let ok = signed(serde_json::json!({ "username": "a", "exp": now + 30, "origIat": now }));
+        assert!(k.verify(&ok).is_ok());
+        let early = signed(
+            serde_json::json!({ "username": "a", "exp": now + 30, "origIat": now, "nbf": now + 20 }),
+        );
+        assert_eq!(k.verify(&early).unwrap_err(), TokenError::NotYetValid);
+        let forever = signed(
+            serde_json::json!({ "username": "a", "exp": now + 86_400 * 365, "origIat": now }),
+        );
+        assert_eq!(k.verify(&forever).unwrap_err(), TokenError::TooLong);
+        assert_eq!(k.refresh(&forever).unwrap_err(), TokenError::TooLong);
+        let future =
+            signed(serde_json::json!({ "username": "a", "exp": now + 30, "origIat": now + 3600 }));
+        assert_eq!(k.verify(&future).unwrap_err(), TokenError::TooLong);
+        assert_eq!(
+            k.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)).unwrap_err(),
+            TokenError::Invalid
+        );
     }
 
     #[test]

@@ -58,6 +58,12 @@ pub struct GatewaySettings {
     pub max_connections: usize,
     /// Open WebSocket connections of one client address (HTTP 503 for the next upgrade).
     pub max_connections_per_client: usize,
+    /// How long a connection outlives its token's `exp` when not renewed (then 4403, or
+    /// `connection_error` on legacy). New operations are refused from `exp` on regardless.
+    pub token_grace: Duration,
+    /// The original's behaviour: a socket stays authorized by the token it opened with,
+    /// whatever its `exp`. Only for deployments whose clients cannot renew.
+    pub tokens_never_expire: bool,
 }
 
 impl Default for GatewaySettings {
@@ -73,6 +79,8 @@ impl Default for GatewaySettings {
             write_timeout: Duration::from_secs(10),
             max_connections: 16_000,
             max_connections_per_client: 512,
+            token_grace: Duration::ZERO,
+            tokens_never_expire: false,
         }
     }
 }

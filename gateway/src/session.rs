@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_graphql::{Request, Response};
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt};
-use mmsub_api::auth::{TokenError, Viewer};
+use mmsub_api::auth::{unix_now, TokenError, Viewer};
 use mmsub_api::Admission;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -144,6 +144,10 @@ impl Session {
         let shutdown = self.gateway.shutdown.clone();
         let init_deadline = tokio::time::sleep(settings.connection_init_timeout);
         tokio::pin!(init_deadline);
+        // When the connection's token (plus the grace) runs out; re-armed on renewal.
+        let token_deadline = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(token_deadline);
+        let mut armed_for: Option<i64> = None;
         let keepalive_enabled = !settings.keepalive_interval.is_zero();
         let period = if keepalive_enabled {
             settings.keepalive_interval
@@ -183,7 +187,19 @@ impl Session {
                 _ = &mut init_deadline, if !self.init_received => {
                     Flow::Close(close::INIT_TIMEOUT, "Connection initialisation timeout".into())
                 }
+                _ = &mut token_deadline, if armed_for.is_some() => self.token_expired(),
             };
+            let expires_at = self.token_expiry();
+            if expires_at != armed_for {
+                armed_for = expires_at;
+                if let Some(at) = expires_at {
+                    let left = at.saturating_sub(unix_now()).max(0) as u64;
+                    let deadline = tokio::time::Instant::now()
+                        + Duration::from_secs(left)
+                        + settings.token_grace;
+                    token_deadline.as_mut().reset(deadline);
+                }
+            }
             match flow {
                 Flow::Continue => {
                     if self.flush().await.is_err() {
@@ -312,6 +328,49 @@ impl Session {
                 String::new(),
             ),
             Inbound::Violation { code, reason } => Flow::Close(code, reason.into()),
+        }
+    }
+
+    /// When this connection's token stops authorizing it; `None` when nothing expires (no
+    /// token, or `--ws-tokens-never-expire`).
+    fn token_expiry(&self) -> Option<i64> {
+        if self.gateway.settings.tokens_never_expire || !self.acknowledged {
+            return None;
+        }
+        self.viewer.expires_at()
+    }
+
+    /// The token ran out unrenewed: the protocol's authorization answer.
+    fn token_expired(&mut self) -> Flow {
+        let reason = "Forbidden: the token expired; reconnect with a fresh one".to_owned();
+        if self.dialect == Dialect::Legacy {
+            self.send(None, "connection_error", Some(json!({ "message": reason })));
+        }
+        Flow::Close(close::FORBIDDEN, reason)
+    }
+
+    /// A token issued in an operation's answer on this socket (`tokenAuth`, `refreshToken`,
+    /// `userGetToken`) for the connection's own user becomes the connection's token.
+    fn renew_from(&mut self, data: &async_graphql::Value) {
+        let async_graphql::Value::Object(fields) = data else {
+            return;
+        };
+        for field in fields.values() {
+            let async_graphql::Value::Object(answer) = field else {
+                continue;
+            };
+            let Some(async_graphql::Value::String(token)) = answer.get("token") else {
+                continue;
+            };
+            let renewed = Viewer::from_token(&self.gateway.jwt, Some(token));
+            let same_user = match (renewed.actor(), self.viewer.actor()) {
+                (Some(new), Some(old)) => new.username == old.username,
+                (Some(_), None) => matches!(self.viewer, Viewer::Anonymous),
+                _ => false,
+            };
+            if same_user && renewed.expires_at() > self.viewer.expires_at() {
+                self.viewer = renewed;
+            }
         }
     }
 
@@ -478,8 +537,14 @@ impl Session {
             }
         };
         let max_bytes = self.gateway.app.settings.max_response_bytes;
+        // Authorized as the same token would be over HTTP at this moment.
+        let viewer = if self.gateway.settings.tokens_never_expire {
+            self.viewer.clone()
+        } else {
+            self.viewer.at(unix_now())
+        };
         let request = request
-            .data(self.viewer.clone())
+            .data(viewer)
             .data(mmsub_api::ResponseBudget::new(max_bytes));
         let results: ResultStream = if admitting.is_some() {
             // An admission run waits for a permit holding only its request: a burst of
@@ -567,7 +632,10 @@ impl Session {
                 self.send_operation_error(id, errors);
                 self.stop(id);
             }
-            Some(response) => self.send(Some(id), self.dialect.data_type(), Some(&response)),
+            Some(response) => {
+                self.renew_from(&response.data);
+                self.send(Some(id), self.dialect.data_type(), Some(&response))
+            }
             // Admitted and replayed: from now on the group delivers.
             None => self.admitted(id),
         }

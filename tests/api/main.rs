@@ -9,4 +9,5 @@ mod limits;
 mod mattermost;
 mod mattermost_spec;
 mod persistence;
+mod socket_tokens;
 mod transport_ws;

@@ -14,7 +14,7 @@ use mattermost_standin::{StandIn, StandInConfig};
 use serde_json::Value;
 use tempfile::TempDir;
 
-pub const JWT_SECRET: &str = "cluster-test-secret";
+pub const JWT_SECRET: &str = "cluster-test-secret-of-at-least-32-bytes";
 
 /// Where the broker binary is, or why there is none.
 pub fn tansu() -> Option<PathBuf> {
