@@ -34,6 +34,10 @@ fi
 sleep 1
 export MMSUB_BUS=kafka MMSUB_KAFKA_BROKERS=127.0.0.1:9092 MMSUB_RELAYS=127.0.0.1:7401,127.0.0.1:7402
 export MMSUB_JWT_SECRET="${MMSUB_JWT_SECRET:-local-cluster-secret-of-at-least-32-bytes}" RUST_LOG="${RUST_LOG:-warn}"
+# A load generator on this machine is one client at 127.0.0.1 sending as one user: raise the
+# per-client and per-user limits a public node keeps (README "Limits").
+export MMSUB_SEND_RATE_PER_USER=off MMSUB_LOGIN_RATE_PER_USER=off MMSUB_LOGIN_RATE_PER_CLIENT=off \
+  MMSUB_SIGNUP_RATE_PER_CLIENT=off MMSUB_MAX_WS_CONNECTIONS_PER_CLIENT=20000 MMSUB_MAX_HTTP_CONNECTIONS_PER_CLIENT=20000
 start relay1 ./target/release/mmsub relay --listen 127.0.0.1:8301 --relay-listen 127.0.0.1:7401
 start relay2 ./target/release/mmsub relay --listen 127.0.0.1:8302 --relay-listen 127.0.0.1:7402
 for i in 1 2; do start "api$i" ./target/release/mmsub api --listen "127.0.0.1:810$i"; done

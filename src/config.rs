@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use mmsub_api::backend::mattermost::ingest::IngestSettings;
 use mmsub_api::backend::mattermost::{ApiLimits, MattermostConfig};
 use mmsub_api::client::TrustedProxies;
+use mmsub_api::throttle::RateLimit;
 use mmsub_api::ApiSettings;
 use mmsub_gateway::GatewaySettings;
 use mmsub_relay::kafka::KafkaSettings;
@@ -173,6 +174,28 @@ pub struct ServeArgs {
     /// Most members `channelCreate` takes at once.
     #[arg(long, env = "MMSUB_MAX_CHANNEL_MEMBERS", default_value_t = ApiSettings::default().max_channel_members)]
     pub max_channel_members: usize,
+    /// Login attempts per username (`N/min`, `N/min:BURST` or `off`).
+    #[arg(long, env = "MMSUB_LOGIN_RATE_PER_USER", default_value_t = ApiSettings::default().login_rate_per_user)]
+    pub login_rate_per_user: RateLimit,
+    /// Login attempts per client address.
+    #[arg(long, env = "MMSUB_LOGIN_RATE_PER_CLIENT", default_value_t = ApiSettings::default().login_rate_per_client)]
+    pub login_rate_per_client: RateLimit,
+    /// Logins of one client address checked at once (its share of the hashing pool).
+    #[arg(
+        long,
+        env = "MMSUB_MAX_CONCURRENT_LOGINS_PER_CLIENT",
+        default_value_t = ApiSettings::default().max_concurrent_logins_per_client
+    )]
+    pub max_concurrent_logins_per_client: usize,
+    /// Sign-ups (`userCreate`) per client address.
+    #[arg(long, env = "MMSUB_SIGNUP_RATE_PER_CLIENT", default_value_t = ApiSettings::default().signup_rate_per_client)]
+    pub signup_rate_per_client: RateLimit,
+    /// Messages (`textMessageSend`) per user.
+    #[arg(long, env = "MMSUB_SEND_RATE_PER_USER", default_value_t = ApiSettings::default().send_rate_per_user)]
+    pub send_rate_per_user: RateLimit,
+    /// Operations (subscribe/start) one WebSocket connection may begin.
+    #[arg(long, env = "MMSUB_WS_OPERATION_RATE", default_value_t = GatewaySettings::default().operation_rate)]
+    pub ws_operation_rate: RateLimit,
     /// Largest WebSocket frame a client may send, in bytes (close 1009 beyond).
     #[arg(long, env = "MMSUB_WS_MAX_FRAME_BYTES", default_value_t = GatewaySettings::default().max_frame_bytes)]
     pub ws_max_frame_bytes: usize,
@@ -504,6 +527,11 @@ impl ServeArgs {
             max_resume_bytes: self.max_resume_bytes,
             max_response_bytes: self.max_response_bytes,
             max_channel_members: self.max_channel_members,
+            login_rate_per_user: self.login_rate_per_user,
+            login_rate_per_client: self.login_rate_per_client,
+            max_concurrent_logins_per_client: self.max_concurrent_logins_per_client,
+            signup_rate_per_client: self.signup_rate_per_client,
+            send_rate_per_user: self.send_rate_per_user,
             max_query_depth: self.max_query_depth,
             max_query_complexity: self.max_query_complexity,
             max_body_bytes: self.max_body_bytes,
@@ -529,6 +557,7 @@ impl ServeArgs {
             max_connections_per_client: self.max_ws_connections_per_client,
             token_grace: Duration::from_secs(self.ws_token_grace_secs),
             tokens_never_expire: self.ws_tokens_never_expire,
+            operation_rate: self.ws_operation_rate,
         };
         let defaults = ConnectionSettings::default();
         let connections = ConnectionSettings {

@@ -209,6 +209,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             jwt: jwt.clone(),
             settings: config.api.clone(),
             parsed_queries: Default::default(),
+            throttles: mmsub_api::throttle::Throttles::new(&config.api),
         });
         let schema = build_schema(state.clone());
         if role.serves_websockets() {

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod parsed_queries;
 pub mod schema;
 pub mod settings;
+pub mod throttle;
 pub mod validation;
 
 pub use schema::{build_schema, Admission, AppState, GroupFeed, MmsubSchema, ResponseBudget};

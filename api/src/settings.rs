@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
+use crate::throttle::RateLimit;
+
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     /// Zone in which `createAt` is rendered (Django's `TIME_ZONE`).
@@ -31,6 +33,16 @@ pub struct ApiSettings {
     /// Web origins (`https://app.example.com`) whose pages may call the API from a browser;
     /// `*` for any. Same-origin pages (GraphiQL) need no entry.
     pub cors_allowed_origins: Vec<String>,
+    /// Login attempts (`tokenAuth`, `userGetToken`, each alias counting) per username.
+    pub login_rate_per_user: RateLimit,
+    /// Login attempts per client address.
+    pub login_rate_per_client: RateLimit,
+    /// Logins of one client address being checked at once (its share of the hashing pool).
+    pub max_concurrent_logins_per_client: usize,
+    /// `userCreate` per client address.
+    pub signup_rate_per_client: RateLimit,
+    /// `textMessageSend` per user.
+    pub send_rate_per_user: RateLimit,
     pub access_token_ttl: Duration,
     /// How long after `origIat` a token may still be refreshed.
     pub refresh_window: Duration,
@@ -53,6 +65,23 @@ impl Default for ApiSettings {
             max_body_bytes: 1 << 20,
             body_read_timeout: Duration::from_secs(10),
             cors_allowed_origins: Vec::new(),
+            login_rate_per_user: RateLimit {
+                per_minute: 10,
+                burst: 10,
+            },
+            login_rate_per_client: RateLimit {
+                per_minute: 60,
+                burst: 60,
+            },
+            max_concurrent_logins_per_client: 4,
+            signup_rate_per_client: RateLimit {
+                per_minute: 10,
+                burst: 30,
+            },
+            send_rate_per_user: RateLimit {
+                per_minute: 600,
+                burst: 100,
+            },
             access_token_ttl: Duration::from_secs(30 * 60),
             refresh_window: Duration::from_secs(7 * 24 * 3600),
             refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),

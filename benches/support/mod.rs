@@ -59,6 +59,7 @@ impl Fanout {
             jwt: JwtKeys::new(b"bench", Duration::from_secs(60), Duration::from_secs(60)),
             settings,
             parsed_queries: Default::default(),
+            throttles: mmsub_api::throttle::Throttles::new(&ApiSettings::default()),
         });
         let groups = SubscriptionGroups::new(build_schema(state), hub.clone());
         let mut members = Vec::with_capacity(subscribers);
@@ -180,6 +181,7 @@ impl HttpMutation {
             jwt,
             settings: ApiSettings::default(),
             parsed_queries: Default::default(),
+            throttles: mmsub_api::throttle::Throttles::new(&ApiSettings::default()),
         });
         let body = json!({
             "query": "mutation($c: String!, $t: String!) { textMessageSend(channelIdentifier: $c, textMessage: $t) { statusCode message } }",

@@ -25,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use mmsub_api::auth::{JwtKeys, Viewer};
 use mmsub_api::client::{ClientAddr, ClientSlots};
 use mmsub_api::http::{error_response, HttpResponse};
+use mmsub_api::throttle::RateLimit;
 use mmsub_api::{AppState, MmsubSchema};
 use mmsub_relay::FanoutHub;
 use tokio::net::TcpStream;
@@ -64,6 +65,8 @@ pub struct GatewaySettings {
     /// The original's behaviour: a socket stays authorized by the token it opened with,
     /// whatever its `exp`. Only for deployments whose clients cannot renew.
     pub tokens_never_expire: bool,
+    /// Operations one connection may start (subscribe/complete churn costs an admission each).
+    pub operation_rate: RateLimit,
 }
 
 impl Default for GatewaySettings {
@@ -81,6 +84,10 @@ impl Default for GatewaySettings {
             max_connections_per_client: 512,
             token_grace: Duration::ZERO,
             tokens_never_expire: false,
+            operation_rate: RateLimit {
+                per_minute: 600,
+                burst: 200,
+            },
         }
     }
 }
@@ -209,7 +216,7 @@ impl Gateway {
             match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
                     let io = parts.io.into_inner();
-                    session::run(io, parts.read_buf, dialect, header_viewer, gateway).await
+                    session::run(io, parts.read_buf, dialect, header_viewer, client, gateway).await
                 }
                 Err(_) => tracing::error!("a WebSocket connection that is not TCP was dropped"),
             }

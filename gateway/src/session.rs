@@ -24,6 +24,8 @@ use async_graphql::{Request, Response};
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt};
 use mmsub_api::auth::{unix_now, TokenError, Viewer};
+use mmsub_api::client::ClientAddr;
+use mmsub_api::throttle::Throttle;
 use mmsub_api::Admission;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -66,6 +68,10 @@ pub(crate) struct Session {
     /// from direct writes ([`Session::out`]).
     out: Vec<u8>,
     viewer: Viewer,
+    /// Where the connection comes from: login throttles and logs over the socket use it.
+    client: ClientAddr,
+    /// Operations this connection may still start (`--ws-operation-rate`).
+    operations: Throttle<()>,
     init_received: bool,
     acknowledged: bool,
     /// Results of the operations this session executes itself, by operation id.
@@ -97,11 +103,12 @@ pub(crate) async fn run(
     early: bytes::Bytes,
     dialect: Option<Dialect>,
     header_viewer: Viewer,
+    client: ClientAddr,
     gateway: Arc<Gateway>,
 ) {
     let io = Arc::new(io);
     let Some(dialect) = dialect else {
-        let session = Session::new(Dialect::TransportWs, gateway, io, header_viewer);
+        let session = Session::new(Dialect::TransportWs, gateway, io, header_viewer, client);
         session
             .close(
                 close::SUBPROTOCOL_NOT_ACCEPTABLE,
@@ -110,19 +117,26 @@ pub(crate) async fn run(
             .await;
         return;
     };
-    let mut session = Session::new(dialect, gateway, io, header_viewer);
+    let mut session = Session::new(dialect, gateway, io, header_viewer, client);
     session.reader.preload(&early);
     drop(early);
     session.serve().await;
 }
 
 impl Session {
-    fn new(dialect: Dialect, gateway: Arc<Gateway>, io: Arc<TcpStream>, viewer: Viewer) -> Self {
+    fn new(
+        dialect: Dialect,
+        gateway: Arc<Gateway>,
+        io: Arc<TcpStream>,
+        viewer: Viewer,
+        client: ClientAddr,
+    ) -> Self {
         let (_, deliveries) = outbox::outbox_on(gateway.settings.send_queue_limit, io.clone());
         let reader = FrameReader::new(FrameLimits {
             max_frame_bytes: gateway.settings.max_frame_bytes,
             max_message_bytes: gateway.settings.max_message_bytes,
         });
+        let operations = Throttle::new(gateway.settings.operation_rate);
         Self {
             dialect,
             gateway,
@@ -130,6 +144,8 @@ impl Session {
             reader,
             out: Vec::new(),
             viewer,
+            client,
+            operations,
             init_received: false,
             acknowledged: false,
             running: StreamMap::new(),
@@ -507,6 +523,15 @@ impl Session {
     }
 
     fn start(&mut self, id: String, request: Request) {
+        if let Err(retry) = self.operations.try_take(&()) {
+            let message = format!(
+                "Too many operations on this connection: retry in {} seconds.",
+                retry.secs()
+            );
+            let error = json!({ "message": message, "extensions": { "code": "TOO_MANY_REQUESTS", "retryAfter": retry.secs() } });
+            self.send_operation_error(&id, vec![error]);
+            return;
+        }
         let limit = self.gateway.settings.max_subscriptions_per_connection;
         if self.active.len() >= limit {
             let message =
@@ -545,6 +570,7 @@ impl Session {
         };
         let request = request
             .data(viewer)
+            .data(self.client)
             .data(mmsub_api::ResponseBudget::new(max_bytes));
         let results: ResultStream = if admitting.is_some() {
             // An admission run waits for a permit holding only its request: a burst of

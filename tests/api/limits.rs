@@ -166,6 +166,8 @@ async fn a_slow_consumer_is_disconnected_and_does_not_hold_back_others() {
     let app = spawn_app_with(|c| {
         c.gateway.send_queue_limit = 4;
         c.gateway.write_timeout = Duration::from_secs(60);
+        // This test floods a channel faster than one user may send.
+        c.api.send_rate_per_user = mmsub_api::throttle::RateLimit::OFF;
     })
     .await;
     let alice = app.signed_up("alice").await;
@@ -367,7 +369,9 @@ async fn send_many(
 
 #[tokio::test]
 async fn large_pages_work_as_in_the_original_within_the_byte_ceiling() {
-    let app = spawn_app().await;
+    // 1,000 messages from one user: more than one user may send in a minute.
+    let app =
+        spawn_app_with(|c| c.api.send_rate_per_user = mmsub_api::throttle::RateLimit::OFF).await;
     let alice = app.signed_up("alice").await;
     app.channel(&alice, "archive", &[]).await;
     // 1,000 posts of 16 KB: the page ceiling and the answer's byte ceiling both let it through.

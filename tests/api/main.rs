@@ -10,4 +10,5 @@ mod mattermost;
 mod mattermost_spec;
 mod persistence;
 mod socket_tokens;
+mod throttles;
 mod transport_ws;

@@ -276,6 +276,14 @@ impl Cluster {
             .env("MMSUB_KAFKA_SESSION_TIMEOUT_MS", "3000")
             .env("MMSUB_RELAY_JOIN_DELAY_MS", "1000")
             .env("MMSUB_JWT_SECRET", JWT_SECRET)
+            // The test's one publisher sends as fast as the cluster takes messages, and all
+            // of its clients come from 127.0.0.1: the per-user and per-client limits a public
+            // node keeps are raised, as for any load run (README "Limits").
+            .env("MMSUB_SEND_RATE_PER_USER", "off")
+            .env("MMSUB_LOGIN_RATE_PER_CLIENT", "off")
+            .env("MMSUB_SIGNUP_RATE_PER_CLIENT", "off")
+            .env("MMSUB_MAX_WS_CONNECTIONS_PER_CLIENT", "20000")
+            .env("MMSUB_MAX_HTTP_CONNECTIONS_PER_CLIENT", "20000")
             .env("MATTERMOST_SERVER_URL", self.standin.url())
             .env("MATTERMOST_ADMIN_LOGIN_ID", &c.admin_username)
             .env("MATTERMOST_ADMIN_LOGIN_PASSWORD", &c.admin_password)

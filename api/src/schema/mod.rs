@@ -19,6 +19,7 @@ use crate::backend::{Actor, BackendError, ChatBackend, PageRequest};
 use crate::cost::{self, CostError, CostLimits};
 use crate::parsed_queries::ParsedQueries;
 use crate::settings::ApiSettings;
+use crate::throttle::Throttles;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::{Admission, GroupFeed, SubscriptionRoot};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub settings: ApiSettings,
     /// Documents of operations seen before, for GraphQL over HTTP.
     pub parsed_queries: ParsedQueries,
+    /// Logins, sign-ups and sends per user and per client address.
+    pub throttles: Throttles,
 }
 
 impl AppState {
@@ -113,6 +116,13 @@ pub const PERMISSION_DENIED: &str = "You do not have permission to perform this 
 
 fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
     ctx.data_unchecked::<Arc<AppState>>()
+}
+
+/// The client address the request came from (the entry points store it).
+fn client(ctx: &Context<'_>) -> crate::client::ClientAddr {
+    ctx.data_opt::<crate::client::ClientAddr>()
+        .copied()
+        .unwrap_or(crate::client::ClientAddr::UNKNOWN)
 }
 
 /// The caller, or the contract's permission error.

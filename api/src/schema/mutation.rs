@@ -1,4 +1,4 @@
-use async_graphql::{Context, Object};
+use async_graphql::{Context, ErrorExtensions, Object};
 use serde_json::json;
 
 use super::types::{
@@ -8,6 +8,8 @@ use super::types::{
 use super::{require_user, state, AppState};
 use crate::auth::{IssuedToken, TokenError};
 use crate::backend::{ChannelPost, NewUser};
+use crate::client::ClientSlot;
+use crate::throttle::RetryAfter;
 use crate::validation;
 
 pub struct MutationRoot;
@@ -25,6 +27,60 @@ async fn publish(app: &AppState, posts: &[ChannelPost]) -> Result<(), ResponseBa
         }
     }
     Ok(())
+}
+
+/// A throttled attempt, as `ResponseBase`: 429, and when to retry in `metadata.retryAfter`.
+fn throttled_answer(what: &str, retry: RetryAfter) -> ResponseBase {
+    let secs = retry.secs();
+    ResponseBase::new(
+        429,
+        format!("Too many {what}: retry in {secs} seconds."),
+        Some(json!({ "retryAfter": secs })),
+    )
+}
+
+/// A throttled `tokenAuth`: a GraphQL error saying when to retry, `extensions.retryAfter`.
+fn throttled_error(retry: RetryAfter) -> async_graphql::Error {
+    let secs = retry.secs();
+    async_graphql::Error::new(format!("Too many login attempts: retry in {secs} seconds."))
+        .extend_with(|_, e| {
+            e.set("code", "TOO_MANY_REQUESTS");
+            e.set("retryAfter", secs);
+        })
+}
+
+/// A username as a log field and throttle key: bounded, so that neither grows with the input.
+fn username_key(username: &str) -> String {
+    username.chars().take(64).collect::<String>().to_lowercase()
+}
+
+/// Admits one login attempt of `username` from this client, before any password is hashed:
+/// the client's and the username's buckets, and the client's share of the hashing pool (held
+/// by the returned slot until the attempt ends).
+fn admit_login(ctx: &Context<'_>, username: &str) -> Result<ClientSlot, RetryAfter> {
+    let app = state(ctx);
+    let client = super::client(ctx);
+    let key = username_key(username);
+    let admitted = app
+        .throttles
+        .login_per_client
+        .try_take(&client.0)
+        .and_then(|_| app.throttles.login_per_user.try_take(&key))
+        .and_then(|_| {
+            app.throttles
+                .logins_in_flight
+                .acquire(client)
+                .ok_or(RetryAfter(std::time::Duration::from_secs(1)))
+        });
+    if let Err(retry) = &admitted {
+        tracing::warn!(%client, username = %key, retry_after_secs = retry.secs(), "login throttled");
+    }
+    admitted
+}
+
+fn log_failed_login(ctx: &Context<'_>, username: &str) {
+    let client = super::client(ctx);
+    tracing::warn!(%client, username = %username_key(username), "login failed: wrong username or password");
 }
 
 fn credentials_error() -> async_graphql::Error {
@@ -55,6 +111,11 @@ impl MutationRoot {
         email: String,
     ) -> Option<ResponseBase> {
         let app = state(ctx);
+        let client = super::client(ctx);
+        if let Err(retry) = app.throttles.signup_per_client.try_take(&client.0) {
+            tracing::warn!(%client, "sign-up throttled");
+            return Some(throttled_answer("sign-ups from your address", retry));
+        }
         let checks = validation::username(&username)
             .and_then(|_| validation::email(&email))
             .and_then(|_| validation::password(&password));
@@ -91,14 +152,24 @@ impl MutationRoot {
         password: String,
     ) -> Option<ResponseUnion> {
         let app = state(ctx);
+        let _slot = match admit_login(ctx, &username) {
+            Ok(slot) => slot,
+            Err(retry) => {
+                return Some(ResponseUnion::ResponseBase(throttled_answer(
+                    "login attempts",
+                    retry,
+                )))
+            }
+        };
         let login = match app.backend.authenticate(&username, &password).await {
             Ok(Some(login)) => login,
             Ok(None) => {
+                log_failed_login(ctx, &username);
                 return Some(ResponseUnion::ResponseBase(ResponseBase::new(
                     404,
                     "Login Failed!",
                     None,
-                )))
+                )));
             }
             Err(e) => return Some(ResponseUnion::ResponseBase(e.into())),
         };
@@ -129,12 +200,16 @@ impl MutationRoot {
         password: String,
     ) -> async_graphql::Result<Option<ObtainJsonWebToken>> {
         let app = state(ctx);
+        let _slot = admit_login(ctx, &username).map_err(throttled_error)?;
         let login = app
             .backend
             .authenticate(&username, &password)
             .await
             .map_err(super::graphql_error)?
-            .ok_or_else(credentials_error)?;
+            .ok_or_else(|| {
+                log_failed_login(ctx, &username);
+                credentials_error()
+            })?;
         let issued = app.jwt.issue(&login.actor(), None);
         Ok(Some(ObtainJsonWebToken {
             payload: GenericScalar(issued.payload),
@@ -208,6 +283,9 @@ impl MutationRoot {
             return Ok(Some(ResponseBase::bad_request(format!(
                 "Message is too long: at most {max} characters."
             ))));
+        }
+        if let Err(retry) = app.throttles.send_per_user.try_take(&actor.username) {
+            return Ok(Some(throttled_answer("messages", retry)));
         }
         let sent = match app
             .backend

@@ -19,6 +19,10 @@ use crate::backend::{BackendError, BackendResult};
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Hashes waiting for a thread; beyond, a login or sign-up is told the server is busy. Each
+/// client address has at most `--max-concurrent-logins-per-client` of them.
+const QUEUE: usize = 128;
+
 pub struct Passwords {
     jobs: mpsc::Sender<Job>,
 }
@@ -26,7 +30,7 @@ pub struct Passwords {
 impl Passwords {
     /// Starts `threads` hashing threads (at least one).
     pub fn spawn(threads: usize) -> std::io::Result<Self> {
-        let (jobs, queue) = mpsc::channel::<Job>(1024);
+        let (jobs, queue) = mpsc::channel::<Job>(QUEUE);
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..threads.max(1) {
             let queue = queue.clone();
@@ -55,7 +59,13 @@ impl Passwords {
             let _ = tx.send(work());
         });
         let stopped = || BackendError::Unavailable("Password hashing has stopped.".into());
-        self.jobs.send(job).await.map_err(|_| stopped())?;
+        // A full queue answers at once: waiting callers would be an unbounded queue of their own.
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BackendError::Unavailable(
+                "The server is busy checking passwords; retry in a moment.".into(),
+            ),
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })?;
         rx.await.map_err(|_| stopped())
     }
 
