@@ -639,7 +639,7 @@ pub fn resolve_jwt_secret(config: &ServerConfig) -> anyhow::Result<Vec<u8>> {
     if let Ok(secret) = std::fs::read_to_string(&path) {
         return Ok(secret.trim().as_bytes().to_vec());
     }
-    std::fs::create_dir_all(&config.data_dir)
+    mmsub_api::backend::embedded::private_dir(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let secret = mmsub_api::ids::random_hex(32);
     write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;

@@ -172,11 +172,7 @@ impl FrameReader {
                 Err(violation) => return Some(violation),
             };
             let message = match frame.opcode {
-                OpCode::Close => {
-                    let code = (frame.payload.len() >= 2)
-                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
-                    Some(Inbound::Close(code))
-                }
+                OpCode::Close => Some(close_frame(&frame.payload)),
                 OpCode::Ping => Some(Inbound::Ping(frame.payload.freeze())),
                 OpCode::Pong => None,
                 OpCode::Text | OpCode::Binary if self.partial.is_some() => Some(protocol_error(
@@ -239,6 +235,35 @@ impl FrameReader {
             payload,
         }))
     }
+}
+
+/// A client's close frame: no payload, or a code a peer may send (RFC 6455 7.4) and a UTF-8
+/// reason. Anything else is answered as a protocol violation, not echoed.
+fn close_frame(payload: &[u8]) -> Inbound {
+    match payload {
+        [] => Inbound::Close(None),
+        [_] => protocol_error("A close frame's payload cannot be one byte"),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !sendable_close_code(code) {
+                return protocol_error("Invalid close code");
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Inbound::Violation {
+                    code: close::INVALID_PAYLOAD,
+                    reason: "Close reason is not valid UTF-8",
+                };
+            }
+            Inbound::Close(Some(code))
+        }
+    }
+}
+
+/// Codes a peer may put in a close frame: the defined ones below 1015 except those reserved
+/// for "no code" (1005), "abnormal" (1006) and TLS (1015), and the 3000–4999 ranges for
+/// libraries and applications.
+pub fn sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 fn protocol_error(reason: &'static str) -> Inbound {

@@ -339,10 +339,8 @@ impl Session {
                 frames::push_pong(self.out(), &payload);
                 Flow::Continue
             }
-            Inbound::Close(code) => Flow::Close(
-                code.filter(|c| *c != 1005).unwrap_or(close::NORMAL),
-                String::new(),
-            ),
+            // The frame reader let through only codes a peer may send; echo them.
+            Inbound::Close(code) => Flow::Close(code.unwrap_or(close::NORMAL), String::new()),
             Inbound::Violation { code, reason } => Flow::Close(code, reason.into()),
         }
     }

@@ -264,14 +264,16 @@ async fn channels_have_members_and_only_members_read_or_post() {
     assert_eq!(invalid["statusCode"], 400);
     assert_text(&invalid, "/message", "Invalid channel name");
 
-    // Members post by name or id; a non-member cannot post or read.
+    // Members post by name or id; a non-member cannot post or read, and is told what a
+    // missing channel would tell (no enumeration of channel names).
     app.send(&bob, "team-a", "from bob").await;
     app.send(&alice, &team, "from alice").await;
     let refused = app.send_message(&carol, "team-a", "let me in").await;
     assert_eq!(
         (refused["status"].as_str(), refused["statusCode"].as_i64()),
-        (Some("FORBIDDEN"), Some(403))
+        (Some("NOT_FOUND"), Some(404))
     );
+    assert_text(&refused, "/message", "Channel not found");
     let history = app
         .graphql(
             "{ getMessageList(channelIdentifier: \"team-a\") { hasNext } }",
@@ -279,7 +281,8 @@ async fn channels_have_members_and_only_members_read_or_post() {
             Some(&carol),
         )
         .await;
-    assert_eq!(history["errors"][0]["extensions"]["statusCode"], 403);
+    assert_eq!(history["errors"][0]["extensions"]["statusCode"], 404);
+    assert_text(&history, "/errors/0/message", "Channel not found");
     let missing = app.send_message(&alice, "no-such-channel", "hello").await;
     assert_eq!(
         (missing["status"].as_str(), missing["statusCode"].as_i64()),

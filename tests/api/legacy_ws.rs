@@ -113,7 +113,7 @@ async fn errors_are_reported_without_dropping_the_connection() {
         (refused["type"].as_str(), refused["id"].as_str()),
         (Some("error"), Some("1"))
     );
-    assert_text(&refused, "/payload/message", "not a member");
+    assert_text(&refused, "/payload/message", "Channel not found");
 
     ws.send_json(json!({ "id": "2", "type": "start", "payload": { "query": NEW_MESSAGE_SUBSCRIPTION, "variables": { "c": "town-square" } } })).await;
     app.wait_for_subscriptions(1).await;

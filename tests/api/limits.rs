@@ -97,6 +97,36 @@ async fn oversized_and_malformed_frames_close_with_the_standard_codes() {
         ),
         (
             "graphql-transport-ws",
+            vec![raw_client_frame(0x88, &999u16.to_be_bytes())],
+            1002,
+            "a close code no peer may send (999)",
+        ),
+        (
+            "graphql-ws",
+            vec![raw_client_frame(0x88, &1005u16.to_be_bytes())],
+            1002,
+            "the reserved 'no status' code 1005 in a frame",
+        ),
+        (
+            "graphql-ws",
+            vec![raw_client_frame(0x88, &[0x03])],
+            1002,
+            "a one-byte close payload",
+        ),
+        (
+            "graphql-transport-ws",
+            vec![raw_client_frame(0x88, &[0x0f, 0xa0, 0xff, 0xfe])],
+            1007,
+            "a close reason that is not UTF-8",
+        ),
+        (
+            "graphql-transport-ws",
+            vec![raw_client_frame(0x88, &4000u16.to_be_bytes())],
+            4000,
+            "an application's close code, echoed",
+        ),
+        (
+            "graphql-transport-ws",
             vec![raw_client_frame(0x80, b"{}")],
             1002,
             "continuation without a start",

@@ -77,7 +77,7 @@ async fn a_refused_subscription_gets_error_and_the_connection_stays_usable() {
         (error["type"].as_str(), error["id"].as_str()),
         (Some("error"), Some("1"))
     );
-    assert_text(&error, "/payload/0/message", "not a member");
+    assert_text(&error, "/payload/0/message", "Channel not found");
 
     ws.send_json(json!({ "id": "2", "type": "subscribe", "payload": { "query": NEW_MESSAGE_SUBSCRIPTION, "variables": { "c": "nowhere" } } })).await;
     let error = ws.recv_json().await;

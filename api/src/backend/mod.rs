@@ -217,10 +217,6 @@ impl BackendError {
     pub fn channel_not_found(identifier: &str) -> Self {
         BackendError::NotFound(format!("Channel not found: {identifier}"))
     }
-
-    pub fn not_a_member() -> Self {
-        BackendError::Forbidden("You are not a member of this channel.".into())
-    }
 }
 
 pub type BackendResult<T> = Result<T, BackendError>;

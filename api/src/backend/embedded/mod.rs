@@ -56,9 +56,11 @@ impl EmbeddedStore {
     /// Opens (or creates) the store under `data_dir`, with `team_name` as the one team and its
     /// `town-square` channel.
     pub fn open(data_dir: &Path, team_name: &str) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)?;
+        private_dir(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let conn = open(&path)?;
+        // SQLite gives its -wal and -shm files the database file's mode.
+        private_files(&path)?;
         conn.execute_batch(include_str!("schema.sql"))?;
         let team_id = ensure_team(&conn, team_name)?;
         let hashing_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -190,6 +192,45 @@ fn post_at(row: &Row, at: usize) -> rusqlite::Result<Post> {
     })
 }
 
+/// Creates the data directory readable by this user alone (0700), and tightens one that
+/// exists: it holds password hashes, refresh-token hashes and, generated, the JWT secret.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode != 0o700 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "data directory was readable by others: set to 0700");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// The database and its WAL and shared-memory files: 0600.
+fn private_files(database: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = database.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    }
+    let _ = database;
+    Ok(())
+}
+
 /// Collects rows until their content passes `max_bytes`, then stops reading with `TooLarge`.
 fn within_bytes<T>(
     rows: impl Iterator<Item = rusqlite::Result<T>>,
@@ -263,7 +304,8 @@ fn member_channel(
 ) -> BackendResult<Channel> {
     let channel = channel_by_identifier(conn, team_id, identifier)?;
     if !is_member(conn, &channel.id, &user.id)? {
-        return Err(BackendError::not_a_member());
+        // The same answer as for a channel that does not exist: names are not enumerable.
+        return Err(BackendError::channel_not_found(identifier));
     }
     Ok(channel)
 }
@@ -614,6 +656,24 @@ mod tests {
             username: name.into(),
             email: format!("{name}@example.com"),
             password: "Str0ng!Pass".into(),
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_data_directory_and_database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = EmbeddedStore::open(&dir, "main").unwrap();
+        store.create_user(new_user("alice")).await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
         }
     }
 
