@@ -247,7 +247,7 @@ impl MattermostBackend {
         ))))
     }
 
-    /// The actor's channel by id or name: not found, or found but not theirs (forbidden).
+    /// The actor's channel by id or name; "not found" whether it is missing or not theirs.
     async fn member_channel_of(
         &self,
         proxy: &MattermostUserProxy,
