@@ -402,9 +402,16 @@ proptest! {
     fn wire_bytes_from_a_broken_peer(
         bytes in prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..2048),
-            (any::<u32>(), any::<u8>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(len, kind, body)| {
-                let mut b = (len % 64).to_be_bytes().to_vec();
-                b.push(kind);
+            // A frame of a known kind whose body is shorter or longer than the kind needs.
+            (prop_oneof![Just(b'W'), Just(b'U'), Just(b'A'), Just(b'K'), Just(b'E'), any::<u8>()], proptest::collection::vec(any::<u8>(), 0..40))
+                .prop_map(|(kind, body)| {
+                    let mut b = (body.len() as u32 + 1).to_be_bytes().to_vec();
+                    b.push(kind);
+                    b.extend(body);
+                    b
+                }),
+            (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(len, body)| {
+                let mut b = len.to_be_bytes().to_vec();
                 b.extend(body);
                 b
             }),
