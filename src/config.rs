@@ -248,6 +248,9 @@ pub struct ServeArgs {
     /// Keep sockets open and authorized past their token's expiry, as the original did.
     #[arg(long, env = "MMSUB_WS_TOKENS_NEVER_EXPIRE", default_value_t = false)]
     pub ws_tokens_never_expire: bool,
+    /// Seconds between checks that a live subscription's user is still in its channel (0: never).
+    #[arg(long, env = "MMSUB_MEMBERSHIP_RECHECK_SECS", default_value_t = GatewaySettings::default().membership_recheck.as_secs())]
+    pub membership_recheck_secs: u64,
     /// HTTP connections per client address (503 beyond).
     #[arg(
         long,
@@ -558,6 +561,7 @@ impl ServeArgs {
             token_grace: Duration::from_secs(self.ws_token_grace_secs),
             tokens_never_expire: self.ws_tokens_never_expire,
             operation_rate: self.ws_operation_rate,
+            membership_recheck: Duration::from_secs(self.membership_recheck_secs),
         };
         let defaults = ConnectionSettings::default();
         let connections = ConnectionSettings {

@@ -67,6 +67,10 @@ pub struct GatewaySettings {
     pub tokens_never_expire: bool,
     /// Operations one connection may start (subscribe/complete churn costs an admission each).
     pub operation_rate: RateLimit,
+    /// How often each connection checks that its live subscriptions' channels still have its
+    /// user as a member (one backend check per channel); zero disables. The bound on how long a
+    /// removed member keeps receiving.
+    pub membership_recheck: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -88,6 +92,7 @@ impl Default for GatewaySettings {
                 per_minute: 600,
                 burst: 200,
             },
+            membership_recheck: Duration::from_secs(60),
         }
     }
 }

@@ -24,6 +24,7 @@ use async_graphql::{Request, Response};
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt};
 use mmsub_api::auth::{unix_now, TokenError, Viewer};
+use mmsub_api::backend::BackendError;
 use mmsub_api::client::ClientAddr;
 use mmsub_api::throttle::Throttle;
 use mmsub_api::Admission;
@@ -80,19 +81,29 @@ pub(crate) struct Session {
     active: HashMap<String, Active>,
     /// What waits in the outbox for this task to write; its `outbox()` is what groups push to.
     deliveries: OutboxReceiver,
+    /// A membership re-check under way (at most one at a time).
+    recheck: Option<Recheck>,
 }
 
 enum Active {
     /// Executing here; `Some` for a subscription that will join a group once admitted.
     Running(Option<Admitting>),
     /// A group member: deliveries come through the outbox; dropping the handle leaves.
-    Live { _member: MemberHandle },
+    Live {
+        _member: MemberHandle,
+        /// Its channel, whose membership is checked again every `membership_recheck`.
+        channel_id: String,
+    },
 }
 
 struct Admitting {
     admission: Arc<Admission>,
-    member: Arc<Mutex<Option<MemberHandle>>>,
+    /// The group joined and its channel, once the admission found the subscriber a member.
+    member: Arc<Mutex<Option<(MemberHandle, String)>>>,
 }
+
+/// The channels of live subscriptions that a membership re-check found the user no longer in.
+type Recheck = futures::future::BoxFuture<'static, Vec<String>>;
 
 /// Runs a connection whose handshake is done, until it closes. `early` holds bytes the client
 /// sent right behind its upgrade request; it is copied and dropped at once, because it may be a
@@ -151,6 +162,7 @@ impl Session {
             running: StreamMap::new(),
             active: HashMap::new(),
             deliveries,
+            recheck: None,
         }
     }
 
@@ -171,6 +183,17 @@ impl Session {
             Duration::from_secs(3600)
         };
         let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let recheck_enabled = !settings.membership_recheck.is_zero();
+        let recheck_period = if recheck_enabled {
+            settings.membership_recheck
+        } else {
+            Duration::from_secs(3600)
+        };
+        // Spread over the period, so that a node's connections do not all check at once.
+        let offset = recheck_period.mul_f64(rand::random::<f64>());
+        let mut recheck =
+            tokio::time::interval_at(tokio::time::Instant::now() + offset, recheck_period);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         // Created once: a fresh `cancelled()` per iteration would register and unregister a
         // waiter (a lock each) on every delivery.
@@ -204,6 +227,15 @@ impl Session {
                     Flow::Close(close::INIT_TIMEOUT, "Connection initialisation timeout".into())
                 }
                 _ = &mut token_deadline, if armed_for.is_some() => self.token_expired(),
+                _ = recheck.tick(), if recheck_enabled && self.recheck.is_none() => {
+                    self.start_recheck();
+                    Flow::Continue
+                }
+                lost = async { self.recheck.as_mut().expect("guarded").await }, if self.recheck.is_some() => {
+                    self.recheck = None;
+                    self.revoke(&lost);
+                    Flow::Continue
+                }
             };
             let expires_at = self.token_expiry();
             if expires_at != armed_for {
@@ -385,6 +417,66 @@ impl Session {
             if same_user && renewed.expires_at() > self.viewer.expires_at() {
                 self.viewer = renewed;
             }
+        }
+    }
+
+    /// Checks, as the connection's user, that each channel of its live subscriptions still has
+    /// it as a member. A backend that cannot answer (Mattermost down) revokes nothing.
+    fn start_recheck(&mut self) {
+        let Some(actor) = self.viewer.actor().cloned() else {
+            return;
+        };
+        let mut channels: Vec<String> = self
+            .active
+            .values()
+            .filter_map(|a| match a {
+                Active::Live { channel_id, .. } => Some(channel_id.clone()),
+                Active::Running(_) => None,
+            })
+            .collect();
+        channels.sort();
+        channels.dedup();
+        if channels.is_empty() {
+            return;
+        }
+        let app = self.gateway.app.clone();
+        self.recheck = Some(Box::pin(async move {
+            let mut lost = Vec::new();
+            for channel in channels {
+                match app.backend.member_channel(&actor, &channel).await {
+                    Ok(_) => {}
+                    Err(
+                        BackendError::NotFound(_)
+                        | BackendError::Forbidden(_)
+                        | BackendError::Unauthorized(_),
+                    ) => lost.push(channel),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "membership re-check could not be answered")
+                    }
+                }
+            }
+            lost
+        }));
+    }
+
+    /// Ends the live subscriptions of channels the user is no longer in, with an error that
+    /// says so.
+    fn revoke(&mut self, lost: &[String]) {
+        let revoked: Vec<String> = self
+            .active
+            .iter()
+            .filter(
+                |(_, a)| matches!(a, Active::Live { channel_id, .. } if lost.contains(channel_id)),
+            )
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in revoked {
+            self.stop(&id);
+            let error = json!({
+                "message": "You are no longer a member of this channel: the subscription has ended.",
+                "extensions": { "code": "NOT_FOUND", "statusCode": 404 },
+            });
+            self.send_operation_error(&id, vec![error]);
         }
     }
 
@@ -621,7 +713,7 @@ impl Session {
                 }
             };
             let handle = groups.join(key, channel_id, delivery_request, prefix, outbox);
-            *slot.lock().expect("member slot poisoned") = Some(handle);
+            *slot.lock().expect("member slot poisoned") = Some((handle, channel_id.to_owned()));
             groups.ready(channel_id)
         });
         Admitting { admission, member }
@@ -677,10 +769,15 @@ impl Session {
                     .expect("member slot poisoned")
                     .take();
                 match member {
-                    Some(member) => {
+                    Some((member, channel_id)) => {
                         member.go_live(admitting.admission.take_replayed());
-                        self.active
-                            .insert(id.to_owned(), Active::Live { _member: member });
+                        self.active.insert(
+                            id.to_owned(),
+                            Active::Live {
+                                _member: member,
+                                channel_id,
+                            },
+                        );
                     }
                     None => self.send(Some(id), "complete", None::<()>),
                 }

@@ -1,6 +1,7 @@
 //! A WebSocket connection is authorized by its token for as long as that token is valid, as
 //! HTTP would be: it ends with the protocol's authorization answer when the token expires
-//! unrenewed, a mutation on the socket renews it, and the client resumes without a gap.
+//! unrenewed, a mutation on the socket renews it, and the client resumes without a gap. A user
+//! removed from a channel stops receiving it within the membership re-check interval.
 
 use std::time::Duration;
 
@@ -132,4 +133,72 @@ async fn the_originals_never_expiring_sockets_are_a_setting() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
     app.send(&alice, "room", "kept").await;
     assert_eq!(message(&ws.recv_data().await).1, "kept");
+}
+
+/// Takes `username` out of `channel` in the embedded store's database, as an administrator
+/// would (the contract has no operation for it).
+fn remove_from_embedded(app: &TestApp, channel: &str, username: &str) {
+    let db = rusqlite::Connection::open(app.config.data_dir.join("mmsub.db")).unwrap();
+    let removed = db
+        .execute(
+            "DELETE FROM channel_members WHERE channel_id = (SELECT id FROM channels WHERE name = ?1)
+               AND user_id = (SELECT id FROM users WHERE username = ?2)",
+            [channel, username],
+        )
+        .unwrap();
+    assert_eq!(removed, 1);
+}
+
+async fn removed_member_stops_receiving(app: &TestApp, remove: impl FnOnce()) {
+    let alice = app.signed_up("alice").await;
+    app.signed_up("bob").await;
+    app.channel(&alice, "room", &["bob"]).await;
+    let bob = app.token("bob").await;
+    let mut modern = subscribed_as(app, "graphql-transport-ws", &bob).await;
+    let mut legacy = subscribed_as(app, "graphql-ws", &bob).await;
+    app.send(&alice, "room", "while a member").await;
+    assert_eq!(message(&modern.recv_data().await).1, "while a member");
+    assert_eq!(message(&legacy.recv_data().await).1, "while a member");
+    remove();
+    for ws in [&mut modern, &mut legacy] {
+        let ended = tokio::time::timeout(Duration::from_secs(5), ws.recv_data())
+            .await
+            .expect("the subscription ends within the re-check interval");
+        assert_eq!(
+            (ended["type"].as_str(), ended["id"].as_str()),
+            (Some("error"), Some("s")),
+            "{ended}"
+        );
+        assert!(ended.to_string().contains("no longer a member"), "{ended}");
+    }
+    app.send(&alice, "room", "after the removal").await;
+    modern.expect_silence(Duration::from_millis(300)).await;
+    legacy.expect_silence(Duration::from_millis(300)).await;
+}
+
+async fn subscribed_as(app: &TestApp, protocol: &str, token: &str) -> WsClient {
+    let mut ws = app.ws(protocol).await;
+    ws.send_json(json!({ "type": "connection_init", "payload": { "Authorization": format!("JWT {token}") } }))
+        .await;
+    assert_eq!(ws.recv_data().await["type"], "connection_ack");
+    let live = app.readyz().await["subscriptions"].as_u64().unwrap();
+    ws.send_json(json!({ "id": "s", "type": start_type(protocol), "payload": { "query": RESUME, "variables": { "c": "room" } } }))
+        .await;
+    app.wait_for_subscriptions(live + 1).await;
+    ws
+}
+
+#[tokio::test]
+async fn a_member_removed_from_the_embedded_store_stops_receiving() {
+    let app = spawn_app_with(|c| c.gateway.membership_recheck = Duration::from_secs(1)).await;
+    removed_member_stops_receiving(&app, || remove_from_embedded(&app, "room", "bob")).await;
+}
+
+#[tokio::test]
+async fn a_member_removed_in_mattermost_stops_receiving() {
+    let (app, standin) = crate::helpers::spawn_app_on_mattermost(|c| {
+        c.gateway.membership_recheck = Duration::from_secs(1)
+    })
+    .await;
+    removed_member_stops_receiving(&app, || standin.remove_member("room", "bob")).await;
 }

@@ -224,6 +224,22 @@ impl StandIn {
         post
     }
 
+    /// Removes a user from a channel directly in Mattermost (not through mmsub).
+    pub fn remove_member(&self, channel: &str, username: &str) {
+        let mut store = self.shared.store.lock().unwrap();
+        let user = store.user_by_name(username).expect("known user").id.clone();
+        let channel = store
+            .channels
+            .iter()
+            .find(|c| c.name == channel || c.id == channel)
+            .expect("known channel")
+            .id
+            .clone();
+        store
+            .channel_members
+            .retain(|(c, u)| !(*c == channel && *u == user));
+    }
+
     /// Creates a user directly in Mattermost, in the configured team.
     pub fn create_user(&self, username: &str, password: &str) -> String {
         let mut store = self.shared.store.lock().unwrap();
