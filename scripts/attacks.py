@@ -3,7 +3,8 @@
 was answered, how long the answer took, the node's RSS growth while it ran, and the slowest
 /healthz answer meanwhile (a probe every 100 ms). Standard library only.
 
-    MMSUB_DATA_DIR=$(mktemp -d) ./target/release/mmsub & SERVER=$!
+    MMSUB_DATA_DIR=$(mktemp -d) MMSUB_TRUSTED_PROXIES=127.0.0.1 MMSUB_SEND_RATE_PER_USER=off \
+      ./target/release/mmsub & SERVER=$!
     python3 scripts/attacks.py --url http://127.0.0.1:8000 --server-pid $SERVER
 
 Each attack is bounded in count and time and stops by itself. Prints one JSON object per attack.
@@ -165,6 +166,37 @@ def raw(host, port, request, wait):
     return answer.split(b"\r\n", 1)[0].decode(errors="replace")
 
 
+def login_flood(url, user, attackers=400):
+    """`attackers` concurrent wrong-password logins for `user` from 203.0.113.9, and meanwhile
+    a real user's login from 198.51.100.1 (addresses named by X-Forwarded-For: run the server
+    with MMSUB_TRUSTED_PROXIES=127.0.0.1). Returns the real user's login time."""
+    q = "mutation($u: String!, $p: String!) { tokenAuth(username: $u, password: $p) { token } }"
+
+    def attempt(client, username, password, out):
+        body = json.dumps({"query": q, "variables": {"u": username, "p": password}}).encode()
+        request = urllib.request.Request(url + "/graphql/", data=body, method="POST")
+        request.add_header("content-type", "application/json")
+        request.add_header("x-forwarded-for", client)
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                out.append((time.monotonic() - started, response.read()))
+        except Exception as e:
+            out.append((time.monotonic() - started, str(e).encode()))
+
+    results, real = [], []
+    threads = [threading.Thread(target=attempt, args=("203.0.113.9", user, f"guess{i}", results)) for i in range(attackers)]
+    for t in threads:
+        t.start()
+    attempt("198.51.100.1", "real" + user, "Str0ng!Pass", real)
+    for t in threads:
+        t.join()
+    checked = sum(1 for _, b in results if b"valid credentials" in b)
+    throttled = sum(1 for _, b in results if b"Too many login attempts" in b)
+    answer = f"real user's login {real[0][0]*1000:.0f} ms ({'ok' if b'token' in real[0][1] else real[0][1][:80]}); attackers: {checked} checked, {throttled} throttled of {attackers}"
+    return 200, answer.encode()
+
+
 def sign_up(url, name):
     q = "mutation($u: String!, $p: String!, $e: String!) { userCreate(username: $u, password: $p, email: $e) { statusCode } }"
     post(url, q, {"u": name, "p": "Str0ng!Pass", "e": name + "@example.com"})
@@ -182,6 +214,7 @@ def main():
     port = int(port)
     run = str(int(time.time()) % 100000)
     token = sign_up(url, "atk" + run)
+    sign_up(url, "realatk" + run)
     channel = "atk" + run
     post(url, "mutation($n: String!) { channelCreate(channelName: $n, members: []) { status } }", {"n": channel}, token)
     big = "x" * 16000
@@ -198,6 +231,7 @@ def main():
         ("40 aliased pages of 1000 by variable", lambda: post(url, "query($p: PageType) { " + " ".join(f'm{i}: getMessageList(channelIdentifier: "{channel}", page: $p) {{ data {{ message }} }}' for i in range(40)) + " }", {"p": {"pageSize": 1000}}, token)),
         ("500 KB of nested braces", lambda: post(url, "{" * 500000)),
         ("500 aliased password guesses", lambda: post(url, "mutation { " + " ".join(f'g{i}: tokenAuth(username: "atk{run}", password: "guess{i}") {{ token }}' for i in range(500)) + " }")),
+        ("400 concurrent wrong-password logins, and a real user's login meanwhile", lambda: login_flood(url, "atk" + run)),
         ("a Content-Length body that never ends", lambda: (0, raw(host, port, b"POST /graphql/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", 11).encode())),
         ("text/plain POST (a web page's simple request)", lambda: post(url, "{ __typename }", content_type="text/plain")),
     ]

@@ -187,6 +187,13 @@ pub struct ServeArgs {
         default_value_t = ApiSettings::default().max_concurrent_logins_per_client
     )]
     pub max_concurrent_logins_per_client: usize,
+    /// Logins and sign-ups (`tokenAuth`, `userGetToken`, `userCreate`) one request may run.
+    #[arg(
+        long,
+        env = "MMSUB_MAX_PASSWORD_CHECKS_PER_REQUEST",
+        default_value_t = ApiSettings::default().max_password_checks_per_request
+    )]
+    pub max_password_checks_per_request: u64,
     /// Sign-ups (`userCreate`) per client address.
     #[arg(long, env = "MMSUB_SIGNUP_RATE_PER_CLIENT", default_value_t = ApiSettings::default().signup_rate_per_client)]
     pub signup_rate_per_client: RateLimit,
@@ -534,6 +541,7 @@ impl ServeArgs {
             login_rate_per_client: self.login_rate_per_client,
             max_concurrent_logins_per_client: self.max_concurrent_logins_per_client,
             signup_rate_per_client: self.signup_rate_per_client,
+            max_password_checks_per_request: self.max_password_checks_per_request.max(1),
             send_rate_per_user: self.send_rate_per_user,
             max_query_depth: self.max_query_depth,
             max_query_complexity: self.max_query_complexity,

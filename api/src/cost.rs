@@ -39,7 +39,13 @@ pub struct CostLimits {
     pub max_cost: u64,
     /// Deepest selection (fields within fields), through fragments.
     pub max_depth: usize,
+    /// Most [`PASSWORD_FIELDS`] one document may execute: each hashes a password, so a
+    /// document of 500 aliased guesses is refused whole instead of queueing 500 hashes.
+    pub max_password_checks: u64,
 }
+
+/// Fields that hash a password when they run.
+pub const PASSWORD_FIELDS: [&str; 3] = ["tokenAuth", "userGetToken", "userCreate"];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CostError {
@@ -47,6 +53,10 @@ pub enum CostError {
     TooCostly { limit: u64 },
     #[error("Query is nested too deep: the limit is {limit} levels.")]
     TooDeep { limit: usize },
+    #[error(
+        "Too many logins or sign-ups in one request: the limit is {limit}; send one per request."
+    )]
+    TooManyPasswordChecks { limit: u64 },
 }
 
 impl CostError {
@@ -55,6 +65,7 @@ impl CostError {
         let (code, limit) = match self {
             CostError::TooCostly { limit } => ("QUERY_TOO_COMPLEX", *limit),
             CostError::TooDeep { limit } => ("QUERY_TOO_DEEP", *limit as u64),
+            CostError::TooManyPasswordChecks { limit } => ("TOO_MANY_PASSWORD_CHECKS", *limit),
         };
         serde_json::json!({
             "message": self.to_string(),
@@ -122,6 +133,7 @@ pub fn document_cost(
             variables,
             limits,
             total: 0,
+            password_checks: 0,
         };
         walk.selection_set(&operation.node.selection_set.node, 1, 0, 0)?;
         costliest = costliest.max(walk.total);
@@ -135,6 +147,7 @@ struct Walk<'a> {
     variables: &'a Variables,
     limits: CostLimits,
     total: u64,
+    password_checks: u64,
 }
 
 impl Walk<'_> {
@@ -198,6 +211,14 @@ impl Walk<'_> {
             });
         }
         self.charge(times)?;
+        if depth == 1 && PASSWORD_FIELDS.contains(&field.name.node.as_str()) {
+            self.password_checks = self.password_checks.saturating_add(times);
+            if self.password_checks > self.limits.max_password_checks {
+                return Err(CostError::TooManyPasswordChecks {
+                    limit: self.limits.max_password_checks,
+                });
+            }
+        }
         for (_, value) in &field.arguments {
             let elements = self.list_elements(&value.node);
             self.charge(times.saturating_mul(elements))?;
@@ -292,6 +313,7 @@ mod tests {
     const LIMITS: CostLimits = CostLimits {
         max_cost: 50_000,
         max_depth: 16,
+        max_password_checks: 2,
     };
 
     fn cost(query: &str, variables: serde_json::Value) -> Result<u64, CostError> {
@@ -406,6 +428,20 @@ mod tests {
                 serde_json::json!({ "m": members })
             ),
             Ok(1 + 100 + 1)
+        );
+    }
+
+    #[test]
+    fn password_checks_are_counted_through_aliases_and_fragments() {
+        let login = "tokenAuth(username: \"a\", password: \"b\") { token }";
+        assert!(cost(
+            &format!("mutation {{ a: {login} b: {login} }}"),
+            serde_json::json!({})
+        )
+        .is_ok());
+        assert_eq!(
+            cost(&format!("mutation {{ a: {login} ...F }} fragment F on Mutation {{ b: {login} c: {login} }}"), serde_json::json!({})),
+            Err(CostError::TooManyPasswordChecks { limit: 2 })
         );
     }
 

@@ -39,6 +39,8 @@ pub struct ApiSettings {
     pub login_rate_per_client: RateLimit,
     /// Logins of one client address being checked at once (its share of the hashing pool).
     pub max_concurrent_logins_per_client: usize,
+    /// `tokenAuth`, `userGetToken` and `userCreate` fields one request may run (each hashes).
+    pub max_password_checks_per_request: u64,
     /// `userCreate` per client address.
     pub signup_rate_per_client: RateLimit,
     /// `textMessageSend` per user.
@@ -74,6 +76,7 @@ impl Default for ApiSettings {
                 burst: 60,
             },
             max_concurrent_logins_per_client: 4,
+            max_password_checks_per_request: 2,
             signup_rate_per_client: RateLimit {
                 per_minute: 10,
                 burst: 30,

@@ -43,8 +43,40 @@ fn messages(answer: &Value) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn aliased_password_guesses_are_throttled_before_they_are_hashed() {
+async fn a_document_of_many_logins_is_refused_whole_before_any_is_checked() {
     let app = behind_proxy(|_| {}).await;
+    app.signed_up("alice").await;
+    let guesses = (0..500)
+        .map(|n| format!("g{n}: tokenAuth(username: \"alice\", password: \"g{n}\") {{ token }}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let answer = graphql_from(
+        &app,
+        "203.0.113.66",
+        &format!("mutation {{ {guesses} }}"),
+        json!({}),
+    )
+    .await;
+    assert!(answer["data"].is_null(), "{answer}");
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "TOO_MANY_PASSWORD_CHECKS",
+        "{answer}"
+    );
+    // A sign-up and a login together are one client's normal request.
+    let both = graphql_from(
+        &app,
+        "203.0.113.67",
+        "mutation($p: String!) { userCreate(username: \"bobby\", password: $p, email: \"b@example.com\") { statusCode } tokenAuth(username: \"bobby\", password: $p) { token } }",
+        json!({ "p": PASSWORD }),
+    )
+    .await;
+    assert!(both["data"]["tokenAuth"]["token"].is_string(), "{both}");
+}
+
+#[tokio::test]
+async fn aliased_password_guesses_are_throttled_before_they_are_hashed() {
+    // Allowed many logins in one request, each alias still counts against the buckets.
+    let app = behind_proxy(|c| c.api.max_password_checks_per_request = 1000).await;
     app.signed_up("alice").await;
     // One request, 500 guesses.
     let guesses = (0..500)
@@ -119,6 +151,7 @@ async fn one_address_guessing_many_usernames_is_throttled_per_address() {
             per_minute: 5,
             burst: 5,
         };
+        c.api.max_password_checks_per_request = 1000;
     })
     .await;
     let guesses = (0..20)
@@ -220,7 +253,9 @@ async fn subscribe_churn_on_one_connection_is_throttled() {
 
 #[tokio::test]
 async fn on_mattermost_a_login_burst_stops_here_before_it_reaches_mattermost() {
-    let (app, standin) = crate::helpers::spawn_app_on_mattermost(|_| {}).await;
+    let (app, standin) =
+        crate::helpers::spawn_app_on_mattermost(|c| c.api.max_password_checks_per_request = 1000)
+            .await;
     app.signed_up("alice").await;
     standin.take_requests();
     let guesses = (0..50)

@@ -574,6 +574,7 @@ fn fragment_doc() -> impl Strategy<Value = FragmentDoc> {
 const COST: CostLimits = CostLimits {
     max_cost: 50_000,
     max_depth: 16,
+    max_password_checks: 2,
 };
 
 proptest! {

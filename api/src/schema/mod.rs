@@ -50,6 +50,7 @@ impl AppState {
         let limits = CostLimits {
             max_cost: self.settings.max_query_complexity as u64,
             max_depth: self.settings.max_query_depth,
+            max_password_checks: self.settings.max_password_checks_per_request,
         };
         let variables = std::mem::take(&mut request.variables);
         let counted = match request.parsed_query() {
