@@ -242,23 +242,24 @@ impl Walk<'_> {
     /// The items a `page: PageType` argument asks for (at least 1: a refused size costs one
     /// resolver call).
     fn page_size(&self, page: &Value) -> u64 {
-        let size = match page {
-            Value::Variable(name) => self
-                .variable(name)
-                .and_then(|page| match page {
-                    ConstValue::Object(fields) => fields.get("pageSize").cloned(),
-                    _ => None,
-                })
-                .map(Value::from),
-            Value::Object(fields) => fields.get("pageSize").cloned(),
-            _ => None,
+        let number = |n: &async_graphql_value::Number| n.as_u64().unwrap_or(1).max(1);
+        let from_const = |page: &ConstValue| match page {
+            ConstValue::Object(fields) => match fields.get("pageSize") {
+                Some(ConstValue::Number(n)) => number(n),
+                _ => DEFAULT_PAGE_SIZE,
+            },
+            _ => DEFAULT_PAGE_SIZE,
         };
-        let size = match size {
-            Some(Value::Variable(name)) => self.variable(&name).map(Value::from),
-            other => other,
-        };
-        match size {
-            Some(Value::Number(n)) => n.as_u64().unwrap_or(1).max(1),
+        match page {
+            Value::Variable(name) => self.variable(name).map_or(DEFAULT_PAGE_SIZE, from_const),
+            Value::Object(fields) => match fields.get("pageSize") {
+                Some(Value::Number(n)) => number(n),
+                Some(Value::Variable(name)) => match self.variable(name) {
+                    Some(ConstValue::Number(n)) => number(n),
+                    _ => DEFAULT_PAGE_SIZE,
+                },
+                _ => DEFAULT_PAGE_SIZE,
+            },
             _ => DEFAULT_PAGE_SIZE,
         }
     }
@@ -278,28 +279,25 @@ impl Walk<'_> {
     }
 
     /// A variable's value as sent, or its default.
-    fn variable(&self, name: &Name) -> Option<ConstValue> {
+    fn variable(&self, name: &Name) -> Option<&ConstValue> {
         if let Some(value) = self.variables.get(name) {
-            return Some(value.clone());
+            return Some(value);
         }
         self.operation
             .variable_definitions
             .iter()
             .find(|d| d.node.name.node == *name)
-            .and_then(|d| d.node.default_value().cloned())
+            .and_then(|d| d.node.default_value())
     }
 }
 
-fn const_list_elements(value: ConstValue) -> u64 {
+fn const_list_elements(value: &ConstValue) -> u64 {
     match value {
-        ConstValue::List(items) => {
-            let n = items.len() as u64;
-            items
-                .into_iter()
-                .fold(n, |total, v| total.saturating_add(const_list_elements(v)))
-        }
+        ConstValue::List(items) => items.iter().fold(items.len() as u64, |total, v| {
+            total.saturating_add(const_list_elements(v))
+        }),
         ConstValue::Object(fields) => fields
-            .into_values()
+            .values()
             .fold(0, |total, v| total.saturating_add(const_list_elements(v))),
         _ => 0,
     }

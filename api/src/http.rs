@@ -190,8 +190,14 @@ where
             .and_then(|v| v.to_str().ok()),
     );
     let deadline = app.settings.body_read_timeout;
-    let read = tokio::time::timeout(deadline, Limited::new(request.into_body(), limit).collect());
-    let body = match read.await {
+    let collect = Limited::new(request.into_body(), limit).collect();
+    let mut collect = std::pin::pin!(collect);
+    // A small body has usually arrived with its headers: no timer for it.
+    let read = match futures::FutureExt::now_or_never(collect.as_mut()) {
+        Some(read) => Ok(read),
+        None => tokio::time::timeout(deadline, collect).await,
+    };
+    let body = match read {
         Err(_) => {
             return error_response(
                 StatusCode::REQUEST_TIMEOUT,
@@ -274,6 +280,7 @@ struct CappedWriter {
 }
 
 impl std::io::Write for CappedWriter {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.bytes.len() + buf.len() > self.limit {
             return Err(std::io::Error::other(
@@ -282,6 +289,11 @@ impl std::io::Write for CappedWriter {
         }
         self.bytes.extend_from_slice(buf);
         Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.write(buf).map(drop)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -29,16 +29,27 @@ impl ParsedQueries {
     /// Gives `request` its parsed document from the cache, or parses it and keeps the result.
     /// A query that does not parse is left alone: execution reports the syntax error.
     pub fn prepare(&self, request: &mut async_graphql::Request) {
+        let _ = self.prepare_checked(request, |_| Ok::<(), ()>(()));
+    }
+
+    /// Like [`prepare`](Self::prepare), running `check` on the text before it is parsed (a
+    /// text found in the cache passed it already): an `Err` leaves the request unparsed.
+    pub fn prepare_checked<E>(
+        &self,
+        request: &mut async_graphql::Request,
+        check: impl FnOnce(&str) -> Result<(), E>,
+    ) -> Result<(), E> {
         if request.query.len() > MAX_QUERY_BYTES {
-            return;
+            return check(&request.query);
         }
         let cached = self.lock().get(request.query.as_str()).cloned();
         if let Some(document) = cached {
             request.set_parsed_query((*document).clone());
-            return;
+            return Ok(());
         }
+        check(&request.query)?;
         let Ok(document) = request.parsed_query() else {
-            return;
+            return Ok(());
         };
         let document = Arc::new(document.clone());
         let mut documents = self.lock();
@@ -46,6 +57,7 @@ impl ParsedQueries {
             documents.clear();
         }
         documents.insert(request.query.as_str().into(), document);
+        Ok(())
     }
 
     #[cfg(test)]

@@ -45,8 +45,8 @@ impl AppState {
     /// document whose execution would cost more than the limits allow, before any resolver
     /// runs. A document that does not parse is left for execution to report.
     pub fn prepare(&self, request: &mut async_graphql::Request) -> Result<(), CostError> {
-        cost::check_text_nesting(&request.query)?;
-        self.parsed_queries.prepare(request);
+        self.parsed_queries
+            .prepare_checked(request, cost::check_text_nesting)?;
         let limits = CostLimits {
             max_cost: self.settings.max_query_complexity as u64,
             max_depth: self.settings.max_query_depth,
