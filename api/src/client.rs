@@ -24,6 +24,16 @@ impl ClientAddr {
     /// What a request without a known peer (an in-process caller) counts as.
     pub const UNKNOWN: ClientAddr = ClientAddr(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
 
+    /// The address the router stored in the request's extensions ([`ClientAddr::UNKNOWN`]
+    /// for a request that did not come through it).
+    pub fn stored_in<B>(request: &http::Request<B>) -> Self {
+        request
+            .extensions()
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or(ClientAddr::UNKNOWN)
+    }
+
     /// The client address of an HTTP request whose peer was `peer` (see the module doc).
     pub fn of_request<B>(
         request: &http::Request<B>,

@@ -177,11 +177,7 @@ where
             "Send the operation as application/json ({\"query\", \"variables\", \"operationName\"}) or application/graphql.",
         );
     };
-    let client = request
-        .extensions()
-        .get::<ClientAddr>()
-        .copied()
-        .unwrap_or(ClientAddr::UNKNOWN);
+    let client = ClientAddr::stored_in(&request);
     let viewer = Viewer::from_authorization_header(
         &app.jwt,
         request

@@ -171,11 +171,7 @@ impl Gateway {
                 "Too many WebSocket connections on this node; try another or retry later.",
             );
         }
-        let client = request
-            .extensions()
-            .get::<ClientAddr>()
-            .copied()
-            .unwrap_or(ClientAddr::UNKNOWN);
+        let client = ClientAddr::stored_in(&request);
         let Some(client_slot) = self.per_client.acquire(client) else {
             self.connections.fetch_sub(1, Ordering::AcqRel);
             return error_response(

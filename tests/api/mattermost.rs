@@ -328,35 +328,31 @@ async fn pages_larger_than_mattermosts_are_read_in_its_pages_of_200() {
     for n in 0..450 {
         standin.post_as("bob", "project", &format!("p{n}"));
     }
+    // A page's texts, oldest first, and its (hasNext, hasPrevious).
     let page = |number: u32| {
-        format!("{{ getMessageList(channelIdentifier: \"project\", page: {{ pageSize: 300, pageNumber: {number} }}) {{ data {{ message }} hasNext hasPrevious }} }}")
+        let query = format!("{{ getMessageList(channelIdentifier: \"project\", page: {{ pageSize: 300, pageNumber: {number} }}) {{ data {{ message }} hasNext hasPrevious }} }}");
+        let (app, alice) = (&app, &alice);
+        async move {
+            let answer = app.graphql(&query, json!({}), Some(alice)).await;
+            let list = &answer["data"]["getMessageList"];
+            let texts: Vec<String> = list["data"]
+                .as_array()
+                .unwrap_or_else(|| panic!("a page: {answer}"))
+                .iter()
+                .map(|m| m["message"].as_str().unwrap().to_owned())
+                .collect();
+            (
+                texts,
+                (list["hasNext"].clone(), list["hasPrevious"].clone()),
+            )
+        }
     };
-    let newest = app.graphql(&page(0), json!({}), Some(&alice)).await;
-    let list = &newest["data"]["getMessageList"];
-    let texts: Vec<&str> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["message"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts.len(), 300, "{newest}");
-    assert_eq!((texts[0], texts[299]), ("p150", "p449"));
-    assert_eq!(
-        (&list["hasNext"], &list["hasPrevious"]),
-        (&json!(false), &json!(true))
-    );
-    let older = app.graphql(&page(1), json!({}), Some(&alice)).await;
-    let list = &older["data"]["getMessageList"];
-    let texts: Vec<&str> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["message"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts.len(), 150 + before, "{older}");
-    assert_eq!(texts.last(), Some(&"p149"));
-    assert_eq!(
-        (&list["hasNext"], &list["hasPrevious"]),
-        (&json!(true), &json!(false))
-    );
+    let (newest, flags) = page(0).await;
+    assert_eq!(newest.len(), 300);
+    assert_eq!((newest[0].as_str(), newest[299].as_str()), ("p150", "p449"));
+    assert_eq!(flags, (json!(false), json!(true)));
+    let (older, flags) = page(1).await;
+    assert_eq!(older.len(), 150 + before);
+    assert_eq!(older.last().map(String::as_str), Some("p149"));
+    assert_eq!(flags, (json!(true), json!(false)));
 }

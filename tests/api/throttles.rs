@@ -42,18 +42,39 @@ fn messages(answer: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// One mutation of `count` aliased `tokenAuth` attempts; `username(n)` names the n-th one's user.
+fn guesses(count: usize, username: impl Fn(usize) -> String) -> String {
+    let guesses = (0..count)
+        .map(|n| {
+            let user = username(n);
+            format!("g{n}: tokenAuth(username: \"{user}\", password: \"guess{n}\") {{ token }}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("mutation {{ {guesses} }}")
+}
+
+/// How many of the answer's errors contain `text`.
+fn count_errors(answer: &Value, text: &str) -> usize {
+    messages(answer).iter().filter(|m| m.contains(text)).count()
+}
+
+/// `query` (which reads `$u` and `$p`) from `client`, as `username` with the test password.
+async fn login_from(app: &TestApp, client: &str, query: &str, username: &str) -> Value {
+    graphql_from(app, client, query, json!({ "u": username, "p": PASSWORD })).await
+}
+
+const LOGIN: &str =
+    "mutation($u: String!, $p: String!) { tokenAuth(username: $u, password: $p) { token } }";
+
 #[tokio::test]
 async fn a_document_of_many_logins_is_refused_whole_before_any_is_checked() {
     let app = behind_proxy(|_| {}).await;
     app.signed_up("alice").await;
-    let guesses = (0..500)
-        .map(|n| format!("g{n}: tokenAuth(username: \"alice\", password: \"g{n}\") {{ token }}"))
-        .collect::<Vec<_>>()
-        .join(" ");
     let answer = graphql_from(
         &app,
         "203.0.113.66",
-        &format!("mutation {{ {guesses} }}"),
+        &guesses(500, |_| "alice".into()),
         json!({}),
     )
     .await;
@@ -63,11 +84,11 @@ async fn a_document_of_many_logins_is_refused_whole_before_any_is_checked() {
         "{answer}"
     );
     // A sign-up and a login together are one client's normal request.
-    let both = graphql_from(
+    let both = login_from(
         &app,
         "203.0.113.67",
-        "mutation($p: String!) { userCreate(username: \"bobby\", password: $p, email: \"b@example.com\") { statusCode } tokenAuth(username: \"bobby\", password: $p) { token } }",
-        json!({ "p": PASSWORD }),
+        "mutation($u: String!, $p: String!) { userCreate(username: $u, password: $p, email: \"b@example.com\") { statusCode } tokenAuth(username: $u, password: $p) { token } }",
+        "bobby",
     )
     .await;
     assert!(both["data"]["tokenAuth"]["token"].is_string(), "{both}");
@@ -79,28 +100,15 @@ async fn aliased_password_guesses_are_throttled_before_they_are_hashed() {
     let app = behind_proxy(|c| c.api.max_password_checks_per_request = 1000).await;
     app.signed_up("alice").await;
     // One request, 500 guesses.
-    let guesses = (0..500)
-        .map(|n| {
-            format!("g{n}: tokenAuth(username: \"alice\", password: \"guess{n}\") {{ token }}")
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
     let answer = graphql_from(
         &app,
         "203.0.113.66",
-        &format!("mutation {{ {guesses} }}"),
+        &guesses(500, |_| "alice".into()),
         json!({}),
     )
     .await;
-    let errors = messages(&answer);
-    let checked = errors
-        .iter()
-        .filter(|m| m.contains("valid credentials"))
-        .count();
-    let throttled = errors
-        .iter()
-        .filter(|m| m.contains("Too many login attempts"))
-        .count();
+    let checked = count_errors(&answer, "valid credentials");
+    let throttled = count_errors(&answer, "Too many login attempts");
     assert!(
         checked <= 10,
         "at most the username's burst is checked, got {checked}"
@@ -134,13 +142,7 @@ async fn aliased_password_guesses_are_throttled_before_they_are_hashed() {
 
     // Another user from another address is not held back by the attack.
     app.signed_up("carol").await;
-    let carol = graphql_from(
-        &app,
-        "198.51.100.7",
-        "mutation($p: String!) { tokenAuth(username: \"carol\", password: $p) { token } }",
-        json!({ "p": PASSWORD }),
-    )
-    .await;
+    let carol = login_from(&app, "198.51.100.7", LOGIN, "carol").await;
     assert!(carol["data"]["tokenAuth"]["token"].is_string(), "{carol}");
 }
 
@@ -154,21 +156,14 @@ async fn one_address_guessing_many_usernames_is_throttled_per_address() {
         c.api.max_password_checks_per_request = 1000;
     })
     .await;
-    let guesses = (0..20)
-        .map(|n| format!("g{n}: tokenAuth(username: \"user{n}\", password: \"x\") {{ token }}"))
-        .collect::<Vec<_>>()
-        .join(" ");
     let answer = graphql_from(
         &app,
         "203.0.113.5",
-        &format!("mutation {{ {guesses} }}"),
+        &guesses(20, |n| format!("user{n}")),
         json!({}),
     )
     .await;
-    let throttled = messages(&answer)
-        .iter()
-        .filter(|m| m.contains("Too many login attempts"))
-        .count();
+    let throttled = count_errors(&answer, "Too many login attempts");
     assert_eq!(throttled, 15, "{answer}");
 }
 
@@ -258,19 +253,10 @@ async fn on_mattermost_a_login_burst_stops_here_before_it_reaches_mattermost() {
             .await;
     app.signed_up("alice").await;
     standin.take_requests();
-    let guesses = (0..50)
-        .map(|n| {
-            format!("g{n}: tokenAuth(username: \"alice\", password: \"guess{n}\") {{ token }}")
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
     let answer = app
-        .graphql(&format!("mutation {{ {guesses} }}"), json!({}), None)
+        .graphql(&guesses(50, |_| "alice".into()), json!({}), None)
         .await;
-    let throttled = messages(&answer)
-        .iter()
-        .filter(|m| m.contains("Too many login attempts"))
-        .count();
+    let throttled = count_errors(&answer, "Too many login attempts");
     let logins = standin
         .take_requests()
         .iter()

@@ -211,14 +211,7 @@ impl StandIn {
     /// Posts as `username` directly in Mattermost (not through mmsub); returns the post id.
     pub fn post_as(&self, username: &str, channel: &str, message: &str) -> String {
         let mut store = self.shared.store.lock().unwrap();
-        let user = store.user_by_name(username).expect("known user").id.clone();
-        let channel = store
-            .channels
-            .iter()
-            .find(|c| c.name == channel || c.id == channel)
-            .expect("known channel")
-            .id
-            .clone();
+        let (user, channel) = user_and_channel(&store, username, channel);
         let (post, event) = store.create_post(&channel, &user, message, "");
         let _ = self.shared.events.send(event);
         post
@@ -227,14 +220,7 @@ impl StandIn {
     /// Removes a user from a channel directly in Mattermost (not through mmsub).
     pub fn remove_member(&self, channel: &str, username: &str) {
         let mut store = self.shared.store.lock().unwrap();
-        let user = store.user_by_name(username).expect("known user").id.clone();
-        let channel = store
-            .channels
-            .iter()
-            .find(|c| c.name == channel || c.id == channel)
-            .expect("known channel")
-            .id
-            .clone();
+        let (user, channel) = user_and_channel(&store, username, channel);
         store
             .channel_members
             .retain(|(c, u)| !(*c == channel && *u == user));
@@ -517,4 +503,18 @@ async fn websocket_session(shared: Arc<Shared>, socket: WebSocket, mut user: Opt
             }
         }
     }
+}
+
+/// The ids of a user known by name and a channel known by name or id (test helpers panic on
+/// unknown ones).
+fn user_and_channel(store: &store::Store, username: &str, channel: &str) -> (String, String) {
+    let user = store.user_by_name(username).expect("known user").id.clone();
+    let channel = store
+        .channels
+        .iter()
+        .find(|c| c.name == channel || c.id == channel)
+        .expect("known channel")
+        .id
+        .clone();
+    (user, channel)
 }
