@@ -404,6 +404,8 @@ pub fn raw_client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
 pub struct ServerProcess {
     pub addr: SocketAddr,
     child: std::process::Child,
+    /// Every line the server logged so far.
+    log: Arc<std::sync::Mutex<Vec<String>>>,
     _data_dir: TempDir,
     pub http: reqwest::Client,
 }
@@ -426,9 +428,12 @@ impl ServerProcess {
             .expect("mmsub starts");
         let stdout = child.stdout.take().expect("stdout");
         let (found, addr) = tokio::sync::oneshot::channel();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             let mut found = Some(found);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 // "mmsub listening on http://127.0.0.1:PORT: …"
                 let Some(at) = line.find("http://127.0.0.1:") else {
                     continue;
@@ -451,6 +456,7 @@ impl ServerProcess {
         ServerProcess {
             addr,
             child,
+            log,
             _data_dir: data_dir,
             http: reqwest::Client::new(),
         }
@@ -458,6 +464,25 @@ impl ServerProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The log lines containing `needle`, waiting up to 5 s for a first one.
+    pub async fn log_lines(&self, needle: &str) -> Vec<String> {
+        for _ in 0..100 {
+            let found: Vec<String> = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Vec::new()
     }
 
     /// Resident memory of the server process, in bytes.

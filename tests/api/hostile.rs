@@ -411,3 +411,61 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_cap() {
     .await;
     assert!(other.starts_with("HTTP/1.1 101"), "{other}");
 }
+
+#[tokio::test]
+async fn failed_and_throttled_logins_are_logged_with_address_and_username_never_the_password() {
+    let server = ServerProcess::start(&["--login-rate-per-user", "1/min"]).await;
+    for _ in 0..2 {
+        server
+            .graphql(
+                "mutation { tokenAuth(username: \"victim\", password: \"hunter2-secret\") { token } }",
+                json!({}),
+                None,
+            )
+            .await;
+    }
+    let failed = server.log_lines("login failed").await;
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("client=127.0.0.1") && l.contains("username=victim")),
+        "{failed:?}"
+    );
+    let throttled = server.log_lines("login throttled").await;
+    assert!(
+        throttled.iter().any(|l| l.contains("client=127.0.0.1")),
+        "{throttled:?}"
+    );
+    assert!(
+        server.log_lines("hunter2-secret").await.is_empty(),
+        "a password reached the log"
+    );
+}
+
+#[tokio::test]
+async fn tokens_no_server_issues_are_refused_over_http_and_sockets() {
+    let app = crate::helpers::spawn_app().await;
+    app.signed_up("alice").await;
+    let now = mmsub_api::auth::unix_now();
+    let sign = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(crate::helpers::JWT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    for token in [
+        sign(json!({ "username": "alice", "exp": now + 600, "origIat": now, "nbf": now + 300 })),
+        sign(json!({ "username": "alice", "exp": now + 86_400 * 365, "origIat": now })),
+    ] {
+        let answer = app
+            .graphql("{ channelList { hasNext } }", json!({}), Some(&token))
+            .await;
+        assert_text(&answer, "/errors/0/message", "permission");
+        let mut ws = app.ws("graphql-transport-ws").await;
+        ws.send_json(json!({ "type": "connection_init", "payload": { "Authorization": format!("JWT {token}") } }))
+            .await;
+        assert_eq!(ws.expect_close().await.0, 4403);
+    }
+}

@@ -420,3 +420,24 @@ async fn shutting_down_closes_live_sessions_with_going_away() {
     );
     assert_eq!(legacy.expect_close().await.0, 1001);
 }
+
+#[tokio::test]
+async fn a_subscription_rooted_in_a_fragment_is_refused_with_an_error() {
+    let app = spawn_app().await;
+    let alice = app.signed_up("alice").await;
+    for (protocol, query) in [
+        ("graphql-transport-ws", "subscription { ...F } fragment F on Subscription { onNewChatMessage(channelIdentifier: \"town-square\") { channelIdentifier } }"),
+        ("graphql-ws", "subscription { ... on Subscription { onNewChatMessage(channelIdentifier: \"town-square\") { channelIdentifier } } }"),
+    ] {
+        let mut ws = app.ws(protocol).await;
+        ws.send_json(json!({ "type": "connection_init", "payload": { "Authorization": format!("JWT {alice}") } }))
+            .await;
+        assert_eq!(ws.recv_data().await["type"], "connection_ack");
+        let start = if protocol == "graphql-ws" { "start" } else { "subscribe" };
+        ws.send_json(json!({ "id": "f", "type": start, "payload": { "query": query } }))
+            .await;
+        let error = ws.recv_data().await;
+        assert_eq!((error["type"].as_str(), error["id"].as_str()), (Some("error"), Some("f")), "{error}");
+        assert!(error.to_string().contains("not through a fragment"), "{error}");
+    }
+}
