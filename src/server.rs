@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,7 +84,7 @@ impl Router {
                 Some(gateway) => gateway.upgrade(request),
                 None => self.elsewhere("WebSocket subscriptions are served by gateway nodes"),
             },
-            "/healthz" => json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
+            "/healthz" => alive(),
             "/readyz" => self.readiness(),
             _ => error_response(
                 StatusCode::NOT_FOUND,
@@ -243,22 +244,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// Connections of the HTTP phase (before any upgrade) open on this node.
-struct OpenConnections(std::sync::atomic::AtomicUsize);
-
-/// Decrements [`OpenConnections`] when an HTTP connection ends or hands its socket over.
-struct OpenGuard(Arc<OpenConnections>);
+/// Holds one place in the count of HTTP-phase connections (before any upgrade) until the
+/// connection ends or hands its socket over.
+struct OpenGuard(Arc<AtomicUsize>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: CancellationToken) {
     let limits = router.connections.clone();
     let http_slots = ClientSlots::new(limits.max_http_per_client);
-    let open = Arc::new(OpenConnections(Default::default()));
+    let open = Arc::new(AtomicUsize::new(0));
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
@@ -280,15 +279,17 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
             }
         };
         let _ = stream.set_nodelay(true);
-        let in_http = open.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        let in_http = open.fetch_add(1, Ordering::AcqRel) + 1;
         let guard = OpenGuard(open.clone());
         let websockets = router.gateway.as_ref().map_or(0, |g| g.open_connections());
         // A proxy carries many clients: it is capped by the total only.
-        let peer_ip = ClientAddr(peer.ip());
         let slot = if limits.trusted_proxies.contains(peer.ip()) {
             Ok(None)
         } else {
-            http_slots.acquire(peer_ip).map(Some).ok_or(())
+            http_slots
+                .acquire(ClientAddr::peer(peer))
+                .map(Some)
+                .ok_or(())
         };
         let refusal = if in_http + websockets > limits.max_open_connections {
             Some("This node is at its connection limit; retry later or use another node.")
@@ -325,15 +326,17 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
     }
 }
 
+/// `/healthz`: the process is alive.
+fn alive() -> HttpResponse {
+    json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
+}
+
 /// Answers one request on a connection over a limit with 503, then closes it.
 async fn refuse(stream: tokio::net::TcpStream, reason: &'static str) {
     let service = service_fn(move |request: Request<Incoming>| async move {
         // Liveness still answers: a node at its limit is busy, not dead.
         if request.uri().path() == "/healthz" {
-            return Ok(json_response(
-                StatusCode::OK,
-                br#"{"status":"ok"}"#.to_vec(),
-            ));
+            return Ok(alive());
         }
         let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, reason);
         response.headers_mut().insert(

@@ -34,13 +34,18 @@ impl ClientAddr {
             .unwrap_or(ClientAddr::UNKNOWN)
     }
 
+    /// A TCP peer as a client address.
+    pub fn peer(peer: SocketAddr) -> Self {
+        ClientAddr(canonical(peer.ip()))
+    }
+
     /// The client address of an HTTP request whose peer was `peer` (see the module doc).
     pub fn of_request<B>(
         request: &http::Request<B>,
         peer: SocketAddr,
         trusted: &TrustedProxies,
     ) -> Self {
-        let peer = canonical(peer.ip());
+        let ClientAddr(peer) = ClientAddr::peer(peer);
         if !trusted.contains(peer) {
             return ClientAddr(peer);
         }

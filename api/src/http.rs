@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::auth::Viewer;
 use crate::client::ClientAddr;
-use crate::schema::{AppState, MmsubSchema, ResponseBudget};
+use crate::schema::{AppState, MmsubSchema};
 
 pub type HttpResponse = Response<Full<Bytes>>;
 
@@ -229,7 +229,7 @@ where
             }
         },
     };
-    let mut graphql_request: async_graphql::Request = match parsed {
+    let graphql_request: async_graphql::Request = match parsed {
         Ok(r) => r,
         Err(e) => {
             return error_response(
@@ -240,15 +240,12 @@ where
             )
         }
     };
-    if let Err(refused) = app.prepare(&mut graphql_request) {
-        return refused_response(&refused);
-    }
-    let max_bytes = app.settings.max_response_bytes;
-    let request = graphql_request
-        .data(viewer)
-        .data(client)
-        .data(ResponseBudget::new(max_bytes));
+    let request = match app.prepare(graphql_request, viewer, client) {
+        Ok(request) => request,
+        Err(refused) => return refused_response(&refused),
+    };
     let response = schema.execute(request).await;
+    let max_bytes = app.settings.max_response_bytes;
     json_response(StatusCode::OK, serialize_capped(&response, max_bytes))
 }
 

@@ -17,5 +17,5 @@ pub mod settings;
 pub mod throttle;
 pub mod validation;
 
-pub use schema::{build_schema, Admission, AppState, GroupFeed, MmsubSchema, ResponseBudget};
+pub use schema::{build_schema, Admission, AppState, GroupFeed, MmsubSchema};
 pub use settings::ApiSettings;

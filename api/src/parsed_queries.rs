@@ -26,15 +26,11 @@ pub struct ParsedQueries {
 }
 
 impl ParsedQueries {
-    /// Gives `request` its parsed document from the cache, or parses it and keeps the result.
-    /// A query that does not parse is left alone: execution reports the syntax error.
-    pub fn prepare(&self, request: &mut async_graphql::Request) {
-        let _ = self.prepare_checked(request, |_| Ok::<(), ()>(()));
-    }
-
-    /// Like [`prepare`](Self::prepare), running `check` on the text before it is parsed (a
-    /// text found in the cache passed it already): an `Err` leaves the request unparsed.
-    pub fn prepare_checked<E>(
+    /// Gives `request` its parsed document from the cache, or runs `check` on the text and
+    /// then parses it and keeps the result (a text found in the cache passed `check` already).
+    /// An `Err` from `check` leaves the request unparsed. A query that does not parse is left
+    /// alone: execution reports the syntax error.
+    pub fn prepare<E>(
         &self,
         request: &mut async_graphql::Request,
         check: impl FnOnce(&str) -> Result<(), E>,
@@ -92,8 +88,12 @@ mod tests {
         let mut request = async_graphql::Request::new(query).variables(
             async_graphql::Variables::from_json(serde_json::json!({ "t": text })),
         );
-        cache.prepare(&mut request);
+        let _ = cache.prepare(&mut request, no_check);
         schema.execute(request).await
+    }
+
+    fn no_check(_: &str) -> Result<(), ()> {
+        Ok(())
     }
 
     #[tokio::test]
@@ -115,7 +115,7 @@ mod tests {
         let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
         // Same text, but the required variable is missing this time.
         let mut request = async_graphql::Request::new(query);
-        cache.prepare(&mut request);
+        let _ = cache.prepare(&mut request, no_check);
         let response = schema.execute(request).await;
         assert!(!response.errors.is_empty(), "{response:?}");
     }

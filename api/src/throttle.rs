@@ -80,12 +80,51 @@ impl RetryAfter {
     }
 }
 
+/// One token bucket: what a single key (or a single connection) has left.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
+impl Bucket {
+    /// A bucket with its whole burst available.
+    pub fn full(limit: RateLimit, now: Instant) -> Self {
+        Bucket {
+            tokens: f64::from(limit.burst.max(1)),
+            at: now,
+        }
+    }
+
+    /// The tokens there would be at `now`.
+    fn refilled(&self, limit: RateLimit, now: Instant) -> f64 {
+        let per_sec = f64::from(limit.per_minute) / 60.0;
+        let burst = f64::from(limit.burst.max(1));
+        (self.tokens + now.duration_since(self.at).as_secs_f64() * per_sec).min(burst)
+    }
+
+    /// Takes one attempt at `now`, or says when one will be available.
+    pub fn try_take(&mut self, limit: RateLimit, now: Instant) -> Result<(), RetryAfter> {
+        if limit.per_minute == 0 {
+            return Ok(());
+        }
+        let tokens = self.refilled(limit, now);
+        if tokens >= 1.0 {
+            *self = Bucket {
+                tokens: tokens - 1.0,
+                at: now,
+            };
+            return Ok(());
+        }
+        *self = Bucket { tokens, at: now };
+        let per_sec = f64::from(limit.per_minute) / 60.0;
+        Err(RetryAfter(Duration::from_secs_f64(
+            (1.0 - tokens) / per_sec,
+        )))
+    }
+}
+
+/// A bucket per key, in a map bounded by [`MAX_KEYS`].
 pub struct Throttle<K> {
     limit: RateLimit,
     buckets: Mutex<HashMap<K, Bucket>>,
@@ -105,41 +144,26 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
     }
 
     fn try_take_at(&self, key: &K, now: Instant) -> Result<(), RetryAfter> {
-        if self.limit.per_minute == 0 {
+        let limit = self.limit;
+        if limit.per_minute == 0 {
             return Ok(());
         }
-        let burst = f64::from(self.limit.burst.max(1));
-        let per_sec = f64::from(self.limit.per_minute) / 60.0;
-        let refilled =
-            |b: &Bucket| (b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec).min(burst);
+        let burst = f64::from(limit.burst.max(1));
         let mut buckets = self
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
-            buckets.retain(|_, b| refilled(b) < burst);
+            buckets.retain(|_, b| b.refilled(limit, now) < burst);
             if buckets.len() >= MAX_KEYS {
                 // Every key is busy: forget them rather than grow or refuse everyone new.
                 buckets.clear();
             }
         }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let tokens = refilled(bucket);
-        if tokens >= 1.0 {
-            *bucket = Bucket {
-                tokens: tokens - 1.0,
-                at: now,
-            };
-            Ok(())
-        } else {
-            *bucket = Bucket { tokens, at: now };
-            Err(RetryAfter(Duration::from_secs_f64(
-                (1.0 - tokens) / per_sec,
-            )))
-        }
+        buckets
+            .entry(key.clone())
+            .or_insert_with(|| Bucket::full(limit, now))
+            .try_take(limit, now)
     }
 }
 

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use mmsub_api::auth::{JwtKeys, Viewer};
+use mmsub_api::auth::Viewer;
 use mmsub_api::client::{ClientAddr, ClientSlots};
 use mmsub_api::http::{error_response, HttpResponse};
 use mmsub_api::throttle::RateLimit;
@@ -102,7 +102,6 @@ pub struct Gateway {
     /// The API's node state: documents are readied (cost, parse cache) as over HTTP.
     app: Arc<AppState>,
     groups: Arc<SubscriptionGroups>,
-    jwt: JwtKeys,
     settings: GatewaySettings,
     connections: AtomicUsize,
     /// Connections per client address.
@@ -132,7 +131,6 @@ impl Gateway {
         Arc::new(Self {
             groups: SubscriptionGroups::new(schema.clone(), hub),
             schema,
-            jwt: app.jwt.clone(),
             app,
             admissions: Arc::new(Semaphore::new(settings.max_concurrent_admissions.max(1))),
             per_client: ClientSlots::new(settings.max_connections_per_client),
@@ -190,7 +188,7 @@ impl Gateway {
             offered.iter().find_map(|p| Dialect::from_subprotocol(p))
         };
         let header_viewer = Viewer::from_authorization_header(
-            &self.jwt,
+            &self.app.jwt,
             request
                 .headers()
                 .get(header::AUTHORIZATION)

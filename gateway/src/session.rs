@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_graphql::{Request, Response};
 use futures::stream::{self, BoxStream};
@@ -26,7 +26,7 @@ use futures::{FutureExt, StreamExt};
 use mmsub_api::auth::{unix_now, TokenError, Viewer};
 use mmsub_api::backend::BackendError;
 use mmsub_api::client::ClientAddr;
-use mmsub_api::throttle::Throttle;
+use mmsub_api::throttle::Bucket;
 use mmsub_api::Admission;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -72,7 +72,7 @@ pub(crate) struct Session {
     /// Where the connection comes from: login throttles and logs over the socket use it.
     client: ClientAddr,
     /// Operations this connection may still start (`--ws-operation-rate`).
-    operations: Throttle<()>,
+    operations: Bucket,
     init_received: bool,
     acknowledged: bool,
     /// Results of the operations this session executes itself, by operation id.
@@ -147,7 +147,7 @@ impl Session {
             max_frame_bytes: gateway.settings.max_frame_bytes,
             max_message_bytes: gateway.settings.max_message_bytes,
         });
-        let operations = Throttle::new(gateway.settings.operation_rate);
+        let operations = Bucket::full(gateway.settings.operation_rate, Instant::now());
         Self {
             dialect,
             gateway,
@@ -377,10 +377,24 @@ impl Session {
         }
     }
 
+    /// Whether the connection's token expires on it (`--ws-tokens-never-expire` says no).
+    fn tokens_expire(&self) -> bool {
+        !self.gateway.settings.tokens_never_expire
+    }
+
+    /// The connection's viewer as the same token would be over HTTP at this moment.
+    fn viewer_now(&self) -> Viewer {
+        if self.tokens_expire() {
+            self.viewer.at(unix_now())
+        } else {
+            self.viewer.clone()
+        }
+    }
+
     /// When this connection's token stops authorizing it; `None` when nothing expires (no
-    /// token, or `--ws-tokens-never-expire`).
+    /// token, not yet acknowledged, or `--ws-tokens-never-expire`).
     fn token_expiry(&self) -> Option<i64> {
-        if self.gateway.settings.tokens_never_expire || !self.acknowledged {
+        if !self.tokens_expire() || !self.acknowledged {
             return None;
         }
         self.viewer.expires_at()
@@ -408,7 +422,7 @@ impl Session {
             let Some(async_graphql::Value::String(token)) = answer.get("token") else {
                 continue;
             };
-            let renewed = Viewer::from_token(&self.gateway.jwt, Some(token));
+            let renewed = Viewer::from_token(&self.gateway.app.jwt, Some(token));
             let same_user = match (renewed.actor(), self.viewer.actor()) {
                 (Some(new), Some(old)) => new.username == old.username,
                 (Some(_), None) => matches!(self.viewer, Viewer::Anonymous),
@@ -483,7 +497,9 @@ impl Session {
     /// Applies a `connection_init` payload's credentials; `Err` if they are not accepted.
     fn authenticate(&mut self, payload: Option<&Value>) -> Result<(), TokenError> {
         match init_token(payload) {
-            Some(Some(token)) => self.viewer = Viewer::from_token(&self.gateway.jwt, Some(&token)),
+            Some(Some(token)) => {
+                self.viewer = Viewer::from_token(&self.gateway.app.jwt, Some(&token))
+            }
             Some(None) => self.viewer = Viewer::Rejected(TokenError::Invalid),
             None => {}
         }
@@ -613,7 +629,8 @@ impl Session {
     }
 
     fn start(&mut self, id: String, request: Request) {
-        if let Err(retry) = self.operations.try_take(&()) {
+        let rate = self.gateway.settings.operation_rate;
+        if let Err(retry) = self.operations.try_take(rate, Instant::now()) {
             let message = format!(
                 "Too many operations on this connection: retry in {} seconds.",
                 retry.secs()
@@ -629,11 +646,17 @@ impl Session {
             self.send_operation_error(&id, vec![json!({ "message": message })]);
             return;
         }
-        let mut request = request;
-        if let Err(refused) = self.gateway.app.prepare(&mut request) {
-            self.send_operation_error(&id, vec![refused.to_graphql()]);
-            return;
-        }
+        let mut request = match self
+            .gateway
+            .app
+            .prepare(request, self.viewer_now(), self.client)
+        {
+            Ok(request) => request,
+            Err(refused) => {
+                self.send_operation_error(&id, vec![refused.to_graphql()]);
+                return;
+            }
+        };
         let (request, admitting) = match key::plan(&mut request) {
             Plan::NotOneRootField => {
                 let message = "A subscription operation must select exactly one root field.";
@@ -651,17 +674,6 @@ impl Session {
                 (request.data(admitting.admission.clone()), Some(admitting))
             }
         };
-        let max_bytes = self.gateway.app.settings.max_response_bytes;
-        // Authorized as the same token would be over HTTP at this moment.
-        let viewer = if self.gateway.settings.tokens_never_expire {
-            self.viewer.clone()
-        } else {
-            self.viewer.at(unix_now())
-        };
-        let request = request
-            .data(viewer)
-            .data(self.client)
-            .data(mmsub_api::ResponseBudget::new(max_bytes));
         let results: ResultStream = if admitting.is_some() {
             // An admission run waits for a permit holding only its request: a burst of
             // subscribes does not build thousands of executions at once.

@@ -193,6 +193,11 @@ async fn text_nested_too_deep_for_the_parser_is_refused() {
         .await;
 }
 
+/// A WebSocket upgrade request as raw text, with `headers` (each ending in CRLF) added.
+fn upgrade_request(headers: &str) -> String {
+    format!("GET /ws/graphql/ HTTP/1.1\r\nHost: x\r\n{headers}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+}
+
 /// Sends raw bytes on a fresh connection and returns everything the server wrote before it
 /// closed (or before `wait` passed).
 async fn raw_exchange(
@@ -346,12 +351,7 @@ async fn connections_are_capped_per_client_and_in_total() {
 
     let _a = app.ws("graphql-transport-ws").await;
     let _b = app.ws("graphql-transport-ws").await;
-    let third = raw_exchange(
-        app.addr,
-        b"GET /ws/graphql/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        wait,
-    )
-    .await;
+    let third = raw_exchange(app.addr, upgrade_request("").as_bytes(), wait).await;
     assert!(third.starts_with("HTTP/1.1 503"), "{third}");
     assert!(
         third.contains("Too many WebSocket connections from your address"),
@@ -388,9 +388,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_cap() {
         c.gateway.max_connections_per_client = 1;
     })
     .await;
-    let upgrade = |client: &str| {
-        format!("GET /ws/graphql/ HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    };
+    let upgrade = |client: &str| upgrade_request(&format!("X-Forwarded-For: {client}\r\n"));
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut first = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     first

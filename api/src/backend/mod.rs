@@ -120,12 +120,18 @@ impl ByteCount {
         Ok(())
     }
 
-    pub fn used(&self) -> u64 {
-        self.used
+    /// Adds each of `bytes` in turn.
+    pub fn add_all(&mut self, bytes: impl IntoIterator<Item = u64>) -> BackendResult<()> {
+        bytes.into_iter().try_for_each(|b| self.add(b))
     }
 }
 
 impl PageRequest {
+    /// `Ok` when an answer of `bytes` fits this page's `max_bytes`.
+    pub fn allow(&self, bytes: u64) -> BackendResult<()> {
+        ByteCount::new(self.max_bytes).add(bytes)
+    }
+
     pub fn offset(&self) -> u64 {
         u64::from(self.size) * u64::from(self.number)
     }
@@ -148,6 +154,27 @@ impl ChannelSummary {
         let channel = &self.channel;
         (channel.id.len() + channel.name.len() + OBJECT_OVERHEAD_BYTES) as u64
             + self.last_message.as_ref().map_or(0, Post::content_bytes)
+    }
+}
+
+impl UserPage {
+    pub fn content_bytes(&self) -> u64 {
+        self.users.iter().map(User::content_bytes).sum()
+    }
+}
+
+impl ChannelPage {
+    pub fn content_bytes(&self) -> u64 {
+        self.channels
+            .iter()
+            .map(ChannelSummary::content_bytes)
+            .sum()
+    }
+}
+
+impl MessagePage {
+    pub fn content_bytes(&self) -> u64 {
+        self.posts.iter().map(Post::content_bytes).sum()
     }
 }
 

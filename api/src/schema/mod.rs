@@ -16,6 +16,7 @@ use mmsub_relay::Bus;
 
 use crate::auth::{JwtKeys, Viewer};
 use crate::backend::{Actor, BackendError, ChatBackend, PageRequest};
+use crate::client::ClientAddr;
 use crate::cost::{self, CostError, CostLimits};
 use crate::parsed_queries::ParsedQueries;
 use crate::settings::ApiSettings;
@@ -41,12 +42,19 @@ pub struct AppState {
 
 impl AppState {
     /// Readies a client's request for execution, over HTTP or WebSocket alike: refuses text
-    /// nested too deep for the parser, parses it (or takes the cached parse), and refuses a
+    /// nested too deep for the parser, parses it (or takes the cached parse), refuses a
     /// document whose execution would cost more than the limits allow, before any resolver
-    /// runs. A document that does not parse is left for execution to report.
-    pub fn prepare(&self, request: &mut async_graphql::Request) -> Result<(), CostError> {
+    /// runs, and gives it the request data every resolver may read: the viewer, the client
+    /// address and the answer's byte budget. A document that does not parse is left for
+    /// execution to report.
+    pub fn prepare(
+        &self,
+        mut request: async_graphql::Request,
+        viewer: Viewer,
+        client: ClientAddr,
+    ) -> Result<async_graphql::Request, CostError> {
         self.parsed_queries
-            .prepare_checked(request, cost::check_text_nesting)?;
+            .prepare(&mut request, cost::check_text_nesting)?;
         let limits = CostLimits {
             max_cost: self.settings.max_query_complexity as u64,
             max_depth: self.settings.max_query_depth,
@@ -58,7 +66,11 @@ impl AppState {
             Err(_) => Ok(()),
         };
         request.variables = variables;
-        counted
+        counted?;
+        Ok(request
+            .data(viewer)
+            .data(client)
+            .data(ResponseBudget::new(self.settings.max_response_bytes)))
     }
 }
 
@@ -119,11 +131,11 @@ fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
     ctx.data_unchecked::<Arc<AppState>>()
 }
 
-/// The client address the request came from (the entry points store it).
-fn client(ctx: &Context<'_>) -> crate::client::ClientAddr {
-    ctx.data_opt::<crate::client::ClientAddr>()
+/// The client address the request came from ([`AppState::prepare`] stores it).
+fn client(ctx: &Context<'_>) -> ClientAddr {
+    ctx.data_opt::<ClientAddr>()
         .copied()
-        .unwrap_or(crate::client::ClientAddr::UNKNOWN)
+        .unwrap_or(ClientAddr::UNKNOWN)
 }
 
 /// The caller, or the contract's permission error.

@@ -4,7 +4,7 @@ use super::types::{
     ChannelListType, ChannelQueryType, MessageListType, MessageQueryType, PageType, UserListType,
 };
 use super::{require_user, state, within_budget};
-use crate::backend::{ChannelSummary, PageRequest, Post, User};
+use crate::backend::{ChannelPage, MessagePage, PageRequest, UserPage};
 
 pub struct QueryRoot;
 
@@ -30,7 +30,7 @@ impl QueryRoot {
                     },
                 )
             },
-            |found| found.users.iter().map(User::content_bytes).sum(),
+            UserPage::content_bytes,
         )
         .await?;
         Ok(Some(UserListType {
@@ -60,13 +60,7 @@ impl QueryRoot {
                     },
                 )
             },
-            |found| {
-                found
-                    .channels
-                    .iter()
-                    .map(ChannelSummary::content_bytes)
-                    .sum()
-            },
+            ChannelPage::content_bytes,
         )
         .await?;
         let tz = app.settings.time_zone;
@@ -109,7 +103,7 @@ impl QueryRoot {
                 };
                 app.backend.messages(actor, &channel_identifier, page)
             },
-            |found| found.posts.iter().map(Post::content_bytes).sum(),
+            MessagePage::content_bytes,
         )
         .await?;
         let tz = app.settings.time_zone;

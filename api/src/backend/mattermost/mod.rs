@@ -451,12 +451,12 @@ impl ChatBackend for MattermostBackend {
             },
             self.user_count(&proxy)
         )?;
-        let users: Vec<User> = users.iter().map(MmUser::to_user).collect();
-        let mut count = ByteCount::new(page.max_bytes);
-        for user in &users {
-            count.add(user.content_bytes())?;
-        }
-        Ok(UserPage { users, total })
+        let found = UserPage {
+            users: users.iter().map(MmUser::to_user).collect(),
+            total,
+        };
+        page.allow(found.content_bytes())?;
+        Ok(found)
     }
 
     /// As the user: `POST /users/usernames` for the members, `POST /channels` (the creator
@@ -528,19 +528,19 @@ impl ChatBackend for MattermostBackend {
             .take(page.size as usize)
             .collect();
         let last = self.last_posts(&proxy, &channels).await?;
-        let channels: Vec<ChannelSummary> = channels
-            .iter()
-            .zip(last)
-            .map(|(c, last_message)| ChannelSummary {
-                channel: c.to_channel(),
-                last_message,
-            })
-            .collect();
-        let mut count = ByteCount::new(page.max_bytes);
-        for channel in &channels {
-            count.add(channel.content_bytes())?;
-        }
-        Ok(ChannelPage { channels, has_next })
+        let found = ChannelPage {
+            channels: channels
+                .iter()
+                .zip(last)
+                .map(|(c, last_message)| ChannelSummary {
+                    channel: c.to_channel(),
+                    last_message,
+                })
+                .collect(),
+            has_next,
+        };
+        page.allow(found.content_bytes())?;
+        Ok(found)
     }
 
     /// `GET /users/{id}/teams/{team}/channels` (1 request).
@@ -614,9 +614,7 @@ impl ChatBackend for MattermostBackend {
                 .map_err(mm_error)?
                 .oldest_first();
             let full = page.len() as u32 == want;
-            for post in &page {
-                count.add(mm_post_bytes(post))?;
-            }
+            count.add_all(page.iter().map(mm_post_bytes))?;
             posts.extend(page);
             match posts.last() {
                 Some(last) if full => cursor = last.id.clone(),
@@ -644,10 +642,7 @@ impl ChatBackend for MattermostBackend {
             let has_next = !list.next_post_id.is_empty();
             let has_previous = !list.prev_post_id.is_empty();
             let posts = list.oldest_first();
-            let mut count = ByteCount::new(page.max_bytes);
-            for post in &posts {
-                count.add(mm_post_bytes(post))?;
-            }
+            ByteCount::new(page.max_bytes).add_all(posts.iter().map(mm_post_bytes))?;
             let posts = self.with_authors(&proxy, posts).await?;
             return Ok(MessagePage {
                 posts,
