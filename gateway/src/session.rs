@@ -1,10 +1,12 @@
 //! One WebSocket connection from upgrade to close: the protocol state machine of both
 //! dialects, its subscriptions, and its outgoing frames.
 //!
-//! The session waits on six things at once: client frames (read here, see
+//! The session waits on these at once: client frames (read here, see
 //! [`frames::FrameReader`]), deliveries the subscription groups could not write directly (its
 //! outbox), results of operations it runs itself (admissions, replays, queries), the keep-alive
-//! timer, the connection_init deadline, and the send budget's overflow signal. Whatever became
+//! timer, one timer for its other duties ([`Duties`]: the connection_init deadline, the token's
+//! expiry, membership re-checks), a re-check under way, and the send budget's overflow signal.
+//! Whatever became
 //! ready is encoded into one buffer and written with one syscall; a write that cannot finish
 //! within `write_timeout` ends the connection.
 //!
@@ -105,6 +107,76 @@ struct Admitting {
 /// The channels of live subscriptions that a membership re-check found the user no longer in.
 type Recheck = futures::future::BoxFuture<'static, Vec<String>>;
 
+/// What the session's one timer serves, each at its own instant.
+struct Duties {
+    /// Until `connection_init` arrives.
+    init_at: Option<tokio::time::Instant>,
+    /// The token's `exp` (Unix seconds) that `token_at` was computed for.
+    token_exp: Option<i64>,
+    /// `exp` plus the grace, as an instant.
+    token_at: Option<tokio::time::Instant>,
+    /// The next membership re-check (none when disabled).
+    recheck_at: Option<tokio::time::Instant>,
+    recheck_period: Duration,
+}
+
+/// The duty whose time has come.
+enum Due {
+    InitTimeout,
+    TokenExpired,
+    Recheck,
+    /// The timer fired for a duty that has since moved (a renewed token).
+    Nothing,
+}
+
+impl Duties {
+    fn new(now: tokio::time::Instant, settings: &crate::GatewaySettings) -> Self {
+        let period = settings.membership_recheck;
+        // Spread over the period, so that a node's connections do not all check at once.
+        let recheck_at = (!period.is_zero()).then(|| now + period.mul_f64(rand::random::<f64>()));
+        Self {
+            init_at: Some(now + settings.connection_init_timeout),
+            token_exp: None,
+            token_at: None,
+            recheck_at,
+            recheck_period: period,
+        }
+    }
+
+    fn next(&self) -> Option<tokio::time::Instant> {
+        [self.init_at, self.token_at, self.recheck_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Follows the token's expiry: `exp` is `None` when nothing expires.
+    fn track_token(&mut self, exp: Option<i64>, grace: Duration) {
+        if exp == self.token_exp {
+            return;
+        }
+        self.token_exp = exp;
+        self.token_at = exp.map(|exp| {
+            let left = Duration::from_secs(exp.saturating_sub(unix_now()).max(0) as u64);
+            tokio::time::Instant::now() + left + grace
+        });
+    }
+
+    fn due(&mut self, now: tokio::time::Instant) -> Due {
+        let passed = |at: Option<tokio::time::Instant>| at.is_some_and(|at| at <= now);
+        if passed(self.init_at) {
+            Due::InitTimeout
+        } else if passed(self.token_at) {
+            Due::TokenExpired
+        } else if passed(self.recheck_at) {
+            self.recheck_at = Some(now + self.recheck_period);
+            Due::Recheck
+        } else {
+            Due::Nothing
+        }
+    }
+}
+
 /// Runs a connection whose handshake is done, until it closes. `early` holds bytes the client
 /// sent right behind its upgrade request; it is copied and dropped at once, because it may be a
 /// view into the HTTP connection's whole read buffer (an idle connection keeping it would cost
@@ -170,12 +242,12 @@ impl Session {
         let settings = self.gateway.settings.clone();
         let budget = self.deliveries.outbox().budget().clone();
         let shutdown = self.gateway.shutdown.clone();
-        let init_deadline = tokio::time::sleep(settings.connection_init_timeout);
-        tokio::pin!(init_deadline);
-        // When the connection's token (plus the grace) runs out; re-armed on renewal.
-        let token_deadline = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(token_deadline);
-        let mut armed_for: Option<i64> = None;
+        // One timer for the connection_init deadline, the token's expiry and the membership
+        // re-checks: an idle connection holds one timer entry, not three.
+        let mut duties = Duties::new(tokio::time::Instant::now(), &settings);
+        let mut armed = duties.next();
+        let timer = tokio::time::sleep_until(armed.unwrap_or_else(tokio::time::Instant::now));
+        tokio::pin!(timer);
         let keepalive_enabled = !settings.keepalive_interval.is_zero();
         let period = if keepalive_enabled {
             settings.keepalive_interval
@@ -183,17 +255,6 @@ impl Session {
             Duration::from_secs(3600)
         };
         let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        let recheck_enabled = !settings.membership_recheck.is_zero();
-        let recheck_period = if recheck_enabled {
-            settings.membership_recheck
-        } else {
-            Duration::from_secs(3600)
-        };
-        // Spread over the period, so that a node's connections do not all check at once.
-        let offset = recheck_period.mul_f64(rand::random::<f64>());
-        let mut recheck =
-            tokio::time::interval_at(tokio::time::Instant::now() + offset, recheck_period);
-        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         // Created once: a fresh `cancelled()` per iteration would register and unregister a
         // waiter (a lock each) on every delivery.
@@ -223,29 +284,34 @@ impl Session {
                     self.send(None, self.dialect.keepalive_type(), None::<()>);
                     Flow::Continue
                 }
-                _ = &mut init_deadline, if !self.init_received => {
-                    Flow::Close(close::INIT_TIMEOUT, "Connection initialisation timeout".into())
-                }
-                _ = &mut token_deadline, if armed_for.is_some() => self.token_expired(),
-                _ = recheck.tick(), if recheck_enabled && self.recheck.is_none() => {
-                    self.start_recheck();
-                    Flow::Continue
-                }
+                _ = &mut timer, if armed.is_some() => match duties.due(tokio::time::Instant::now()) {
+                    Due::InitTimeout => {
+                        Flow::Close(close::INIT_TIMEOUT, "Connection initialisation timeout".into())
+                    }
+                    Due::TokenExpired => self.token_expired(),
+                    Due::Recheck => {
+                        if self.recheck.is_none() {
+                            self.start_recheck();
+                        }
+                        Flow::Continue
+                    }
+                    Due::Nothing => Flow::Continue,
+                },
                 lost = async { self.recheck.as_mut().expect("guarded").await }, if self.recheck.is_some() => {
                     self.recheck = None;
                     self.revoke(&lost);
                     Flow::Continue
                 }
             };
-            let expires_at = self.token_expiry();
-            if expires_at != armed_for {
-                armed_for = expires_at;
-                if let Some(at) = expires_at {
-                    let left = at.saturating_sub(unix_now()).max(0) as u64;
-                    let deadline = tokio::time::Instant::now()
-                        + Duration::from_secs(left)
-                        + settings.token_grace;
-                    token_deadline.as_mut().reset(deadline);
+            if self.init_received {
+                duties.init_at = None;
+            }
+            duties.track_token(self.token_expiry(), settings.token_grace);
+            let next = duties.next();
+            if next != armed {
+                armed = next;
+                if let Some(at) = next {
+                    timer.as_mut().reset(at);
                 }
             }
             match flow {
