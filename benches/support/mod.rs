@@ -17,11 +17,11 @@ use std::time::Duration;
 use mmsub_api::auth::JwtKeys;
 use mmsub_api::backend::embedded::EmbeddedStore;
 use mmsub_api::{build_schema, ApiSettings, AppState};
+use mmsub_events::{EventAuthor, EventPost, EventSink, FanoutHub, InProcessBus, MessageEvent};
 use mmsub_gateway::frames;
 use mmsub_gateway::groups::{MemberHandle, SubscriptionGroups};
 use mmsub_gateway::outbox::{outbox, OutboxReceiver};
 use mmsub_gateway::protocol::Dialect;
-use mmsub_relay::{EventAuthor, EventPost, EventSink, FanoutHub, InProcessBus, MessageEvent};
 
 pub const CHANNEL_ID: &str = "benchchannelid000000000000";
 

@@ -27,7 +27,7 @@ use mmsub_api::client::{ClientAddr, ClientSlots};
 use mmsub_api::http::{error_response, HttpResponse};
 use mmsub_api::throttle::RateLimit;
 use mmsub_api::{AppState, MmsubSchema};
-use mmsub_relay::FanoutHub;
+use mmsub_events::FanoutHub;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;

@@ -16,8 +16,8 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
-use crate::bus::{Bus, BusError};
-use crate::event::MessageEvent;
+use mmsub_events::bus::{Bus, BusError};
+use mmsub_events::event::MessageEvent;
 
 /// Where the Kafka cluster is and how the topic looks; each has a flag in the `mmsub` binary.
 #[derive(Debug, Clone)]

@@ -1,19 +1,16 @@
-//! The event path between the nodes that accept messages and the nodes that hold subscribers.
+//! The Kafka relay tier: how events cross machines in a cluster.
 //!
-//! An API node turns every new chat message into a [`MessageEvent`] and hands it to a [`Bus`].
-//! Whatever transport the bus uses (in-process today, Kafka partitions keyed by channel in a
-//! cluster), events end at a [`FanoutHub`] on each WebSocket node, which pushes them to the
-//! local subscribers of that channel. Keeping these three pieces in one crate keeps the
-//! contract between producers and consumers in one place.
+//! API nodes publish each [`mmsub_events::MessageEvent`] through the [`kafka::KafkaBus`] to a
+//! topic partitioned by channel. Relay nodes ([`node`]) form a consumer group over that topic
+//! and forward each event once to every gateway that has a subscriber for its channel, over the
+//! relay↔gateway protocol in [`wire`]. On the gateway side, [`link::RelayLinks`] keeps one
+//! connection per relay node, tells it which channels the gateway wants, and feeds what
+//! arrives into the gateway's [`mmsub_events::FanoutHub`].
+//!
+//! Only the binary's role assembly depends on this crate: the API and gateway crates see a
+//! [`mmsub_events::Bus`] and a hub, never Kafka.
 
-pub mod bus;
-pub mod event;
-pub mod hub;
 pub mod kafka;
 pub mod link;
 pub mod node;
 pub mod wire;
-
-pub use bus::{Bus, BusError, EventSink, InProcessBus};
-pub use event::{EventAuthor, EventPost, MessageEvent, EVENT_VERSION};
-pub use hub::{FanoutHub, InterestObserver, LiveSubscription};

@@ -26,10 +26,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::EventSink;
-use crate::event::MessageEvent;
-use crate::hub::{FanoutHub, InterestObserver};
 use crate::wire::{Frame, FrameCodec};
+use mmsub_events::bus::EventSink;
+use mmsub_events::event::MessageEvent;
+use mmsub_events::hub::{FanoutHub, InterestObserver};
 
 /// How a gateway finds and talks to relays; each has a flag in the `mmsub` binary.
 #[derive(Debug, Clone)]

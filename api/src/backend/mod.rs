@@ -9,7 +9,7 @@ pub mod embedded;
 pub mod mattermost;
 
 use async_trait::async_trait;
-use mmsub_relay::{EventAuthor, EventPost, MessageEvent};
+use mmsub_events::{EventAuthor, EventPost, MessageEvent};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

@@ -12,7 +12,7 @@ pub mod types;
 use std::sync::Arc;
 
 use async_graphql::{Context, ErrorExtensions, Schema};
-use mmsub_relay::Bus;
+use mmsub_events::Bus;
 
 use crate::auth::{JwtKeys, Viewer};
 use crate::backend::{Actor, BackendError, ChatBackend, PageRequest};

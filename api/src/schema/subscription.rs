@@ -16,7 +16,7 @@ use async_graphql::{Context, Subscription};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
-use mmsub_relay::MessageEvent;
+use mmsub_events::MessageEvent;
 
 use super::types::{MessageQueryType, OnNewChatMessage};
 use super::{graphql_error, require_user, state};

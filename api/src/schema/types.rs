@@ -6,7 +6,7 @@ use async_graphql::{
     ID,
 };
 use chrono_tz::Tz;
-use mmsub_relay::{EventAuthor, EventPost};
+use mmsub_events::{EventAuthor, EventPost};
 use serde_json::json;
 
 use crate::backend::{BackendError, Post, User};

@@ -24,7 +24,7 @@ use async_graphql::Request;
 use bytes::Bytes;
 use futures::StreamExt;
 use mmsub_api::{GroupFeed, MmsubSchema};
-use mmsub_relay::FanoutHub;
+use mmsub_events::FanoutHub;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::Outbox;
