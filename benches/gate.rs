@@ -11,9 +11,8 @@ mod support;
 use std::hint::black_box;
 
 use mmsub_api::auth::JwtKeys;
-use mmsub_gateway::frames;
-use mmsub_gateway::outbox::Delivery;
-use mmsub_gateway::protocol::{init_token, ClientMessage, Dialect};
+use mmsub_gateway::delivery::Delivery;
+use mmsub_gateway::dialect::Dialect;
 use support::{Fanout, HttpMutation};
 
 pub const WORKLOADS: [&str; 5] = [
@@ -26,7 +25,7 @@ pub const WORKLOADS: [&str; 5] = [
 
 enum Prepared {
     Fanout(Fanout),
-    Protocol(Vec<String>, Delivery),
+    Protocol(Vec<(&'static str, String)>, Delivery),
     Jwt(JwtKeys, String),
     HttpMutation(HttpMutation),
 }
@@ -44,12 +43,9 @@ fn prepare(workload: &str) -> Prepared {
             Prepared::Fanout(fixture)
         }
         "protocol" => Prepared::Protocol(
-            support::client_messages()
-                .into_iter()
-                .map(|(_, text)| text)
-                .collect(),
+            support::client_messages(),
             Delivery {
-                prefix: frames::delivery_prefix(Dialect::TransportWs, "1"),
+                prefix: Delivery::prefix_for(Dialect::TransportWs, "1"),
                 payload: support::delivery_payload(),
             },
         ),
@@ -93,11 +89,10 @@ fn measure(prepared: &mut Prepared) {
         Prepared::Protocol(messages, delivery) => {
             let mut out = Vec::with_capacity(1 << 16);
             for _ in 0..100 {
-                for text in messages.iter() {
-                    let message: ClientMessage = serde_json::from_str(text).expect("valid");
-                    black_box(init_token(message.payload.as_ref()));
+                for (name, text) in messages.iter() {
+                    black_box(support::decode_client_message(name, text));
                 }
-                frames::push_delivery(&mut out, delivery);
+                delivery.push_to(&mut out);
             }
             black_box(out);
         }

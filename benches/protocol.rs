@@ -8,21 +8,16 @@ mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mmsub_api::auth::JwtKeys;
+use mmsub_gateway::delivery::Delivery;
+use mmsub_gateway::dialect::{encode, Dialect};
 use mmsub_gateway::frames;
-use mmsub_gateway::outbox::Delivery;
-use mmsub_gateway::protocol::{encode, init_token, ClientMessage, Dialect};
 use serde_json::{json, Value};
+use support::decode_client_message;
 
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     for (name, text) in support::client_messages() {
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let message: ClientMessage = serde_json::from_str(&text).expect("valid");
-                let token = init_token(message.payload.as_ref());
-                (message, token)
-            })
-        });
+        group.bench_function(name, |b| b.iter(|| decode_client_message(name, &text)));
     }
     group.finish();
 }
@@ -67,13 +62,13 @@ fn encode_messages(c: &mut Criterion) {
             });
         }
         let delivery = Delivery {
-            prefix: frames::delivery_prefix(dialect, "1"),
+            prefix: Delivery::prefix_for(dialect, "1"),
             payload: payload.clone(),
         };
         group.bench_function(format!("{prefix}/{}", dialect.data_type()), |b| {
             b.iter(|| {
                 out.clear();
-                frames::push_delivery(&mut out, &delivery);
+                delivery.push_to(&mut out);
                 out.len()
             })
         });

@@ -17,5 +17,7 @@ pub mod settings;
 pub mod throttle;
 pub mod validation;
 
-pub use schema::{build_schema, Admission, AppState, GroupFeed, MmsubSchema};
+pub use schema::{
+    build_schema, subscription_contract, Admission, AppState, GroupFeed, MmsubSchema,
+};
 pub use settings::ApiSettings;

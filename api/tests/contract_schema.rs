@@ -232,3 +232,18 @@ fn additions_beyond_the_contract_are_the_documented_ones() {
         "(channelIdentifier:String!,afterMessageId:String):OnNewChatMessage"
     );
 }
+
+#[test]
+fn the_subscription_contract_names_the_schemas_own_field_and_arguments() {
+    use mmsub_api::subscription_contract::{CHANNEL_ARGUMENT, RESUME_ARGUMENT, ROOT_FIELD};
+    let ours = served();
+    let subscription = &ours["Subscription"];
+    assert_eq!(
+        subscription.len(),
+        1,
+        "one subscription field: {subscription:?}"
+    );
+    let (args, _) = split_signature(&subscription[ROOT_FIELD]);
+    let names: Vec<&str> = args.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, [CHANNEL_ARGUMENT, RESUME_ARGUMENT]);
+}

@@ -18,10 +18,11 @@ use mmsub_api::auth::JwtKeys;
 use mmsub_api::backend::embedded::EmbeddedStore;
 use mmsub_api::{build_schema, ApiSettings, AppState};
 use mmsub_events::{EventAuthor, EventPost, EventSink, FanoutHub, InProcessBus, MessageEvent};
-use mmsub_gateway::frames;
+use mmsub_gateway::delivery::Delivery;
+use mmsub_gateway::dialect::Dialect;
+use mmsub_gateway::groups::plan::{plan, Plan};
 use mmsub_gateway::groups::{MemberHandle, SubscriptionGroups};
 use mmsub_gateway::outbox::{outbox, OutboxReceiver};
-use mmsub_gateway::protocol::Dialect;
 
 pub const CHANNEL_ID: &str = "benchchannelid000000000000";
 
@@ -68,12 +69,14 @@ impl Fanout {
         for s in 0..subscribers {
             let (outbox, receiver) = outbox(1 << 20);
             let query = selection(s % selections);
-            let key = query.clone();
+            let Plan::Shared(key) = plan(&mut async_graphql::Request::new(query.clone())) else {
+                panic!("{query} is not a shared subscription");
+            };
             let member = groups.join(
                 key,
                 CHANNEL_ID,
                 move || async_graphql::Request::new(query),
-                frames::delivery_prefix(Dialect::TransportWs, &format!("sub-{s}")),
+                Delivery::prefix_for(Dialect::TransportWs, &format!("sub-{s}")),
                 outbox,
             );
             member.go_live(Vec::new());
@@ -144,6 +147,15 @@ pub fn client_messages() -> Vec<(&'static str, String)> {
         ("legacy/stop", json!({"id": "1", "type": "stop"}).to_string()),
         ("legacy/connection_terminate", json!({"type": "connection_terminate"}).to_string()),
     ]
+}
+
+/// Decodes one of [`client_messages`] as its dialect (the name's prefix) does.
+pub fn decode_client_message(name: &str, text: &str) -> bool {
+    if name.starts_with("legacy/") {
+        mmsub_gateway::dialect::legacy::ClientMessage::decode(text).is_some()
+    } else {
+        mmsub_gateway::dialect::transport_ws::ClientMessage::decode(text).is_some()
+    }
 }
 
 /// A `next` payload as a group renders it for [`selection`].

@@ -13,8 +13,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 use crate::close;
-use crate::outbox::Delivery;
-use crate::protocol::Dialect;
 
 #[derive(Debug)]
 pub enum Inbound {
@@ -328,24 +326,15 @@ pub fn push_text(buf: &mut Vec<u8>, payload: &[u8]) {
     push_frame(buf, OpCode::Text, payload);
 }
 
-/// Appends a subscription delivery as one text frame: its parts are spliced, not re-encoded.
-pub fn push_delivery(buf: &mut Vec<u8>, delivery: &Delivery) {
-    push_header(buf, OpCode::Text, delivery.message_len());
-    buf.reserve(delivery.message_len());
-    buf.extend_from_slice(&delivery.prefix);
-    buf.extend_from_slice(&delivery.payload);
-    buf.extend_from_slice(Delivery::SUFFIX);
-}
-
-/// The constant start of every delivery to subscription `id`, up to where its payload goes.
-pub fn delivery_prefix(dialect: Dialect, id: &str) -> Bytes {
-    let mut prefix = Vec::with_capacity(id.len() + 40);
-    prefix.extend_from_slice(b"{\"id\":");
-    serde_json::to_writer(&mut prefix, id).expect("a string always serializes");
-    prefix.extend_from_slice(b",\"type\":\"");
-    prefix.extend_from_slice(dialect.data_type().as_bytes());
-    prefix.extend_from_slice(b"\",\"payload\":");
-    Bytes::from(prefix)
+/// Appends one text frame whose message is `parts` in order: the parts are spliced, not
+/// re-encoded (a subscription delivery: its prefix, the shared payload, its suffix).
+pub fn push_text_parts(buf: &mut Vec<u8>, parts: [&[u8]; 3]) {
+    let len = parts[0].len() + parts[1].len() + parts[2].len();
+    push_header(buf, OpCode::Text, len);
+    buf.reserve(len);
+    for part in parts {
+        buf.extend_from_slice(part);
+    }
 }
 
 pub fn push_pong(buf: &mut Vec<u8>, payload: &[u8]) {
@@ -456,26 +445,6 @@ mod tests {
             push_text(&mut buf, &vec![b'a'; len]);
             assert_eq!(buf.len(), header + len);
             assert_eq!(buf[0], 0x81);
-        }
-    }
-
-    #[test]
-    fn a_spliced_delivery_is_the_message_encode_would_write() {
-        let payload = br#"{"data":{"onNewChatMessage":null}}"#;
-        for dialect in [Dialect::TransportWs, Dialect::Legacy] {
-            let delivery = Delivery {
-                prefix: delivery_prefix(dialect, "sub \"1\""),
-                payload: Bytes::from_static(payload),
-            };
-            let mut spliced = Vec::new();
-            push_delivery(&mut spliced, &delivery);
-            let value: serde_json::Value = serde_json::from_slice(payload).unwrap();
-            let mut encoded = Vec::new();
-            push_text(
-                &mut encoded,
-                &crate::protocol::encode(Some("sub \"1\""), dialect.data_type(), Some(value)),
-            );
-            assert_eq!(spliced, encoded);
         }
     }
 

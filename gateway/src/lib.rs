@@ -8,10 +8,11 @@
 //! [`outbox`] as shared bytes.
 
 pub mod close;
+pub mod delivery;
+pub mod dialect;
 pub mod frames;
 pub mod groups;
 pub mod outbox;
-pub mod protocol;
 mod session;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,9 +33,22 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use async_graphql::Response;
+use dialect::Dialect;
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use groups::admission::GroupAdmission;
+use groups::plan::GroupKey;
 use groups::SubscriptionGroups;
-use protocol::Dialect;
+use mmsub_api::auth::JwtKeys;
+use mmsub_api::backend::{Actor, BackendError, Channel};
+use mmsub_api::cost::CostError;
+use outbox::Outbox;
 
+/// An operation's results over a socket; `None` once, when it has finished.
+pub(crate) type ResultStream = BoxStream<'static, Option<Response>>;
+
+/// The limits and timers of one WebSocket node.
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
     /// Largest single frame a client may send (close 1009 beyond).
@@ -152,6 +166,79 @@ impl Gateway {
     /// Distinct payloads rendered per event on this node: each group renders once.
     pub fn group_count(&self) -> usize {
         self.groups.group_count()
+    }
+
+    /// The node's WebSocket settings.
+    pub(crate) fn settings(&self) -> &GatewaySettings {
+        &self.settings
+    }
+
+    /// The keys that verify tokens.
+    pub(crate) fn jwt(&self) -> &JwtKeys {
+        &self.app.jwt
+    }
+
+    /// Cancelled when the node shuts down.
+    pub(crate) fn shutdown_signal(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Readies an operation's request as HTTP does: text checks, parse cache, cost, viewer.
+    pub(crate) fn prepare(
+        &self,
+        request: async_graphql::Request,
+        viewer: Viewer,
+        client: ClientAddr,
+    ) -> Result<async_graphql::Request, CostError> {
+        self.app.prepare(request, viewer, client)
+    }
+
+    /// The admission of a subscriber to the group of `key` (see [`GroupAdmission`]).
+    pub(crate) fn admission(
+        &self,
+        key: GroupKey,
+        request: &async_graphql::Request,
+        prefix: Bytes,
+        outbox: Arc<Outbox>,
+    ) -> Arc<GroupAdmission> {
+        GroupAdmission::new(self.groups.clone(), key, request, prefix, outbox)
+    }
+
+    /// Runs a subscriber's admission: it waits for a permit holding only its request, so a
+    /// burst of subscribes does not build thousands of executions at once.
+    pub(crate) fn run_admission(&self, request: async_graphql::Request) -> ResultStream {
+        let schema = self.schema.clone();
+        let permits = self.admissions.clone();
+        stream::once(async move { (permits.acquire_owned().await.ok(), schema, request) })
+            .flat_map(|(permit, schema, request)| {
+                schema
+                    .execute_stream(request)
+                    .map(Some)
+                    .chain(stream::once(async move {
+                        drop(permit);
+                        None
+                    }))
+            })
+            .boxed()
+    }
+
+    /// Runs any other operation; it may run for as long as the client wants and takes no
+    /// permit.
+    pub(crate) fn run_alone(&self, request: async_graphql::Request) -> ResultStream {
+        self.schema
+            .execute_stream(request)
+            .map(Some)
+            .chain(stream::once(async { None }))
+            .boxed()
+    }
+
+    /// The channel, if `actor` is (still) a member of it.
+    pub(crate) async fn member_channel(
+        &self,
+        actor: &Actor,
+        channel_id: &str,
+    ) -> Result<Channel, BackendError> {
+        self.app.backend.member_channel(actor, channel_id).await
     }
 
     /// Answers an HTTP request to the WebSocket endpoint: the 101 response, or why not.

@@ -20,24 +20,8 @@ use futures::task::AtomicWaker;
 use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use crate::delivery::Delivery;
 use crate::frames;
-
-/// One `next`/`data` message for one subscription: `prefix` (`{"id":…,"type":…,"payload":`,
-/// built once per subscription) + `payload` (serialized once per group and event) + `}`.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub prefix: Bytes,
-    pub payload: Bytes,
-}
-
-impl Delivery {
-    pub const SUFFIX: &'static [u8] = b"}";
-
-    /// Length of the message this delivery encodes to.
-    pub fn message_len(&self) -> usize {
-        self.prefix.len() + self.payload.len() + Self::SUFFIX.len()
-    }
-}
 
 /// How many deliveries a connection may have queued before it counts as a slow consumer.
 #[derive(Debug)]
@@ -304,7 +288,7 @@ impl OutboxReceiver {
             let Some(delivery) = state.queue.pop_front() else {
                 break;
             };
-            frames::push_delivery(out, &delivery);
+            delivery.push_to(out);
             taken += 1;
         }
         state.session_writes = claim || !out.is_empty() || !state.queue.is_empty();

@@ -16,9 +16,9 @@ use bytes::BytesMut;
 use mmsub_api::auth::{token_from_authorization, JwtKeys, TokenError};
 use mmsub_api::backend::Actor;
 use mmsub_api::cost::{self, CostError, CostLimits};
+use mmsub_gateway::dialect::{encode, legacy, transport_ws, Credentials};
 use mmsub_gateway::frames::{sendable_close_code, FrameLimits, FrameReader, Inbound};
-use mmsub_gateway::groups::key::{plan, Plan};
-use mmsub_gateway::protocol::{encode, init_token, ClientMessage};
+use mmsub_gateway::groups::plan::{plan, Plan};
 use mmsub_relay::wire::{Frame, FrameCodec};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -251,11 +251,11 @@ proptest! {
     #[test]
     fn client_messages_decode_or_are_refused(text in client_message_text()) {
         let (_, grew) = peak_growth(|| {
-            if let Ok(message) = serde_json::from_str::<ClientMessage>(&text) {
-                let _ = init_token(message.payload.as_ref());
-                if let Some(payload) = message.payload {
-                    let _ = serde_json::from_value::<async_graphql::Request>(payload);
-                }
+            let _ = legacy::ClientMessage::decode(&text);
+            if let Some(transport_ws::ClientMessage::Subscribe { payload: Some(payload), .. }) =
+                transport_ws::ClientMessage::decode(&text)
+            {
+                let _ = serde_json::from_value::<async_graphql::Request>(payload);
             }
         });
         prop_assert!(grew <= text.len() * 16 + (64 << 10), "{} bytes", grew);
@@ -269,7 +269,7 @@ proptest! {
             2 => json!({ "authorization": format!("jwt {token}") }),
             _ => json!({ "token": token }),
         };
-        prop_assert_eq!(init_token(Some(&payload)), Some(Some(token.clone())));
+        prop_assert_eq!(Credentials::of_init(Some(&payload)), Credentials::Token(token.clone()));
         let header = format!("JWT {token}");
         prop_assert_eq!(token_from_authorization(&header), Some(token.as_str()));
     }

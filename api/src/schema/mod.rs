@@ -23,7 +23,7 @@ use crate::settings::ApiSettings;
 use crate::throttle::Throttles;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
-pub use subscription::{Admission, GroupFeed, SubscriptionRoot};
+pub use subscription::{contract as subscription_contract, Admission, GroupFeed, SubscriptionRoot};
 use types::PageType;
 
 pub type MmsubSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

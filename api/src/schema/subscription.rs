@@ -22,43 +22,33 @@ use super::types::{MessageQueryType, OnNewChatMessage};
 use super::{graphql_error, require_user, state};
 use crate::backend::BackendError;
 
+/// The subscription root of the schema.
 pub struct SubscriptionRoot;
 
-/// Joins the channel's group; resolves once the channel's new events will reach it.
-type JoinChannel = Box<dyn FnOnce(&str) -> BoxFuture<'static, Result<(), String>> + Send>;
-
-/// Request data of a subscriber's admission run: where to report the channel to join and the
-/// messages replayed, so the gateway can skip live events the replay already sent.
-pub struct Admission {
-    join: Mutex<Option<JoinChannel>>,
-    replayed: Mutex<Vec<String>>,
+/// The names the WebSocket node plans subscriptions by, defined next to the resolver that
+/// gives them meaning (a test checks them against the schema's SDL).
+pub mod contract {
+    /// The one subscription field; its live payload is shared by subscribers who select the
+    /// same fields (subscription groups).
+    pub const ROOT_FIELD: &str = "onNewChatMessage";
+    /// The argument naming the channel.
+    pub const CHANNEL_ARGUMENT: &str = "channelIdentifier";
+    /// The argument that asks for a replay first: it shapes the subscriber's own replay,
+    /// never the live payload, so subscribers that differ only in it share a group.
+    pub const RESUME_ARGUMENT: &str = "afterMessageId";
 }
 
-impl Admission {
-    /// `join` is called once, with the channel id, after the subscriber was found to be a
-    /// member; its future is awaited before history is read, so nothing posted in between is
-    /// missed (in a cluster it resolves once the relays forward the channel to this node).
-    pub fn new(
-        join: impl FnOnce(&str) -> BoxFuture<'static, Result<(), String>> + Send + 'static,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            join: Mutex::new(Some(Box::new(join))),
-            replayed: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Ids of the messages the admission run replayed.
-    pub fn take_replayed(&self) -> Vec<String> {
-        std::mem::take(&mut self.replayed.lock().expect("admission lock poisoned"))
-    }
-
-    async fn join(&self, channel_id: &str) -> Result<(), String> {
-        let join = self.join.lock().expect("admission lock poisoned").take();
-        match join {
-            Some(join) => join(channel_id).await,
-            None => Ok(()),
-        }
-    }
+/// The WebSocket node's side of a subscriber's admission run, given as request data
+/// (`Arc<dyn Admission>`). The resolver calls [`Admission::join`] once the subscriber was found
+/// a member, awaits it before it reads history (so nothing posted in between is missed: in a
+/// cluster it resolves once the relays forward the channel to this node), then reports the ids
+/// of what it replays with [`Admission::replayed`], so that live events the replay already
+/// sent are skipped.
+pub trait Admission: Send + Sync {
+    /// Joins the subscriber to `channel_id`'s live events; `Err` says why it cannot.
+    fn join(&self, channel_id: &str) -> BoxFuture<'static, Result<(), String>>;
+    /// The posts the admission run replays, in order.
+    fn replayed(&self, post_ids: Vec<String>);
 }
 
 /// Request data of a group's delivery run: the live events of the group's channel. Only the
@@ -66,6 +56,7 @@ impl Admission {
 pub struct GroupFeed(Mutex<Option<BoxStream<'static, Arc<MessageEvent>>>>);
 
 impl GroupFeed {
+    /// A feed of `events`, taken once by the delivery run.
     pub fn new(events: impl futures::Stream<Item = Arc<MessageEvent>> + Send + 'static) -> Self {
         Self(Mutex::new(Some(events.boxed())))
     }
@@ -105,7 +96,7 @@ impl SubscriptionRoot {
                 .boxed());
         }
         let actor = require_user(ctx)?;
-        let admission = ctx.data_opt::<Arc<Admission>>().ok_or_else(|| {
+        let admission = ctx.data_opt::<Arc<dyn Admission>>().ok_or_else(|| {
             async_graphql::Error::new("Subscriptions are served over WebSocket at /ws/graphql/")
         })?;
         let channel = app
@@ -137,8 +128,7 @@ impl SubscriptionRoot {
                 "More than {limit} messages were posted after {after}: read them with getMessageList, then resume from the newest."
             ))));
         }
-        *admission.replayed.lock().expect("admission lock poisoned") =
-            missed.iter().map(|p| p.id.clone()).collect();
+        admission.replayed(missed.iter().map(|p| p.id.clone()).collect());
         let history = missed
             .into_iter()
             .map(move |p| payload(MessageQueryType::from_post(p, tz)))

@@ -14,32 +14,35 @@
 //! straight to the connection. Dropping the handle leaves the group; the last member to leave
 //! stops the group and its hub listener.
 
-pub mod key;
+pub mod admission;
+pub mod plan;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use async_graphql::Request;
 use bytes::Bytes;
 use futures::StreamExt;
 use mmsub_api::{GroupFeed, MmsubSchema};
-use mmsub_events::FanoutHub;
+use mmsub_events::{FanoutHub, MessageEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::Outbox;
+use plan::GroupKey;
 
 /// Every group of this node, by key.
 pub struct SubscriptionGroups {
     schema: MmsubSchema,
     hub: Arc<FanoutHub>,
-    groups: Mutex<HashMap<String, Arc<Group>>>,
+    groups: Mutex<HashMap<GroupKey, Arc<Group>>>,
     /// Members past their admission: receiving live events.
     live: AtomicUsize,
 }
 
 struct Group {
-    key: String,
+    key: GroupKey,
     members: Mutex<Members>,
     stop: CancellationToken,
 }
@@ -54,8 +57,8 @@ struct Member {
     id: u64,
     prefix: Bytes,
     outbox: Arc<Outbox>,
-    /// `Some` until the member goes live: deliveries that arrived meanwhile, with post ids.
-    held: Option<Vec<(Arc<str>, Bytes)>>,
+    /// `Some` until the member goes live: deliveries that arrived meanwhile, with their events.
+    held: Option<Vec<(Arc<MessageEvent>, Bytes)>>,
     /// After going live, posts the replay sent that may still arrive live (a post is
     /// committed before it is published): skipped until the first post not among them.
     replayed: Option<HashSet<String>>,
@@ -102,7 +105,7 @@ impl SubscriptionGroups {
     /// equal keys render equal payloads). Must be called inside the Tokio runtime.
     pub fn join(
         self: &Arc<Self>,
-        key: String,
+        key: GroupKey,
         channel_id: &str,
         delivery_request: impl FnOnce() -> Request,
         prefix: Bytes,
@@ -135,27 +138,31 @@ impl SubscriptionGroups {
         }
     }
 
-    fn start_group(&self, key: String, channel_id: &str, request: Request) -> Arc<Group> {
+    fn start_group(&self, key: GroupKey, channel_id: &str, request: Request) -> Arc<Group> {
         let group = Arc::new(Group {
             key,
             members: Mutex::new(Members::default()),
             stop: CancellationToken::new(),
         });
-        // The delivery run sees each event once; remember their post ids in order, so each
-        // rendered payload can be matched with its event (held members skip replayed ones).
-        let ids = Arc::new(Mutex::new(VecDeque::<Arc<str>>::new()));
-        let seen = ids.clone();
-        let feed = self.hub.subscribe(channel_id).inspect(move |event| {
-            seen.lock()
-                .expect("ids lock poisoned")
-                .push_back(event.post.id.as_str().into());
-        });
+        // Listening starts now, before the member's admission reads history.
+        let mut events = self.hub.subscribe(channel_id);
+        let next = Arc::new(NextEvent::default());
         let mut results = self
             .schema
-            .execute_stream(request.data(GroupFeed::new(feed)));
+            .execute_stream(request.data(GroupFeed::new(next.clone().stream())));
         let running = group.clone();
         tokio::spawn(async move {
             loop {
+                let event = tokio::select! {
+                    _ = running.stop.cancelled() => return,
+                    event = events.next() => match event {
+                        Some(event) => event,
+                        None => return,
+                    },
+                };
+                // The delivery run renders exactly the event handed to it: each payload is
+                // published with its own event, never matched up by order.
+                next.hand(event.clone());
                 let response = tokio::select! {
                     _ = running.stop.cancelled() => return,
                     response = results.next() => match response {
@@ -163,9 +170,8 @@ impl SubscriptionGroups {
                         None => return,
                     },
                 };
-                let post_id = ids.lock().expect("ids lock poisoned").pop_front();
                 match serde_json::to_vec(&response) {
-                    Ok(payload) => running.publish(post_id, Bytes::from(payload)),
+                    Ok(payload) => running.publish(&event, Bytes::from(payload)),
                     Err(e) => {
                         tracing::error!(error = %e, "a subscription payload did not serialize")
                     }
@@ -202,13 +208,13 @@ impl SubscriptionGroups {
 
 impl Group {
     /// Hands one event's payload to every member.
-    fn publish(&self, post_id: Option<Arc<str>>, payload: Bytes) {
+    fn publish(&self, event: &Arc<MessageEvent>, payload: Bytes) {
         let mut members = self.members.lock().expect("group lock poisoned");
         for member in &mut members.list {
             match &mut member.held {
                 None => {
-                    if let (Some(replayed), Some(id)) = (&member.replayed, &post_id) {
-                        if replayed.contains(&**id) {
+                    if let Some(replayed) = &member.replayed {
+                        if replayed.contains(&event.post.id) {
                             continue;
                         }
                         member.replayed = None;
@@ -218,8 +224,7 @@ impl Group {
                 }
                 Some(held) => {
                     if member.outbox.reserve() {
-                        let id = post_id.clone().unwrap_or_else(|| Arc::from(""));
-                        held.push((id, payload.clone()));
+                        held.push((event.clone(), payload.clone()));
                     }
                 }
             }
@@ -239,10 +244,10 @@ impl MemberHandle {
             return;
         };
         self.groups.live.fetch_add(1, Ordering::AcqRel);
-        for (post_id, payload) in held {
+        for (event, payload) in held {
             // The room held for it is given back; a delivery that has to queue claims its own.
             member.outbox.unreserve();
-            if !replayed.contains(&*post_id) {
+            if !replayed.contains(&event.post.id) {
                 member.outbox.push(&member.prefix, &payload);
             }
         }
@@ -253,5 +258,28 @@ impl MemberHandle {
 impl Drop for MemberHandle {
     fn drop(&mut self) {
         self.groups.leave(&self.group, self.id);
+    }
+}
+
+/// The one event a group's delivery run renders next: the group's task hands it over, then
+/// polls the run, which takes it. Only that task polls the run, and only right after handing
+/// an event, so the feed never waits and needs no waker.
+#[derive(Default)]
+struct NextEvent(Mutex<Option<Arc<MessageEvent>>>);
+
+impl NextEvent {
+    fn hand(&self, event: Arc<MessageEvent>) {
+        *self.0.lock().expect("next event lock poisoned") = Some(event);
+    }
+
+    /// The delivery run's feed.
+    fn stream(self: Arc<Self>) -> impl futures::Stream<Item = Arc<MessageEvent>> + Send {
+        futures::stream::poll_fn(move |_| {
+            match self.0.lock().expect("next event lock poisoned").take() {
+                Some(event) => Poll::Ready(Some(event)),
+                // Not reached (see above); pending rather than ending the run.
+                None => Poll::Pending,
+            }
+        })
     }
 }

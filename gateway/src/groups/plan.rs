@@ -1,4 +1,5 @@
-//! Which subscribers share a payload: the group key of a subscription request.
+//! How a WebSocket `subscribe` is served ([`Plan`]), and which subscribers share a payload:
+//! the group key of a subscription request.
 //!
 //! Two requests get the same key when they select the same fields, with the same aliases,
 //! arguments and directives, once variables (and their defaults) are substituted: then every
@@ -16,15 +17,17 @@ use async_graphql::parser::Positioned;
 use async_graphql::{Name, Request};
 use async_graphql_value::{ConstValue, Value};
 
-/// The subscription field whose live payload can be shared.
-pub const SHARED_FIELD: &str = "onNewChatMessage";
-const REPLAY_ARGUMENT: &str = "afterMessageId";
+use mmsub_api::subscription_contract::{RESUME_ARGUMENT, ROOT_FIELD};
+
+/// The canonical form of a subscription's selection: equal keys render equal payloads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupKey(String);
 
 /// How a WebSocket `subscribe` request is served.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Plan {
-    /// A subscription to [`SHARED_FIELD`]: admitted alone, delivered with its group.
-    Shared(String),
+    /// A subscription to [`ROOT_FIELD`]: admitted alone, delivered with its group.
+    Shared(GroupKey),
     /// A subscription operation that selects other than exactly one root field.
     NotOneRootField,
     /// A subscription whose one root is a fragment spread or an inline fragment: refused, so
@@ -74,7 +77,7 @@ fn plan_document(
     let roots = &operation.selection_set.node.items;
     match roots.as_slice() {
         [root] => match &root.node {
-            Selection::Field(f) if f.node.name.node == SHARED_FIELD => {}
+            Selection::Field(f) if f.node.name.node == ROOT_FIELD => {}
             Selection::Field(_) => return Plan::Alone,
             Selection::FragmentSpread(_) | Selection::InlineFragment(_) => {
                 return Plan::FragmentRoot
@@ -105,7 +108,7 @@ fn plan_document(
     {
         return Plan::Alone;
     }
-    Plan::Shared(printer.out)
+    Plan::Shared(GroupKey(printer.out))
 }
 
 struct Printer {
@@ -158,7 +161,7 @@ impl Printer {
                     let arguments = field
                         .arguments
                         .iter()
-                        .filter(|(name, _)| !(root && name.node == REPLAY_ARGUMENT));
+                        .filter(|(name, _)| !(root && name.node == RESUME_ARGUMENT));
                     self.arguments(arguments)?;
                     self.directives(&field.directives)?;
                     if !field.selection_set.node.items.is_empty() {
