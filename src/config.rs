@@ -1,12 +1,18 @@
-//! Command line and environment. Every flag has an env variable; the original server's `.env`
-//! names (`DJANGO_SECRET_KEY`, `MATTERMOST_*`) are read as they were. A `.env` file in the
-//! working directory is loaded first, as Django's settings did.
+//! Command line and environment, and their conversion into a checked [`ServerConfig`]. Every
+//! flag has an env variable; the original server's `.env` names (`DJANGO_SECRET_KEY`,
+//! `MATTERMOST_*`) are read as they were. A `.env` file in the working directory is loaded
+//! first, as Django's settings did.
+//!
+//! One file, longer than most: each flag is declared next to the others of its role, and the
+//! conversion below reads them all; splitting them would scatter one table.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use crate::roles::Role;
+use crate::settings::{BusConfig, ConnectionSettings, ServerConfig};
+use anyhow::bail;
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 use mmsub_api::backend::mattermost::ingest::IngestSettings;
@@ -46,34 +52,6 @@ pub enum Command {
     Gateway(ServeArgs),
     /// Only the Mattermost ingest: posts made in Mattermost become Kafka events.
     Ingest(ServeArgs),
-}
-
-/// Which roles this process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Serve,
-    Api,
-    Relay,
-    Gateway,
-    Ingest,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Serve => "serve",
-            Role::Api => "api",
-            Role::Relay => "relay",
-            Role::Gateway => "gateway",
-            Role::Ingest => "ingest",
-        }
-    }
-    pub fn serves_graphql(self) -> bool {
-        matches!(self, Role::Serve | Role::Api)
-    }
-    pub fn serves_websockets(self) -> bool {
-        matches!(self, Role::Serve | Role::Gateway)
-    }
 }
 
 impl Cli {
@@ -341,94 +319,8 @@ pub struct ClusterArgs {
     pub relay_resolve_interval_ms: u64,
 }
 
-/// Who may hold how many connections, and whose `X-Forwarded-For` is believed.
-#[derive(Debug, Clone)]
-pub struct ConnectionSettings {
-    pub trusted_proxies: TrustedProxies,
-    /// Concurrent HTTP connections per client address (503 beyond).
-    pub max_http_per_client: usize,
-    /// HTTP and WebSocket connections on the node together (503 beyond); kept below the
-    /// process's open-file limit, with room for probes, the store and outbound links.
-    pub max_open_connections: usize,
-}
-
-/// File descriptors kept free of client connections: the store, Kafka and Mattermost
-/// links, relay links, and the probes that must still get through.
-pub const FD_HEADROOM: usize = 512;
-
-/// The soft limit on open files of this process.
-pub fn open_file_limit() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 1024;
-    }
-    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
-}
-
-impl Default for ConnectionSettings {
-    fn default() -> Self {
-        Self {
-            trusted_proxies: TrustedProxies::default(),
-            max_http_per_client: 256,
-            max_open_connections: open_file_limit().saturating_sub(FD_HEADROOM).max(64),
-        }
-    }
-}
-
-/// The bus, resolved.
-#[derive(Debug, Clone)]
-pub enum BusConfig {
-    InProcess,
-    Kafka(KafkaSettings),
-}
-
 fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
-}
-
-/// Everything a server needs to start, resolved and checked.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub listen: SocketAddr,
-    pub data_dir: PathBuf,
-    pub team: String,
-    /// Explicit signing secret; `None` means "the one generated in the data dir".
-    pub jwt_secret: Option<String>,
-    /// `None`: the embedded store is the chat backend.
-    pub mattermost: Option<MattermostConfig>,
-    pub ingest: IngestSettings,
-    pub api: ApiSettings,
-    pub gateway: GatewaySettings,
-    pub role: Role,
-    pub bus: BusConfig,
-    pub relay: RelaySettings,
-    pub links: LinkSettings,
-    pub connections: ConnectionSettings,
-}
-
-impl ServerConfig {
-    /// Defaults, listening on an ephemeral loopback port: what tests and embedding start from.
-    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: data_dir.into(),
-            team: "main".into(),
-            jwt_secret: None,
-            mattermost: None,
-            ingest: IngestSettings::default(),
-            api: ApiSettings::default(),
-            gateway: GatewaySettings::default(),
-            role: Role::Serve,
-            bus: BusConfig::InProcess,
-            relay: RelaySettings::default(),
-            links: LinkSettings::default(),
-            connections: ConnectionSettings::default(),
-        }
-    }
 }
 
 impl ServeArgs {
@@ -641,51 +533,6 @@ impl ServeArgs {
     }
 }
 
-/// The signing secret: explicit, or read from (first run: generated into) the data dir.
-pub fn resolve_jwt_secret(config: &ServerConfig) -> anyhow::Result<Vec<u8>> {
-    if let Some(secret) = &config.jwt_secret {
-        check_secret(secret)?;
-        return Ok(secret.as_bytes().to_vec());
-    }
-    let path = config.data_dir.join("jwt-secret");
-    if let Ok(secret) = std::fs::read_to_string(&path) {
-        return Ok(secret.trim().as_bytes().to_vec());
-    }
-    mmsub_api::backend::embedded::private_dir(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let secret = mmsub_api::ids::random_hex(32);
-    write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-    tracing::warn!(
-        path = %path.display(),
-        "no MMSUB_JWT_SECRET or DJANGO_SECRET_KEY set: generated a JWT signing secret; \
-         set one of them to share tokens between nodes"
-    );
-    Ok(secret.into_bytes())
-}
-
-/// A signing secret anyone could guess offline from one token is refused at start.
-pub fn check_secret(secret: &str) -> anyhow::Result<()> {
-    let min = mmsub_api::auth::MIN_SECRET_BYTES;
-    if secret.len() < min {
-        bail!(
-            "the JWT signing secret (MMSUB_JWT_SECRET or DJANGO_SECRET_KEY) has {} bytes; use at \
-             least {min} random bytes (e.g. `openssl rand -hex 32`): a short HS256 secret can be \
-             guessed offline from any one token",
-            secret.len()
-        );
-    }
-    Ok(())
-}
-
-fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(contents.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,17 +577,6 @@ mod tests {
     }
 
     #[test]
-    fn a_short_signing_secret_is_refused_at_start_and_djangos_are_accepted() {
-        let mut config = ServerConfig::embedded(tempfile::tempdir().unwrap().path());
-        config.jwt_secret = Some("x".into());
-        let err = resolve_jwt_secret(&config).unwrap_err().to_string();
-        assert!(err.contains("at least 32"), "{err}");
-        // A Django-generated SECRET_KEY: 50 characters.
-        config.jwt_secret = Some("django-insecure-k3$z!9q@w#e4r5t6y7u8i9o0p-a1s2d3fg".into());
-        assert_eq!(resolve_jwt_secret(&config).unwrap().len(), 50);
-    }
-
-    #[test]
     fn impossible_settings_are_refused_with_the_reason() {
         let err = parse(&["--time-zone", "Mars/Base"])
             .unwrap_err()
@@ -778,22 +614,5 @@ mod tests {
         assert_eq!(mm.team, "crew");
         assert!(!format!("{mm:?}").contains("secret-pass"));
         assert!(parse(&[]).unwrap().mattermost.is_none());
-    }
-
-    #[test]
-    fn a_generated_secret_is_kept_private_and_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = ServerConfig::embedded(dir.path());
-        let first = resolve_jwt_secret(&config).unwrap();
-        assert_eq!(resolve_jwt_secret(&config).unwrap(), first);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("jwt-secret"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
     }
 }

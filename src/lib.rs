@@ -1,11 +1,16 @@
 //! mmsub: a GraphQL chat gateway in front of Mattermost.
 //!
-//! The binary wires the workspace crates together: `mmsub-api` (GraphQL, auth, backends),
-//! `mmsub-relay` (events, bus, fan-out hub) and `mmsub-gateway` (WebSocket protocols).
-//! [`server::start`] is what `mmsub serve` runs, and what the integration tests start.
+//! The binary assembles the workspace crates into roles: `mmsub-events` (the event contract,
+//! bus and fan-out hub), `mmsub-api` (GraphQL, auth, backends), `mmsub-gateway` (WebSocket
+//! protocols) and `mmsub-relay` (the Kafka tier). [`config`] turns flags into a
+//! [`ServerConfig`]; [`roles`] builds each role; [`server::start`] serves it over HTTP, and is
+//! what `mmsub serve` runs and what the integration tests start.
 
 pub mod config;
+pub mod roles;
+pub mod secret;
 pub mod server;
+pub mod settings;
 
-pub use config::ServerConfig;
 pub use server::{start, RunningServer};
+pub use settings::ServerConfig;

@@ -5,7 +5,8 @@ use clap::Parser;
 /// where glibc's arenas keep them (idle RSS per connection, README "Measured").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use mmsub::config::{Cli, Role};
+use mmsub::config::Cli;
+use mmsub::roles::Role;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]

@@ -1,7 +1,6 @@
-//! Wires a process's roles together behind one HTTP router: the chat backend (the embedded
-//! store, or Mattermost with its ingest), the bus (in-process, or Kafka with the relay tier),
-//! the fan-out hub, the API and the WebSocket gateway. `mmsub serve` runs them all; `api`,
-//! `relay`, `gateway` and `ingest` run one each, joined by Kafka.
+//! The HTTP front of every role: the listener, the accept loop with its connection limits,
+//! and the router over what the role built (`crate::roles`): GraphQL, the WebSocket upgrade,
+//! `/healthz` and `/readyz`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,24 +13,15 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use mmsub_api::auth::JwtKeys;
-use mmsub_api::backend::embedded::EmbeddedStore;
-use mmsub_api::backend::mattermost::{ingest, MattermostBackend};
-use mmsub_api::backend::ChatBackend;
 use mmsub_api::client::{ClientAddr, ClientSlots};
 use mmsub_api::http::{error_response, json_response, HttpResponse};
-use mmsub_api::{build_schema, AppState, MmsubSchema};
-use mmsub_events::{Bus, FanoutHub, InProcessBus};
-use mmsub_gateway::Gateway;
-use mmsub_relay::kafka::KafkaBus;
-use mmsub_relay::link::RelayLinks;
-use mmsub_relay::node as relay;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{resolve_jwt_secret, BusConfig, ConnectionSettings, Role, ServerConfig};
+use crate::roles::{self, Node, Role};
+use crate::settings::{ConnectionSettings, ServerConfig};
 
 /// A client must finish sending request headers within this time (slow-header clients hold sockets).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,14 +51,7 @@ impl RunningServer {
 
 struct Router {
     role: Role,
-    /// The API (roles serve and api).
-    graphql: Option<(MmsubSchema, Arc<AppState>)>,
-    /// The WebSocket gateway (roles serve and gateway).
-    gateway: Option<Arc<Gateway>>,
-    /// The gateway's links to the relays (with `--bus kafka`).
-    links: Option<Arc<RelayLinks>>,
-    /// This node's relay (roles relay, and serve with `--bus kafka`).
-    relay: Option<Arc<relay::RelayStatus>>,
+    node: Node,
     connections: Arc<ConnectionSettings>,
     shutdown: CancellationToken,
 }
@@ -76,11 +59,11 @@ struct Router {
 impl Router {
     async fn route(&self, request: Request<Incoming>) -> HttpResponse {
         match request.uri().path() {
-            "/graphql" | "/graphql/" => match &self.graphql {
+            "/graphql" | "/graphql/" => match &self.node.graphql {
                 Some((schema, state)) => mmsub_api::http::handle(schema, state, request).await,
                 None => self.elsewhere("GraphQL over HTTP is served by api nodes"),
             },
-            "/ws/graphql" | "/ws/graphql/" => match &self.gateway {
+            "/ws/graphql" | "/ws/graphql/" => match &self.node.gateway {
                 Some(gateway) => gateway.upgrade(request),
                 None => self.elsewhere("WebSocket subscriptions are served by gateway nodes"),
             },
@@ -105,7 +88,7 @@ impl Router {
 
     /// Ready unless stopping, or a gateway with no relay to feed it.
     fn readiness(&self) -> HttpResponse {
-        let relays = self.links.as_ref().map(|l| l.connected());
+        let relays = self.node.links.as_ref().map(|l| l.connected());
         let (status, word) = if self.shutdown.is_cancelled() {
             (StatusCode::SERVICE_UNAVAILABLE, "stopping")
         } else if relays == Some(0) {
@@ -114,7 +97,7 @@ impl Router {
             (StatusCode::OK, "ready")
         };
         let mut body = json!({ "status": word, "role": self.role.name() });
-        if let Some(gateway) = &self.gateway {
+        if let Some(gateway) = &self.node.gateway {
             body["connections"] = json!(gateway.open_connections());
             body["subscriptions"] = json!(gateway.subscription_count());
             body["subscriptionGroups"] = json!(gateway.group_count());
@@ -122,7 +105,7 @@ impl Router {
         if let Some(relays) = relays {
             body["relays"] = json!(relays);
         }
-        if let Some(relay) = &self.relay {
+        if let Some(relay) = &self.node.relay {
             body["partitions"] = json!(relay.partitions());
             body["gateways"] = json!(relay.gateways());
         }
@@ -133,106 +116,15 @@ impl Router {
 /// Starts the roles of `config.role` and serves HTTP (GraphQL, WebSocket, health) in the
 /// background.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
-    let role = config.role;
     let shutdown = CancellationToken::new();
-    let kafka = match &config.bus {
-        BusConfig::Kafka(kafka) => Some(kafka.clone()),
-        BusConfig::InProcess => None,
-    };
-    let relay = match (&kafka, role) {
-        (Some(kafka), Role::Serve | Role::Relay) => {
-            let relay = relay::start(kafka.clone(), config.relay.clone(), shutdown.clone()).await?;
-            tracing::info!(addr = %relay.local_addr, "relay listening for gateways");
-            Some(relay)
-        }
-        _ => None,
-    };
-    let relay_addr = relay.as_ref().map(|r| r.local_addr);
-    let mut router = Router {
-        role,
-        graphql: None,
-        gateway: None,
-        links: None,
-        relay: relay.map(|r| r.status),
+    let node = roles::build(&config, &shutdown).await?;
+    let relay_addr = node.relay_addr;
+    let router = Router {
+        role: config.role,
+        node,
         connections: Arc::new(config.connections.clone()),
         shutdown: shutdown.clone(),
     };
-    if role != Role::Relay {
-        let secret = resolve_jwt_secret(&config)?;
-        let hub = FanoutHub::new();
-        let bus: Arc<dyn Bus> = match &kafka {
-            None => Arc::new(InProcessBus::new(hub.clone())),
-            Some(kafka) => {
-                tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, "connecting to Kafka");
-                Arc::new(KafkaBus::connect(kafka).await?)
-            }
-        };
-        let backend: Arc<dyn ChatBackend> = match &config.mattermost {
-            None if role != Role::Serve => anyhow::bail!(
-                "mmsub {} is one role of a cluster, whose system of record is Mattermost: set \
-                 MATTERMOST_SERVER_URL (the embedded store belongs to a single `mmsub serve`)",
-                role.name()
-            ),
-            None => Arc::new(EmbeddedStore::open(&config.data_dir, &config.team)?),
-            Some(mattermost) => {
-                tracing::info!(server = %mattermost.server_url, "logging in to Mattermost");
-                let backend =
-                    Arc::new(MattermostBackend::connect(mattermost.clone(), &secret).await?);
-                tracing::info!(server = %mattermost.server_url, team = %mattermost.team, "chat backend: Mattermost");
-                if matches!(role, Role::Serve | Role::Ingest) {
-                    // Alone, the hub shows which channels have subscribers; in a cluster the
-                    // subscribers are on other nodes, so catch up every channel that changed.
-                    let catch_up = if kafka.is_none() {
-                        let watched_hub = hub.clone();
-                        ingest::CatchUp::Watched(Arc::new(move || watched_hub.channel_ids()))
-                    } else {
-                        ingest::CatchUp::ChangedChannels
-                    };
-                    tokio::spawn(ingest::run(
-                        backend.clone(),
-                        bus.clone(),
-                        catch_up,
-                        config.ingest.clone(),
-                        shutdown.clone(),
-                    ));
-                }
-                backend
-            }
-        };
-        let jwt = JwtKeys::new(
-            &secret,
-            config.api.access_token_ttl,
-            config.api.refresh_window,
-        );
-        let state = Arc::new(AppState {
-            backend,
-            bus,
-            jwt: jwt.clone(),
-            settings: config.api.clone(),
-            parsed_queries: Default::default(),
-            throttles: mmsub_api::throttle::Throttles::new(&config.api),
-        });
-        let schema = build_schema(state.clone());
-        if role.serves_websockets() {
-            if kafka.is_some() {
-                router.links = Some(RelayLinks::start(
-                    hub.clone(),
-                    config.links.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            router.gateway = Some(Gateway::new(
-                schema.clone(),
-                state.clone(),
-                hub,
-                config.gateway.clone(),
-                shutdown.clone(),
-            ));
-        }
-        if role.serves_graphql() {
-            router.graphql = Some((schema, state));
-        }
-    }
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
     let accept_loop = tokio::spawn(accept(listener, Arc::new(router), shutdown.clone()));
@@ -281,7 +173,11 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
         let _ = stream.set_nodelay(true);
         let in_http = open.fetch_add(1, Ordering::AcqRel) + 1;
         let guard = OpenGuard(open.clone());
-        let websockets = router.gateway.as_ref().map_or(0, |g| g.open_connections());
+        let websockets = router
+            .node
+            .gateway
+            .as_ref()
+            .map_or(0, |g| g.open_connections());
         // A proxy carries many clients: it is capped by the total only.
         let slot = if limits.trusted_proxies.contains(peer.ip()) {
             Ok(None)

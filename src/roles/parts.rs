@@ -1,0 +1,149 @@
+//! The parts the role builders share: the bus, the chat backend, the API's state, the ingest,
+//! the relay and the gateway.
+
+use std::sync::Arc;
+
+use mmsub_api::auth::JwtKeys;
+use mmsub_api::backend::embedded::EmbeddedStore;
+use mmsub_api::backend::mattermost::{ingest, MattermostBackend};
+use mmsub_api::backend::ChatBackend;
+use mmsub_api::{build_schema, AppState, MmsubSchema};
+use mmsub_events::{Bus, FanoutHub, InProcessBus};
+use mmsub_gateway::Gateway;
+use mmsub_relay::kafka::{KafkaBus, KafkaSettings};
+use mmsub_relay::link::RelayLinks;
+use tokio_util::sync::CancellationToken;
+
+use super::Node;
+use crate::settings::{BusConfig, ServerConfig};
+
+/// The Kafka settings, when the bus is Kafka.
+pub fn kafka(config: &ServerConfig) -> Option<&KafkaSettings> {
+    match &config.bus {
+        BusConfig::Kafka(kafka) => Some(kafka),
+        BusConfig::InProcess => None,
+    }
+}
+
+/// The cluster roles' Kafka settings (`config` already refused them without Kafka).
+pub fn cluster_kafka(config: &ServerConfig) -> anyhow::Result<&KafkaSettings> {
+    kafka(config).ok_or_else(|| anyhow::anyhow!("mmsub {} needs the Kafka bus", config.role.name()))
+}
+
+/// The bus new messages are published to: the hub itself in one process, or Kafka.
+pub async fn bus(
+    kafka: Option<&KafkaSettings>,
+    hub: &Arc<FanoutHub>,
+) -> anyhow::Result<Arc<dyn Bus>> {
+    Ok(match kafka {
+        None => Arc::new(InProcessBus::new(hub.clone())),
+        Some(kafka) => {
+            tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, "connecting to Kafka");
+            Arc::new(KafkaBus::connect(kafka).await?)
+        }
+    })
+}
+
+/// The Mattermost backend that cluster roles require.
+pub async fn mattermost(
+    config: &ServerConfig,
+    secret: &[u8],
+) -> anyhow::Result<Arc<MattermostBackend>> {
+    let Some(mattermost) = &config.mattermost else {
+        anyhow::bail!(
+            "mmsub {} is one role of a cluster, whose system of record is Mattermost: set \
+             MATTERMOST_SERVER_URL (the embedded store belongs to a single `mmsub serve`)",
+            config.role.name()
+        )
+    };
+    tracing::info!(server = %mattermost.server_url, "logging in to Mattermost");
+    let backend = Arc::new(MattermostBackend::connect(mattermost.clone(), secret).await?);
+    tracing::info!(server = %mattermost.server_url, team = %mattermost.team, "chat backend: Mattermost");
+    Ok(backend)
+}
+
+/// The embedded store (`serve` without Mattermost).
+pub fn embedded(config: &ServerConfig) -> anyhow::Result<Arc<dyn ChatBackend>> {
+    Ok(Arc::new(EmbeddedStore::open(
+        &config.data_dir,
+        &config.team,
+    )?))
+}
+
+/// Runs the Mattermost ingest: posts made in Mattermost become events on `bus`.
+pub fn start_ingest(
+    config: &ServerConfig,
+    backend: Arc<MattermostBackend>,
+    bus: Arc<dyn Bus>,
+    catch_up: ingest::CatchUp,
+    shutdown: &CancellationToken,
+) {
+    tokio::spawn(ingest::run(
+        backend,
+        bus,
+        catch_up,
+        config.ingest.clone(),
+        shutdown.clone(),
+    ));
+}
+
+/// The API's node state and the schema over it.
+pub fn api_state(
+    config: &ServerConfig,
+    secret: &[u8],
+    backend: Arc<dyn ChatBackend>,
+    bus: Arc<dyn Bus>,
+) -> (MmsubSchema, Arc<AppState>) {
+    let state = Arc::new(AppState {
+        backend,
+        bus,
+        jwt: JwtKeys::new(
+            secret,
+            config.api.access_token_ttl,
+            config.api.refresh_window,
+        ),
+        settings: config.api.clone(),
+        parsed_queries: Default::default(),
+        throttles: mmsub_api::throttle::Throttles::new(&config.api),
+    });
+    (build_schema(state.clone()), state)
+}
+
+/// Starts this node's relay into `node`.
+pub async fn start_relay(
+    config: &ServerConfig,
+    kafka: &KafkaSettings,
+    node: &mut Node,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let relay =
+        mmsub_relay::node::start(kafka.clone(), config.relay.clone(), shutdown.clone()).await?;
+    tracing::info!(addr = %relay.local_addr, "relay listening for gateways");
+    node.relay_addr = Some(relay.local_addr);
+    node.relay = Some(relay.status);
+    Ok(())
+}
+
+/// The WebSocket gateway over `hub`, fed by relay links when the bus is Kafka.
+pub fn start_gateway(
+    config: &ServerConfig,
+    (schema, state): &(MmsubSchema, Arc<AppState>),
+    hub: Arc<FanoutHub>,
+    node: &mut Node,
+    shutdown: &CancellationToken,
+) {
+    if kafka(config).is_some() {
+        node.links = Some(RelayLinks::start(
+            hub.clone(),
+            config.links.clone(),
+            shutdown.clone(),
+        ));
+    }
+    node.gateway = Some(Gateway::new(
+        schema.clone(),
+        state.clone(),
+        hub,
+        config.gateway.clone(),
+        shutdown.clone(),
+    ));
+}

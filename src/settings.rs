@@ -1,0 +1,102 @@
+//! What a process needs to start, resolved and checked: [`ServerConfig`] and the settings of
+//! its HTTP front. The flags in `config` convert into these; tests build them directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use mmsub_api::backend::mattermost::ingest::IngestSettings;
+use mmsub_api::backend::mattermost::MattermostConfig;
+use mmsub_api::client::TrustedProxies;
+use mmsub_api::ApiSettings;
+use mmsub_gateway::GatewaySettings;
+use mmsub_relay::kafka::KafkaSettings;
+use mmsub_relay::link::LinkSettings;
+use mmsub_relay::node::RelaySettings;
+
+use crate::roles::Role;
+
+/// Who may hold how many connections, and whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    pub trusted_proxies: TrustedProxies,
+    /// Concurrent HTTP connections per client address (503 beyond).
+    pub max_http_per_client: usize,
+    /// HTTP and WebSocket connections on the node together (503 beyond); kept below the
+    /// process's open-file limit, with room for probes, the store and outbound links.
+    pub max_open_connections: usize,
+}
+
+/// File descriptors kept free of client connections: the store, Kafka and Mattermost
+/// links, relay links, and the probes that must still get through.
+pub const FD_HEADROOM: usize = 512;
+
+/// The soft limit on open files of this process.
+pub fn open_file_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: TrustedProxies::default(),
+            max_http_per_client: 256,
+            max_open_connections: open_file_limit().saturating_sub(FD_HEADROOM).max(64),
+        }
+    }
+}
+
+/// The bus, resolved.
+#[derive(Debug, Clone)]
+pub enum BusConfig {
+    InProcess,
+    Kafka(KafkaSettings),
+}
+
+/// Everything a server needs to start, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub team: String,
+    /// Explicit signing secret; `None` means "the one generated in the data dir".
+    pub jwt_secret: Option<String>,
+    /// `None`: the embedded store is the chat backend.
+    pub mattermost: Option<MattermostConfig>,
+    pub ingest: IngestSettings,
+    pub api: ApiSettings,
+    pub gateway: GatewaySettings,
+    pub role: Role,
+    pub bus: BusConfig,
+    pub relay: RelaySettings,
+    pub links: LinkSettings,
+    pub connections: ConnectionSettings,
+}
+
+impl ServerConfig {
+    /// Defaults, listening on an ephemeral loopback port: what tests and embedding start from.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            team: "main".into(),
+            jwt_secret: None,
+            mattermost: None,
+            ingest: IngestSettings::default(),
+            api: ApiSettings::default(),
+            gateway: GatewaySettings::default(),
+            role: Role::Serve,
+            bus: BusConfig::InProcess,
+            relay: RelaySettings::default(),
+            links: LinkSettings::default(),
+            connections: ConnectionSettings::default(),
+        }
+    }
+}
