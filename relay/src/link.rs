@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use crate::wire::{Frame, FrameCodec};
+use crate::wire::{WireCodec, WireFrame};
 use mmsub_events::bus::EventSink;
 use mmsub_events::event::MessageEvent;
 use mmsub_events::hub::{FanoutHub, InterestObserver};
@@ -79,7 +79,7 @@ struct Interest {
 }
 
 struct Link {
-    frames: mpsc::UnboundedSender<Frame>,
+    frames: mpsc::UnboundedSender<WireFrame>,
     confirmed: watch::Receiver<u64>,
 }
 
@@ -109,12 +109,16 @@ impl RelayLinks {
 
     /// Registers a connected link: it gets every watched channel, oldest watch first, so its
     /// confirmations stay cumulative.
-    fn attach(&self, frames: mpsc::UnboundedSender<Frame>, confirmed: watch::Receiver<u64>) -> u64 {
+    fn attach(
+        &self,
+        frames: mpsc::UnboundedSender<WireFrame>,
+        confirmed: watch::Receiver<u64>,
+    ) -> u64 {
         let mut state = self.state.lock().expect("links lock poisoned");
         let mut watched: Vec<(&String, &u64)> = state.watched.iter().collect();
         watched.sort_by_key(|(_, seq)| **seq);
         for (channel, seq) in watched {
-            let _ = frames.send(Frame::Watch {
+            let _ = frames.send(WireFrame::Watch {
                 seq: *seq,
                 channel: channel.clone(),
             });
@@ -172,7 +176,7 @@ impl InterestObserver for RelayLinks {
         let seq = state.next_seq;
         state.watched.insert(channel_id.to_owned(), seq);
         for link in state.links.values() {
-            let _ = link.frames.send(Frame::Watch {
+            let _ = link.frames.send(WireFrame::Watch {
                 seq,
                 channel: channel_id.to_owned(),
             });
@@ -183,7 +187,7 @@ impl InterestObserver for RelayLinks {
         let mut state = self.state.lock().expect("links lock poisoned");
         state.watched.remove(channel_id);
         for link in state.links.values() {
-            let _ = link.frames.send(Frame::Unwatch {
+            let _ = link.frames.send(WireFrame::Unwatch {
                 channel: channel_id.to_owned(),
             });
         }
@@ -287,7 +291,7 @@ async fn run_link(
     settings: &LinkSettings,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let (mut sink, mut frames) = Framed::new(stream, FrameCodec::default()).split();
+    let (mut sink, mut frames) = Framed::new(stream, WireCodec::default()).split();
     let (outgoing, mut to_send) = mpsc::unbounded_channel();
     let (confirmed_tx, confirmed) = watch::channel(0u64);
     let id = links.attach(outgoing.clone(), confirmed);
@@ -308,14 +312,14 @@ async fn run_link(
             _ = stop.cancelled() => break Ok(()),
             _ = ack_tick.tick() => {
                 for (partition, offset) in unacked.drain() {
-                    let _ = outgoing.send(Frame::Ack { partition, offset });
+                    let _ = outgoing.send(WireFrame::Ack { partition, offset });
                 }
                 continue;
             }
             frame = frames.next() => frame,
         };
         match frame {
-            Some(Ok(Frame::Event {
+            Some(Ok(WireFrame::Event {
                 partition,
                 offset,
                 payload,
@@ -323,7 +327,7 @@ async fn run_link(
                 links.deliver(partition, offset, &payload);
                 unacked.insert(partition, offset);
             }
-            Some(Ok(Frame::Watching { seq })) => {
+            Some(Ok(WireFrame::Watching { seq })) => {
                 confirmed_tx.send_modify(|c| *c = (*c).max(seq));
             }
             Some(Ok(other)) => {

@@ -23,7 +23,7 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub enum WireFrame {
     Watch {
         seq: u64,
         channel: String,
@@ -54,11 +54,11 @@ pub enum WireError {
 }
 
 /// Frames over [`LengthDelimitedCodec`], for `tokio_util::codec::Framed`.
-pub struct FrameCodec {
+pub struct WireCodec {
     inner: LengthDelimitedCodec,
 }
 
-impl Default for FrameCodec {
+impl Default for WireCodec {
     fn default() -> Self {
         Self {
             inner: LengthDelimitedCodec::builder()
@@ -68,11 +68,11 @@ impl Default for FrameCodec {
     }
 }
 
-impl Decoder for FrameCodec {
-    type Item = Frame;
+impl Decoder for WireCodec {
+    type Item = WireFrame;
     type Error = WireError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<WireFrame>, WireError> {
         let Some(mut body) = self.inner.decode(src)? else {
             return Ok(None);
         };
@@ -95,24 +95,24 @@ impl Decoder for FrameCodec {
             b'W' => {
                 need(&body, 8)?;
                 let seq = body.get_u64();
-                Frame::Watch {
+                WireFrame::Watch {
                     seq,
                     channel: text(body)?,
                 }
             }
-            b'U' => Frame::Unwatch {
+            b'U' => WireFrame::Unwatch {
                 channel: text(body)?,
             },
             b'A' => {
                 need(&body, 12)?;
-                Frame::Ack {
+                WireFrame::Ack {
                     partition: body.get_i32(),
                     offset: body.get_i64(),
                 }
             }
             b'K' => {
                 need(&body, 8)?;
-                Frame::Watching {
+                WireFrame::Watching {
                     seq: body.get_u64(),
                 }
             }
@@ -120,7 +120,7 @@ impl Decoder for FrameCodec {
                 need(&body, 12)?;
                 let partition = body.get_i32();
                 let offset = body.get_i64();
-                Frame::Event {
+                WireFrame::Event {
                     partition,
                     offset,
                     payload: body.freeze(),
@@ -132,31 +132,31 @@ impl Decoder for FrameCodec {
     }
 }
 
-impl Encoder<Frame> for FrameCodec {
+impl Encoder<WireFrame> for WireCodec {
     type Error = WireError;
 
-    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), WireError> {
+    fn encode(&mut self, frame: WireFrame, dst: &mut BytesMut) -> Result<(), WireError> {
         let mut body = BytesMut::new();
         match frame {
-            Frame::Watch { seq, channel } => {
+            WireFrame::Watch { seq, channel } => {
                 body.put_u8(b'W');
                 body.put_u64(seq);
                 body.put_slice(channel.as_bytes());
             }
-            Frame::Unwatch { channel } => {
+            WireFrame::Unwatch { channel } => {
                 body.put_u8(b'U');
                 body.put_slice(channel.as_bytes());
             }
-            Frame::Ack { partition, offset } => {
+            WireFrame::Ack { partition, offset } => {
                 body.put_u8(b'A');
                 body.put_i32(partition);
                 body.put_i64(offset);
             }
-            Frame::Watching { seq } => {
+            WireFrame::Watching { seq } => {
                 body.put_u8(b'K');
                 body.put_u64(seq);
             }
-            Frame::Event {
+            WireFrame::Event {
                 partition,
                 offset,
                 payload,
@@ -180,25 +180,25 @@ mod tests {
     #[test]
     fn every_frame_round_trips() {
         let frames = [
-            Frame::Watch {
+            WireFrame::Watch {
                 seq: 7,
                 channel: "c1".into(),
             },
-            Frame::Unwatch {
+            WireFrame::Unwatch {
                 channel: "c1".into(),
             },
-            Frame::Ack {
+            WireFrame::Ack {
                 partition: 3,
                 offset: 1 << 40,
             },
-            Frame::Watching { seq: 7 },
-            Frame::Event {
+            WireFrame::Watching { seq: 7 },
+            WireFrame::Event {
                 partition: 0,
                 offset: 5,
                 payload: Bytes::from_static(b"{\"v\":1}"),
             },
         ];
-        let mut codec = FrameCodec::default();
+        let mut codec = WireCodec::default();
         let mut buffer = BytesMut::new();
         for frame in frames.clone() {
             codec.encode(frame, &mut buffer).unwrap();
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        let mut codec = FrameCodec::default();
+        let mut codec = WireCodec::default();
         for body in [&b""[..], b"Z", b"A\x00", b"W\x00\x00"] {
             let mut buffer = BytesMut::new();
             buffer.put_u32(body.len() as u32);

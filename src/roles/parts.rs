@@ -117,7 +117,8 @@ pub async fn start_relay(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let relay =
-        mmsub_relay::node::start(kafka.clone(), config.relay.clone(), shutdown.clone()).await?;
+        mmsub_relay::node::RelayNode::start(kafka.clone(), config.relay.clone(), shutdown.clone())
+            .await?;
     tracing::info!(addr = %relay.local_addr, "relay listening for gateways");
     node.relay_addr = Some(relay.local_addr);
     node.relay = Some(relay.status);

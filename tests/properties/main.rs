@@ -19,7 +19,7 @@ use mmsub_api::cost::{self, CostError, CostLimits};
 use mmsub_gateway::dialect::{encode, legacy, transport_ws, Credentials};
 use mmsub_gateway::frames::{sendable_close_code, FrameLimits, FrameReader, Inbound};
 use mmsub_gateway::groups::plan::{plan, Plan};
-use mmsub_relay::wire::{Frame, FrameCodec};
+use mmsub_relay::wire::{WireCodec, WireFrame};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tokio_util::codec::{Decoder, Encoder};
@@ -344,19 +344,19 @@ proptest! {
 // ---------------------------------------------------------------------------------------
 // The relay–gateway wire
 
-fn wire_frame() -> impl Strategy<Value = Frame> {
+fn wire_frame() -> impl Strategy<Value = WireFrame> {
     prop_oneof![
-        (any::<u64>(), "\\PC{0,40}").prop_map(|(seq, channel)| Frame::Watch { seq, channel }),
-        "\\PC{0,40}".prop_map(|channel| Frame::Unwatch { channel }),
+        (any::<u64>(), "\\PC{0,40}").prop_map(|(seq, channel)| WireFrame::Watch { seq, channel }),
+        "\\PC{0,40}".prop_map(|channel| WireFrame::Unwatch { channel }),
         (any::<i32>(), any::<i64>())
-            .prop_map(|(partition, offset)| Frame::Ack { partition, offset }),
-        any::<u64>().prop_map(|seq| Frame::Watching { seq }),
+            .prop_map(|(partition, offset)| WireFrame::Ack { partition, offset }),
+        any::<u64>().prop_map(|seq| WireFrame::Watching { seq }),
         (
             any::<i32>(),
             any::<i64>(),
             proptest::collection::vec(any::<u8>(), 0..300)
         )
-            .prop_map(|(partition, offset, p)| Frame::Event {
+            .prop_map(|(partition, offset, p)| WireFrame::Event {
                 partition,
                 offset,
                 payload: p.into()
@@ -364,8 +364,8 @@ fn wire_frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
-fn decode_all(bytes: &[u8], chunk: usize) -> Vec<Result<Frame, String>> {
-    let mut codec = FrameCodec::default();
+fn decode_all(bytes: &[u8], chunk: usize) -> Vec<Result<WireFrame, String>> {
+    let mut codec = WireCodec::default();
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     for piece in bytes.chunks(chunk.max(1)) {
@@ -389,12 +389,12 @@ proptest! {
 
     #[test]
     fn wire_frames_read_back_as_encoded(frames in proptest::collection::vec(wire_frame(), 0..10), chunk in 1usize..400) {
-        let mut codec = FrameCodec::default();
+        let mut codec = WireCodec::default();
         let mut bytes = BytesMut::new();
         for frame in &frames {
             codec.encode(frame.clone(), &mut bytes).unwrap();
         }
-        let read: Vec<Frame> = decode_all(&bytes, chunk).into_iter().map(Result::unwrap).collect();
+        let read: Vec<WireFrame> = decode_all(&bytes, chunk).into_iter().map(Result::unwrap).collect();
         prop_assert_eq!(read, frames);
     }
 

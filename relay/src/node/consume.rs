@@ -1,0 +1,257 @@
+//! The consume loop and the rebalance hooks: records become `Event` frames for the gateways
+//! watching their channel; what moved partitions leave behind is committed first.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::rereads::{Next, Rereads, REREAD_DELAY};
+use super::{disconnect, RelaySettings, State};
+use crate::kafka::KafkaSettings;
+use crate::wire::WireFrame;
+
+/// Commits the done offsets of partitions being revoked, before they move.
+struct RelayContext {
+    state: Arc<State>,
+    topic: String,
+}
+
+impl ClientContext for RelayContext {}
+
+impl ConsumerContext for RelayContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked: HashSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            let mut progress = self.state.progress.lock().expect("progress lock poisoned");
+            let offsets = progress.take_commits(Some(&revoked));
+            progress.forget(&revoked);
+            drop(progress);
+            self.state.status.partitions.fetch_sub(
+                revoked.len().min(self.state.status.partitions()),
+                Ordering::Relaxed,
+            );
+            if let Err(e) = commit(consumer, &self.topic, &offsets, CommitMode::Sync) {
+                tracing::warn!(error = %e, "committing revoked partitions failed; a successor re-delivers");
+            }
+            tracing::info!(partitions = ?revoked, committed = ?offsets, "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let assigned: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            self.state
+                .status
+                .partitions
+                .fetch_add(assigned.len(), Ordering::Relaxed);
+            // Where each partition resumes, so that a first record past it is noticed too.
+            let resume: Vec<(i32, i64)> = consumer
+                .committed_offsets((*list).clone(), Duration::from_secs(5))
+                .map(|committed| {
+                    committed
+                        .elements()
+                        .iter()
+                        .filter_map(|e| match e.offset() {
+                            Offset::Offset(offset) => Some((e.partition(), offset)),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.state
+                .progress
+                .lock()
+                .expect("progress lock poisoned")
+                .resume(&resume);
+            tracing::info!(partitions = ?assigned, ?resume, "partitions assigned");
+        }
+    }
+}
+
+fn commit<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+    offsets: &[(i32, i64)],
+    mode: CommitMode,
+) -> rdkafka::error::KafkaResult<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut list = TopicPartitionList::new();
+    for (partition, offset) in offsets {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    consumer.commit(&list, mode)
+}
+
+pub(super) async fn consume(
+    kafka: KafkaSettings,
+    settings: RelaySettings,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        _ = tokio::time::sleep(settings.join_delay) => {}
+    }
+    let context = RelayContext {
+        state: state.clone(),
+        topic: kafka.topic.clone(),
+    };
+    let consumer: Arc<StreamConsumer<RelayContext>> = Arc::new(
+        kafka
+            .client_config()
+            .set("group.id", &kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &kafka.offset_reset)
+            .set(
+                "fetch.wait.max.ms",
+                kafka.fetch_wait_max.as_millis().to_string(),
+            )
+            .set(
+                "session.timeout.ms",
+                kafka.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (kafka.session_timeout.as_millis() / 4).max(100).to_string(),
+            )
+            .set("partition.assignment.strategy", "range")
+            .create_with_context(context)?,
+    );
+    consumer.subscribe(&[&kafka.topic])?;
+    tracing::info!(topic = %kafka.topic, group = %kafka.group_id, "relay joined the consumer group");
+
+    let committer = {
+        let (consumer, state, topic) = (consumer.clone(), state.clone(), kafka.topic.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(settings.commit_interval);
+            loop {
+                let stopping = tokio::select! {
+                    _ = shutdown.cancelled() => true,
+                    _ = tick.tick() => false,
+                };
+                let offsets = state
+                    .progress
+                    .lock()
+                    .expect("progress lock poisoned")
+                    .take_commits(None);
+                let mode = if stopping {
+                    CommitMode::Sync
+                } else {
+                    CommitMode::Async
+                };
+                if let Err(e) = commit(&*consumer, &topic, &offsets, mode) {
+                    tracing::debug!(error = %e, "commit failed; retried with the next one");
+                }
+                if stopping {
+                    return;
+                }
+            }
+        })
+    };
+
+    let mut rereads = Rereads::default();
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            message = consumer.recv() => message,
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (partition, offset) = (message.partition(), message.offset());
+        let expected = state
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .expected(partition);
+        match rereads.next(partition, offset, expected) {
+            Next::AlreadyForwarded => continue,
+            Next::ReadAgain { from, attempt } => {
+                tracing::warn!(
+                    partition,
+                    offset,
+                    expected = from,
+                    attempt,
+                    "a record arrived before the one preceding it: reading the partition again from the missing offset"
+                );
+                drop(message);
+                tokio::time::sleep(REREAD_DELAY).await;
+                if let Err(e) = consumer.seek(
+                    &kafka.topic,
+                    partition,
+                    Offset::Offset(from),
+                    Duration::from_secs(1),
+                ) {
+                    tracing::warn!(partition, error = %e, "seeking back failed");
+                }
+                continue;
+            }
+            Next::Forward => {}
+        }
+        let Some(channel) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            tracing::warn!(
+                partition,
+                offset,
+                "a record without a channel key was skipped"
+            );
+            state
+                .progress
+                .lock()
+                .expect("progress lock poisoned")
+                .forwarded(partition, offset, &[]);
+            continue;
+        };
+        let payload = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
+        // Both locks at once (gateways first, as in `disconnect`): a gateway that disconnects
+        // is either not a target or settles what it owes.
+        let targets = {
+            let gateways = state.gateways.lock().expect("gateways lock poisoned");
+            let targets = gateways.targets(channel);
+            let ids: Vec<u64> = targets.iter().map(|(id, _)| *id).collect();
+            tracing::debug!(partition, offset, channel, gateways = ?ids, "forwarding");
+            state
+                .progress
+                .lock()
+                .expect("progress lock poisoned")
+                .forwarded(partition, offset, &ids);
+            targets
+        };
+        for (id, queue) in targets {
+            let frame = WireFrame::Event {
+                partition,
+                offset,
+                payload: payload.clone(),
+            };
+            if queue
+                .send_timeout(frame, settings.forward_timeout)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    gateway = id,
+                    "a gateway took nothing for too long: disconnecting it"
+                );
+                disconnect(&state, id);
+            }
+        }
+    }
+    let _ = committer.await;
+    Ok(())
+}
