@@ -7,13 +7,14 @@
 //! encrypted by the backend (`backend::mattermost::sealed`), so that any API node can act as
 //! the user while the client cannot read it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backend::Actor;
+use crate::clock::unix_seconds;
 
 /// The claims this server reads. Other claims in a token are kept in [`Verified::payload`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -91,13 +92,6 @@ impl std::fmt::Debug for JwtKeys {
     }
 }
 
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl JwtKeys {
     pub fn new(secret: &[u8], access_ttl: Duration, refresh_window: Duration) -> Self {
         Self {
@@ -110,7 +104,7 @@ impl JwtKeys {
 
     /// Signs a new access token for the actor; `orig_iat` is carried over on refresh.
     pub fn issue(&self, actor: &Actor, orig_iat: Option<i64>) -> IssuedToken {
-        let now = unix_now();
+        let now = unix_seconds();
         let claims = Claims {
             username: actor.username.clone(),
             exp: now + self.access_ttl.as_secs() as i64,
@@ -135,7 +129,7 @@ impl JwtKeys {
     pub fn refresh(&self, token: &str) -> Result<IssuedToken, TokenError> {
         let verified = self.decode(token, false)?;
         let deadline = verified.claims.orig_iat + self.refresh_window.as_secs() as i64;
-        if unix_now() >= deadline {
+        if unix_seconds() >= deadline {
             return Err(TokenError::RefreshExpired);
         }
         Ok(self.issue(&verified.claims.actor(), Some(verified.claims.orig_iat)))
@@ -160,7 +154,7 @@ impl JwtKeys {
         )?;
         let claims: Claims =
             serde_json::from_value(data.claims.clone()).map_err(|_| TokenError::Invalid)?;
-        let now = unix_now();
+        let now = unix_seconds();
         let longest = self.access_ttl.as_secs() as i64 + CLOCK_SKEW_SECS;
         if claims.exp > now.saturating_add(longest) || claims.orig_iat > now + CLOCK_SKEW_SECS {
             return Err(TokenError::TooLong);
@@ -294,7 +288,7 @@ mod tests {
     #[test]
     fn expired_tokens_fail_verify_but_refresh_within_the_window() {
         let k = keys(60);
-        let now = unix_now();
+        let now = unix_seconds();
         let claims = Claims {
             username: "bob".into(),
             exp: now - 10,
@@ -341,7 +335,7 @@ mod tests {
     #[test]
     fn times_no_issued_token_has_are_refused() {
         let k = keys(60);
-        let now = unix_now();
+        let now = unix_seconds();
         let ok = signed(serde_json::json!({ "username": "a", "exp": now + 30, "origIat": now }));
         assert!(k.verify(&ok).is_ok());
         let early = signed(

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod backend;
 pub mod client;
+pub mod clock;
 pub mod cost;
 pub mod http;
 pub mod ids;

@@ -444,7 +444,7 @@ async fn failed_and_throttled_logins_are_logged_with_address_and_username_never_
 async fn tokens_no_server_issues_are_refused_over_http_and_sockets() {
     let app = crate::helpers::spawn_app().await;
     app.signed_up("alice").await;
-    let now = mmsub_api::auth::unix_now();
+    let now = mmsub_api::clock::unix_seconds();
     let sign = |claims: Value| {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),

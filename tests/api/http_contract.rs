@@ -6,12 +6,7 @@ use crate::helpers::{assert_text, jwt, spawn_app, spawn_app_with, TestApp, JWT_S
 
 const PERMISSION: &str = "You do not have permission to perform this action";
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
+use mmsub_api::clock::unix_seconds as unix_now;
 
 fn first_error(response: &Value) -> String {
     response["errors"][0]["message"]

@@ -470,7 +470,7 @@ proptest! {
             }
         }
         // A header of its own choosing, with the original signature or none.
-        let now = mmsub_api::auth::unix_now();
+        let now = mmsub_api::clock::unix_seconds();
         let claims = json!({ "username": user, "exp": now + exp_offset, "origIat": now });
         let signature = issued.rsplit('.').next().unwrap();
         for forged in [

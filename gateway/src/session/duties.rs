@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mmsub_api::auth::unix_now;
+use mmsub_api::clock::unix_seconds;
 
 /// What the session's one timer serves, each at its own instant.
 pub(super) struct Duties {
@@ -56,7 +56,7 @@ impl Duties {
         }
         self.token_exp = exp;
         self.token_at = exp.map(|exp| {
-            let left = Duration::from_secs(exp.saturating_sub(unix_now()).max(0) as u64);
+            let left = Duration::from_secs(exp.saturating_sub(unix_seconds()).max(0) as u64);
             tokio::time::Instant::now() + left + grace
         });
     }

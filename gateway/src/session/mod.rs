@@ -26,8 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use mmsub_api::auth::{unix_now, TokenError, Viewer};
+use mmsub_api::auth::{TokenError, Viewer};
 use mmsub_api::client::ClientAddr;
+use mmsub_api::clock::unix_seconds;
 use mmsub_api::throttle::Bucket;
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -389,7 +390,7 @@ impl Session {
     /// The connection's viewer as the same token would be over HTTP at this moment.
     fn viewer_now(&self) -> Viewer {
         if self.tokens_expire() {
-            self.viewer.at(unix_now())
+            self.viewer.at(unix_seconds())
         } else {
             self.viewer.clone()
         }

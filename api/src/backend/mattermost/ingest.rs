@@ -158,7 +158,7 @@ impl Ingest {
         tracing::info!("Mattermost WebSocket connected");
         match self.newest_seen {
             Some(newest) => self.catch_up(newest).await?,
-            None => self.newest_seen = Some(now_millis()),
+            None => self.newest_seen = Some(crate::clock::unix_millis()),
         }
         let idle = self.settings.idle_timeout;
         let mut pinged = false;
@@ -253,11 +253,4 @@ impl Ingest {
         );
         Ok(())
     }
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

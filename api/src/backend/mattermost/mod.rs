@@ -700,7 +700,7 @@ impl ChatBackend for MattermostBackend {
         })?;
         Ok(self.sealer.seal(&SealedRefresh {
             purpose: REFRESH_PURPOSE.into(),
-            expires_at: crate::auth::unix_now() + ttl.as_secs() as i64,
+            expires_at: crate::clock::unix_seconds() + ttl.as_secs() as i64,
             session,
         }))
     }
@@ -711,7 +711,8 @@ impl ChatBackend for MattermostBackend {
         let Some(refresh) = self.sealer.open::<SealedRefresh>(token) else {
             return Ok(None);
         };
-        if refresh.purpose != REFRESH_PURPOSE || refresh.expires_at <= crate::auth::unix_now() {
+        if refresh.purpose != REFRESH_PURPOSE || refresh.expires_at <= crate::clock::unix_seconds()
+        {
             return Ok(None);
         }
         let Ok(sealed) = self.open_session(Some(&refresh.session)) else {
