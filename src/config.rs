@@ -16,7 +16,7 @@ use anyhow::bail;
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 use mmsub_api::backend::mattermost::ingest::IngestSettings;
-use mmsub_api::backend::mattermost::{ApiLimits, MattermostConfig};
+use mmsub_api::backend::mattermost::{MattermostConfig, RestLimits};
 use mmsub_api::client::TrustedProxies;
 use mmsub_api::throttle::RateLimit;
 use mmsub_api::ApiSettings;
@@ -105,13 +105,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MATTERMOST_ADMIN_LOGIN_PASSWORD", hide_env_values = true)]
     pub mattermost_admin_login_password: Option<String>,
     /// Milliseconds one Mattermost request may take.
-    #[arg(long, env = "MMSUB_MATTERMOST_TIMEOUT_MS", default_value_t = millis(ApiLimits::default().request_timeout))]
+    #[arg(long, env = "MMSUB_MATTERMOST_TIMEOUT_MS", default_value_t = millis(RestLimits::default().request_timeout))]
     pub mattermost_timeout_ms: u64,
     /// Longest wait for Mattermost's rate limit to reset before a call fails, in milliseconds.
     #[arg(
         long,
         env = "MMSUB_MATTERMOST_MAX_RATE_LIMIT_WAIT_MS",
-        default_value_t = millis(ApiLimits::default().max_rate_limit_wait)
+        default_value_t = millis(RestLimits::default().max_rate_limit_wait)
     )]
     pub mattermost_max_rate_limit_wait_ms: u64,
     /// Seconds a Mattermost user's name and email are reused for message authors.

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use mattermost_standin::{StandIn, StandInConfig};
 use mmsub_api::backend::mattermost::{
-    Api, ApiLimits, MattermostAdminProxy, MattermostError, MattermostUserProxy,
+    MattermostAdminProxy, MattermostError, MattermostUserProxy, RestClient, RestLimits,
 };
 use mmsub_api::backend::NewUser;
 
 const PASSWORD: &str = "Str0ng!Pass";
 
 async fn admin(standin: &StandIn) -> MattermostAdminProxy {
-    let api = Api::new(&standin.url(), ApiLimits::default()).unwrap();
+    let api = RestClient::new(&standin.url(), RestLimits::default()).unwrap();
     let c = &standin.config;
     MattermostAdminProxy::login(api, &c.admin_username, &c.admin_password)
         .await
@@ -72,7 +72,7 @@ async fn admin_operations() {
         .add_user_to_channel("general", "alice", "main")
         .await
         .unwrap();
-    let user = MattermostUserProxy::login(admin.session().api().clone(), "alice", PASSWORD)
+    let user = MattermostUserProxy::login(admin.session().rest().clone(), "alice", PASSWORD)
         .await
         .unwrap();
     let team = user.team("main").await.unwrap();
@@ -92,7 +92,7 @@ async fn admin_operations() {
 
     // Accounts: deactivate (login fails), activate (works again), remove.
     admin.deactivate_user("alice").await.unwrap();
-    let api = admin.session().api().clone();
+    let api = admin.session().rest().clone();
     assert!(MattermostUserProxy::login(api.clone(), "alice", PASSWORD)
         .await
         .is_err());
@@ -112,7 +112,7 @@ async fn user_operations() {
         let created = admin.create_user(&new_user(name)).await.unwrap();
         admin.add_user_to_team(&created.id, "main").await.unwrap();
     }
-    let api = admin.session().api().clone();
+    let api = admin.session().rest().clone();
     let alice = MattermostUserProxy::login(api.clone(), "alice", PASSWORD)
         .await
         .unwrap();
@@ -207,15 +207,15 @@ async fn sessions_rate_limits_and_timeouts() {
     let started = std::time::Instant::now();
     admin.list_all_teams().await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(900));
-    let limits = ApiLimits {
+    let limits = RestLimits {
         max_rate_limit_wait: Duration::from_secs(1),
-        ..ApiLimits::default()
+        ..RestLimits::default()
     };
-    let impatient = Api::new(&standin.url(), limits).unwrap();
+    let impatient = RestClient::new(&standin.url(), limits).unwrap();
     standin.rate_limit(1, 30);
     let refused = impatient
         .send(
-            &mmsub_api::backend::mattermost::api::Call::get("/teams"),
+            &mmsub_api::backend::mattermost::rest::Call::get("/teams"),
             None,
         )
         .await;
@@ -227,11 +227,11 @@ async fn sessions_rate_limits_and_timeouts() {
     standin.rate_limit(0, 0);
 
     // Every call has a timeout.
-    let limits = ApiLimits {
+    let limits = RestLimits {
         request_timeout: Duration::from_millis(200),
-        ..ApiLimits::default()
+        ..RestLimits::default()
     };
-    let hasty = Api::new(&standin.url(), limits).unwrap();
+    let hasty = RestClient::new(&standin.url(), limits).unwrap();
     standin.slow_down(Duration::from_secs(1));
     let late = MattermostAdminProxy::login(hasty, "admin", &standin.config.admin_password).await;
     assert!(matches!(late, Err(MattermostError::Timeout(_))), "{late:?}");

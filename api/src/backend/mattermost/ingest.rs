@@ -122,7 +122,7 @@ impl Ingest {
     /// One connection: handshake, catch-up if this is a reconnect, then live events until the
     /// socket ends (`Ok`) or fails (`Err`).
     async fn connection(&mut self) -> anyhow::Result<()> {
-        let url = self.backend.api().websocket_url();
+        let url = self.backend.rest().websocket_url();
         let timeout = self.settings.handshake_timeout;
         let (mut socket, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(&url))
             .await
@@ -131,7 +131,7 @@ impl Ingest {
         let admin = self.backend.admin();
         admin
             .session()
-            .json::<Value>(super::api::Call::get("/users/me"))
+            .json::<Value>(super::rest::Call::get("/users/me"))
             .await?;
         let challenge = json!({
             "seq": 1,

@@ -1,5 +1,6 @@
 //! `MattermostUserProxy` and `MattermostAdminProxy`: every operation the original server's
-//! proxy module offered, as async calls over one pooled [`Api`].
+//! proxy module offered, as async calls over one pooled [`RestClient`]. The admin's proxy
+//! is in `admin.rs`.
 //!
 //! A proxy acts with one Mattermost session. Built from a login id and password it logs in
 //! again once when Mattermost answers 401 (the session expired or was revoked); built from an
@@ -11,29 +12,32 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::json;
 
-use super::api::{Api, Call, MattermostError, MmResult};
 use super::model::{MmChannel, MmPost, MmTeam, MmUser, PostList, UsersStats};
-use crate::backend::NewUser;
+use super::rest::{Call, MattermostError, MmResult, RestClient};
 
 /// A Mattermost session: the token, whose it is, and how to renew it if that is possible.
-pub struct Session {
-    api: Api,
+pub struct MattermostSession {
+    api: RestClient,
     token: RwLock<String>,
     me: MmUser,
     credentials: Option<(String, String)>,
 }
 
-impl std::fmt::Debug for Session {
+impl std::fmt::Debug for MattermostSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
+        f.debug_struct("MattermostSession")
             .field("user", &self.me.username)
             .finish_non_exhaustive() // never the token or the password
     }
 }
 
-impl Session {
+impl MattermostSession {
     /// `POST /users/login`; the token comes back in the `Token` header.
-    pub async fn login(api: &Api, login_id: &str, password: &str) -> MmResult<(MmUser, String)> {
+    pub async fn login(
+        api: &RestClient,
+        login_id: &str,
+        password: &str,
+    ) -> MmResult<(MmUser, String)> {
         let answer = api
             .send(
                 &Call::post(
@@ -50,7 +54,11 @@ impl Session {
     }
 
     /// Logs in and keeps the credentials to log in again when the session expires.
-    pub async fn with_credentials(api: Api, login_id: &str, password: &str) -> MmResult<Self> {
+    pub async fn with_credentials(
+        api: RestClient,
+        login_id: &str,
+        password: &str,
+    ) -> MmResult<Self> {
         let (me, token) = Self::login(&api, login_id, password).await?;
         Ok(Self {
             api,
@@ -61,7 +69,7 @@ impl Session {
     }
 
     /// An existing session; a 401 ends it.
-    pub fn resume(api: Api, token: String, me: MmUser) -> Self {
+    pub fn resume(api: RestClient, token: String, me: MmUser) -> Self {
         Self {
             api,
             token: RwLock::new(token),
@@ -74,7 +82,7 @@ impl Session {
         &self.me
     }
 
-    pub fn api(&self) -> &Api {
+    pub fn rest(&self) -> &RestClient {
         &self.api
     }
 
@@ -83,7 +91,7 @@ impl Session {
         self.token.read().expect("session lock poisoned").clone()
     }
 
-    pub async fn call(&self, call: Call<'_>) -> MmResult<super::api::Answer> {
+    pub async fn call(&self, call: Call<'_>) -> MmResult<super::rest::Answer> {
         let token = self.token();
         match self.api.send(&call, Some(&token)).await {
             Err(e) if e.is_status(401) && self.credentials.is_some() => {
@@ -143,22 +151,22 @@ where
 /// What a user can do, acting with their own session.
 #[derive(Debug, Clone)]
 pub struct MattermostUserProxy {
-    session: Arc<Session>,
+    session: Arc<MattermostSession>,
 }
 
 impl MattermostUserProxy {
-    pub fn new(session: Arc<Session>) -> Self {
+    pub fn new(session: Arc<MattermostSession>) -> Self {
         Self { session }
     }
 
     /// Logs in as the user (`login_id` is a username or an email).
-    pub async fn login(api: Api, login_id: &str, password: &str) -> MmResult<Self> {
+    pub async fn login(api: RestClient, login_id: &str, password: &str) -> MmResult<Self> {
         Ok(Self::new(Arc::new(
-            Session::with_credentials(api, login_id, password).await?,
+            MattermostSession::with_credentials(api, login_id, password).await?,
         )))
     }
 
-    pub fn session(&self) -> &Arc<Session> {
+    pub fn session(&self) -> &Arc<MattermostSession> {
         &self.session
     }
 
@@ -376,191 +384,6 @@ impl MattermostUserProxy {
     pub async fn posts_since(&self, channel_id: &str, since: i64) -> MmResult<PostList> {
         self.session
             .json(Call::get(format!("/channels/{channel_id}/posts")).query("since", since))
-            .await
-    }
-}
-
-/// What the server's own Mattermost account (a system admin) does: accounts, teams, channels.
-#[derive(Debug, Clone)]
-pub struct MattermostAdminProxy {
-    user: MattermostUserProxy,
-}
-
-impl std::ops::Deref for MattermostAdminProxy {
-    type Target = MattermostUserProxy;
-    fn deref(&self) -> &MattermostUserProxy {
-        &self.user
-    }
-}
-
-impl MattermostAdminProxy {
-    /// Logs in with `MATTERMOST_ADMIN_LOGIN_ID` / `MATTERMOST_ADMIN_LOGIN_PASSWORD`.
-    pub async fn login(api: Api, login_id: &str, password: &str) -> MmResult<Self> {
-        Ok(Self {
-            user: MattermostUserProxy::login(api, login_id, password).await?,
-        })
-    }
-
-    /// Creates an account after the original's username, email and password checks.
-    pub async fn create_user(&self, new: &NewUser) -> MmResult<MmUser> {
-        for check in [
-            crate::validation::password(&new.password),
-            crate::validation::username(&new.username),
-            crate::validation::email(&new.email),
-        ] {
-            check.map_err(|message| MattermostError::Api {
-                id: "mmsub.invalid_user".into(),
-                message,
-                status_code: 400,
-            })?;
-        }
-        self.session()
-            .json(Call::post(
-                "/users",
-                json!({ "username": new.username, "email": new.email, "password": new.password }),
-            ))
-            .await
-    }
-
-    /// Deletes an account for good (Mattermost must allow API deletion).
-    pub async fn remove_user(&self, identifier: &str) -> MmResult<()> {
-        let user = self.user(identifier).await?;
-        self.session()
-            .ok(Call::delete(format!("/users/{}", user.id)).query("permanent", true))
-            .await
-    }
-
-    pub async fn deactivate_user(&self, identifier: &str) -> MmResult<()> {
-        let user = self.user(identifier).await?;
-        self.session()
-            .ok(Call::delete(format!("/users/{}", user.id)))
-            .await
-    }
-
-    pub async fn activate_user(&self, identifier: &str) -> MmResult<()> {
-        let user = self.user(identifier).await?;
-        self.session()
-            .ok(Call::put(
-                format!("/users/{}/active", user.id),
-                json!({ "active": true }),
-            ))
-            .await
-    }
-
-    pub async fn list_all_teams(&self) -> MmResult<Vec<MmTeam>> {
-        self.session().json(Call::get("/teams")).await
-    }
-
-    /// The team's open channels, without those lacking a display name (as the original).
-    pub async fn list_all_public_channels(
-        &self,
-        team_identifier: &str,
-    ) -> MmResult<Vec<MmChannel>> {
-        let team = self.team(team_identifier).await?;
-        let channels: Vec<MmChannel> = self
-            .session()
-            .json(Call::get(format!("/teams/{}/channels", team.id)))
-            .await?;
-        Ok(channels
-            .into_iter()
-            .filter(|c| !c.display_name.is_empty())
-            .collect())
-    }
-
-    pub async fn add_user_to_channel(
-        &self,
-        channel_identifier: &str,
-        user_identifier: &str,
-        team_identifier: &str,
-    ) -> MmResult<()> {
-        let team = self.team(team_identifier).await?;
-        let channel = self.channel(&team.id, channel_identifier).await?;
-        let user = self.user(user_identifier).await?;
-        self.add_user_id_to_channel(&channel.id, &user.id).await
-    }
-
-    /// `POST /channels/{id}/members` with ids already known.
-    pub async fn add_user_id_to_channel(&self, channel_id: &str, user_id: &str) -> MmResult<()> {
-        self.session()
-            .ok(Call::post(
-                format!("/channels/{channel_id}/members"),
-                json!({ "user_id": user_id }),
-            ))
-            .await
-    }
-
-    /// Creates an open team; Mattermost makes its creator a member.
-    pub async fn create_join_team(&self, team_name: &str) -> MmResult<MmTeam> {
-        if team_name.is_empty()
-            || !team_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(MattermostError::Api {
-                id: "mmsub.invalid_team".into(),
-                message: "Team name could not contains symbols or underscores.".into(),
-                status_code: 400,
-            });
-        }
-        self.session()
-            .json(Call::post(
-                "/teams",
-                json!({ "name": team_name, "display_name": team_name, "type": "O" }),
-            ))
-            .await
-    }
-
-    pub async fn add_user_to_team(
-        &self,
-        user_identifier: &str,
-        team_identifier: &str,
-    ) -> MmResult<()> {
-        let team = self.team(team_identifier).await?;
-        let user = self.user(user_identifier).await?;
-        self.add_user_id_to_team(&team.id, &user.id).await
-    }
-
-    /// `POST /teams/{id}/members` with ids already known.
-    pub async fn add_user_id_to_team(&self, team_id: &str, user_id: &str) -> MmResult<()> {
-        self.session()
-            .ok(Call::post(
-                format!("/teams/{team_id}/members"),
-                json!({ "team_id": team_id, "user_id": user_id }),
-            ))
-            .await
-    }
-
-    pub async fn remove_team(&self, team_identifier: &str) -> MmResult<()> {
-        let team = self.team(team_identifier).await?;
-        self.session()
-            .ok(Call::delete(format!("/teams/{}", team.id)).query("permanent", true))
-            .await
-    }
-
-    /// Creates an open channel in the team; Mattermost makes its creator a member.
-    pub async fn create_join_channel(
-        &self,
-        channel_name: &str,
-        team_identifier: &str,
-    ) -> MmResult<MmChannel> {
-        let team = self.team(team_identifier).await?;
-        self.session()
-            .json(Call::post(
-                "/channels",
-                json!({ "team_id": team.id, "name": channel_name, "display_name": channel_name, "type": "O" }),
-            ))
-            .await
-    }
-
-    pub async fn remove_channel(
-        &self,
-        channel_identifier: &str,
-        team_identifier: &str,
-    ) -> MmResult<()> {
-        let team = self.team(team_identifier).await?;
-        let channel = self.channel(&team.id, channel_identifier).await?;
-        self.session()
-            .ok(Call::delete(format!("/channels/{}", channel.id)))
             .await
     }
 }

@@ -12,7 +12,9 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use super::model::MmUser;
 
 const NONCE_BYTES: usize = 12;
 
@@ -64,6 +66,42 @@ impl Sealer {
         serde_json::from_slice(&plain).ok()
     }
 }
+
+// ---- what is sealed ----
+
+/// What the sealed `mmSession` claim of a JWT holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedSession {
+    /// The Mattermost session token.
+    pub token: String,
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub roles: String,
+}
+
+impl SealedSession {
+    /// The session's user, as Mattermost describes it.
+    pub fn user(&self) -> MmUser {
+        MmUser {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            email: self.email.clone(),
+            roles: self.roles.clone(),
+            delete_at: 0,
+        }
+    }
+}
+
+/// What a refresh token from `userGetToken` holds (sealed too).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedRefresh {
+    pub purpose: String,
+    pub expires_at: i64,
+    pub session: String,
+}
+
+pub const REFRESH_PURPOSE: &str = "refresh";
 
 #[cfg(test)]
 mod tests {

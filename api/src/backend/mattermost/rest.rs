@@ -13,7 +13,7 @@ use serde_json::Value;
 
 /// Limits of every call to Mattermost; each has a flag in the `mmsub` binary.
 #[derive(Debug, Clone)]
-pub struct ApiLimits {
+pub struct RestLimits {
     /// Longest a single request may take, connect to last byte.
     pub request_timeout: Duration,
     /// Longest wait for a rate limit to reset; a longer `X-Ratelimit-Reset` fails the call.
@@ -24,7 +24,7 @@ pub struct ApiLimits {
     pub pool_idle_per_host: usize,
 }
 
-impl Default for ApiLimits {
+impl Default for RestLimits {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(10),
@@ -83,13 +83,13 @@ struct AppError {
 
 /// A pooled client for one Mattermost server.
 #[derive(Clone)]
-pub struct Api {
+pub struct RestClient {
     http: reqwest::Client,
     base: String,
-    limits: ApiLimits,
+    limits: RestLimits,
 }
 
-impl std::fmt::Debug for Api {
+impl std::fmt::Debug for RestClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Api").field("base", &self.base).finish()
     }
@@ -146,9 +146,9 @@ impl Answer {
     }
 }
 
-impl Api {
+impl RestClient {
     /// `server_url` is the server's root (`https://chat.example.com`), as in the original `.env`.
-    pub fn new(server_url: &str, limits: ApiLimits) -> MmResult<Self> {
+    pub fn new(server_url: &str, limits: RestLimits) -> MmResult<Self> {
         let http = reqwest::Client::builder()
             .timeout(limits.request_timeout)
             .connect_timeout(limits.request_timeout)
@@ -163,7 +163,7 @@ impl Api {
         })
     }
 
-    pub fn limits(&self) -> &ApiLimits {
+    pub fn limits(&self) -> &RestLimits {
         &self.limits
     }
 
@@ -303,12 +303,12 @@ mod tests {
 
     #[test]
     fn websocket_url_follows_the_scheme() {
-        let api = Api::new("https://chat.example.com/", ApiLimits::default()).unwrap();
+        let api = RestClient::new("https://chat.example.com/", RestLimits::default()).unwrap();
         assert_eq!(
             api.websocket_url(),
             "wss://chat.example.com/api/v4/websocket"
         );
-        let api = Api::new("http://127.0.0.1:8065", ApiLimits::default()).unwrap();
+        let api = RestClient::new("http://127.0.0.1:8065", RestLimits::default()).unwrap();
         assert_eq!(api.websocket_url(), "ws://127.0.0.1:8065/api/v4/websocket");
     }
 }
