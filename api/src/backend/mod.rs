@@ -224,14 +224,15 @@ pub enum BackendError {
 }
 
 impl BackendError {
-    pub fn http_status(&self) -> u16 {
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode;
         match self {
-            BackendError::Invalid(_) | BackendError::Conflict(_) => 400,
-            BackendError::Forbidden(_) => 403,
-            BackendError::Unauthorized(_) => 401,
-            BackendError::NotFound(_) => 404,
-            BackendError::Unavailable(_) => 503,
-            BackendError::TooLarge(_) => 413,
+            BackendError::Invalid(_) | BackendError::Conflict(_) => StatusCode::BAD_REQUEST,
+            BackendError::Forbidden(_) => StatusCode::FORBIDDEN,
+            BackendError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            BackendError::NotFound(_) => StatusCode::NOT_FOUND,
+            BackendError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            BackendError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 

@@ -153,7 +153,7 @@ fn graphql_error(e: BackendError) -> async_graphql::Error {
     let code = e.http_status();
     async_graphql::Error::new(e.to_string()).extend_with(|_, ext| {
         ext.set("code", types::status_text(code));
-        ext.set("statusCode", code);
+        ext.set("statusCode", code.as_u16());
     })
 }
 

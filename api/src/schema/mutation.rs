@@ -1,9 +1,10 @@
 use async_graphql::{Context, ErrorExtensions, Object};
+use http::StatusCode;
 use serde_json::json;
 
 use super::types::{
-    user_metadata, GenericScalar, ObtainJsonWebToken, Refresh, ResponseBase, ResponseUnion,
-    ResponseWithToken, Verify,
+    status_text, user_metadata, GenericScalar, ObtainJsonWebToken, Refresh, ResponseBase,
+    ResponseUnion, ResponseWithToken, Verify,
 };
 use super::{require_user, state, AppState};
 use crate::auth::{IssuedToken, TokenError};
@@ -20,7 +21,7 @@ async fn publish(app: &AppState, posts: &[ChannelPost]) -> Result<(), ResponseBa
         if let Err(e) = app.bus.publish(post.to_event()).await {
             tracing::error!(error = %e, post = %post.post.id, "publishing a new message failed");
             return Err(ResponseBase::new(
-                503,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "Message stored, but live delivery is unavailable; try again.",
                 None,
             ));
@@ -33,7 +34,7 @@ async fn publish(app: &AppState, posts: &[ChannelPost]) -> Result<(), ResponseBa
 fn throttled_answer(what: &str, retry: RetryAfter) -> ResponseBase {
     let secs = retry.secs();
     ResponseBase::new(
-        429,
+        StatusCode::TOO_MANY_REQUESTS,
         format!("Too many {what}: retry in {secs} seconds."),
         Some(json!({ "retryAfter": secs })),
     )
@@ -166,7 +167,7 @@ impl MutationRoot {
             Ok(None) => {
                 log_failed_login(ctx, &username);
                 return Some(ResponseUnion::ResponseBase(ResponseBase::new(
-                    404,
+                    StatusCode::NOT_FOUND,
                     "Login Failed!",
                     None,
                 )));
@@ -183,8 +184,8 @@ impl MutationRoot {
         };
         let issued = app.jwt.issue(&login.actor(), None);
         Some(ResponseUnion::ResponseWithToken(ResponseWithToken {
-            status: Some("OK".into()),
-            status_code: Some(200),
+            status: Some(status_text(StatusCode::OK)),
+            status_code: Some(StatusCode::OK.as_u16().into()),
             message: Some("Login Successfully!".into()),
             token: Some(issued.token),
             refresh_token: Some(refresh),

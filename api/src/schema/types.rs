@@ -6,6 +6,7 @@ use async_graphql::{
     ID,
 };
 use chrono_tz::Tz;
+use http::StatusCode;
 use mmsub_events::{EventAuthor, EventPost};
 use serde_json::json;
 
@@ -184,31 +185,34 @@ pub struct ResponseBase {
 }
 
 /// `"OK"`, `"NOT_FOUND"`…: the HTTP reason phrase in capitals with underscores.
-pub fn status_text(code: u16) -> String {
-    http::StatusCode::from_u16(code)
-        .ok()
-        .and_then(|s| s.canonical_reason())
+pub fn status_text(status: StatusCode) -> String {
+    status
+        .canonical_reason()
         .unwrap_or("UNKNOWN")
         .to_uppercase()
         .replace([' ', '-'], "_")
 }
 
 impl ResponseBase {
-    pub fn new(code: u16, message: impl Into<String>, metadata: Option<serde_json::Value>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        message: impl Into<String>,
+        metadata: Option<serde_json::Value>,
+    ) -> Self {
         Self {
-            status: Some(status_text(code)),
-            status_code: Some(code.into()),
+            status: Some(status_text(status)),
+            status_code: Some(status.as_u16().into()),
             message: Some(message.into()),
             metadata: metadata.map(GenericScalar),
         }
     }
 
     pub fn ok(message: &str, metadata: serde_json::Value) -> Self {
-        Self::new(200, message, Some(metadata))
+        Self::new(StatusCode::OK, message, Some(metadata))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, message, None)
+        Self::new(StatusCode::BAD_REQUEST, message, None)
     }
 }
 
@@ -277,10 +281,13 @@ mod tests {
 
     #[test]
     fn status_texts_follow_the_contract() {
-        assert_eq!(status_text(200), "OK");
-        assert_eq!(status_text(404), "NOT_FOUND");
-        assert_eq!(status_text(400), "BAD_REQUEST");
-        assert_eq!(status_text(503), "SERVICE_UNAVAILABLE");
+        assert_eq!(status_text(StatusCode::OK), "OK");
+        assert_eq!(status_text(StatusCode::NOT_FOUND), "NOT_FOUND");
+        assert_eq!(status_text(StatusCode::BAD_REQUEST), "BAD_REQUEST");
+        assert_eq!(
+            status_text(StatusCode::SERVICE_UNAVAILABLE),
+            "SERVICE_UNAVAILABLE"
+        );
     }
 
     #[test]
