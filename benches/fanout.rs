@@ -17,7 +17,7 @@ fn fanout(c: &mut Criterion) {
             let mut fixture = Fanout::new(subscribers, selections);
             group.throughput(Throughput::Elements(subscribers as u64));
             group.bench_function(BenchmarkId::from_parameter(subscribers), |b| {
-                b.iter(|| fixture.deliver_one())
+                b.iter(|| fixture.deliver_one());
             });
         }
         group.finish();

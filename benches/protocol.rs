@@ -58,7 +58,7 @@ fn encode_messages(c: &mut Criterion) {
                     out.clear();
                     frames::push_text(&mut out, &encode(id, kind, body.as_ref()));
                     out.len()
-                })
+                });
             });
         }
         let delivery = Delivery {
@@ -70,7 +70,7 @@ fn encode_messages(c: &mut Criterion) {
                 out.clear();
                 delivery.push_to(&mut out);
                 out.len()
-            })
+            });
         });
     }
     group.finish();
@@ -86,7 +86,7 @@ fn jwt(c: &mut Criterion) {
         .issue(&mmsub_api::backend::Actor::named("alice"), None)
         .token;
     c.bench_function("jwt/verify", |b| {
-        b.iter(|| keys.verify(&token).expect("valid"))
+        b.iter(|| keys.verify(&token).expect("valid"));
     });
 }
 

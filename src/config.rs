@@ -85,10 +85,10 @@ pub struct ServeArgs {
     /// Directory of the embedded store (SQLite) and generated secrets.
     #[arg(long, env = "MMSUB_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// IANA time zone of `createAt` values (Django's TIME_ZONE).
+    /// IANA time zone of `createAt` values (Django's `TIME_ZONE`).
     #[arg(long, env = "MMSUB_TIME_ZONE", default_value = "UTC")]
     pub time_zone: String,
-    /// JWT signing secret. Falls back to DJANGO_SECRET_KEY, then to a secret generated in the data dir.
+    /// JWT signing secret. Falls back to `DJANGO_SECRET_KEY`, then to a secret generated in the data dir.
     #[arg(long, env = "MMSUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// The original server's secret: accepted so its tokens stay valid.
@@ -201,7 +201,7 @@ pub struct ServeArgs {
         default_value_t = GatewaySettings::default().max_concurrent_admissions
     )]
     pub max_concurrent_admissions: usize,
-    /// Milliseconds a client has to send connection_init (close 4408 after).
+    /// Milliseconds a client has to send `connection_init` (close 4408 after).
     #[arg(
         long,
         env = "MMSUB_CONNECTION_INIT_TIMEOUT_MS",

@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
         Role::Api => tracing::info!("mmsub api listening on http://{addr}: GraphQL and GraphiQL at /graphql/"),
         Role::Gateway => tracing::info!("mmsub gateway listening on http://{addr}: WebSocket at ws://{addr}/ws/graphql/"),
         Role::Relay | Role::Ingest => {
-            tracing::info!("mmsub {} listening on http://{addr}: /healthz and /readyz", role.name())
+            tracing::info!("mmsub {} listening on http://{addr}: /healthz and /readyz", role.name());
         }
     }
     shutdown_signal().await;

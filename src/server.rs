@@ -153,7 +153,7 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {

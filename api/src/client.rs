@@ -59,7 +59,7 @@ impl ClientAddr {
             .collect::<Vec<_>>();
         for hop in hops.iter().rev() {
             match parse_hop(hop) {
-                Some(ip) if trusted.contains(ip) => continue,
+                Some(ip) if trusted.contains(ip) => {}
                 Some(ip) => return ClientAddr(ip),
                 // A hop we cannot read: attribute the request to the last proxy that wrote
                 // something readable, not to anything further left.
@@ -235,7 +235,7 @@ pub struct ClientSlot {
 impl ClientSlots {
     pub fn new(limit: usize) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self {
-            counts: Default::default(),
+            counts: std::sync::Mutex::default(),
             limit,
         })
     }

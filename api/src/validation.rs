@@ -43,8 +43,8 @@ pub fn email(address: &str) -> Result<(), String> {
 pub fn password(password: &str) -> Result<(), String> {
     let chars = password.chars().count();
     let ok = (10..=72).contains(&chars)
-        && password.chars().any(|c| c.is_uppercase())
-        && password.chars().any(|c| c.is_lowercase())
+        && password.chars().any(char::is_uppercase)
+        && password.chars().any(char::is_lowercase)
         && password.chars().any(|c| c.is_ascii_digit())
         && password
             .chars()

@@ -75,10 +75,7 @@ fn parse(sdl: &str) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut rest = text.as_str();
     while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic()) {
         rest = &rest[start..];
-        let keyword: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphabetic())
-            .collect();
+        let keyword: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
         rest = rest[keyword.len()..].trim_start();
         let name: String = rest
             .chars()
@@ -102,7 +99,7 @@ fn parse(sdl: &str) -> BTreeMap<String, BTreeMap<String, String>> {
                 types.insert(name, BTreeMap::new());
             }
             _ => {
-                let end = rest.find(['\n', '}']).map(|i| i + 1).unwrap_or(rest.len());
+                let end = rest.find(['\n', '}']).map_or(rest.len(), |i| i + 1);
                 rest = &rest[end..];
             }
         }

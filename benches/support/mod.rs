@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use mmsub_api::auth::JwtKeys;
 use mmsub_api::backend::embedded::EmbeddedStore;
+use mmsub_api::parsed_queries::ParsedQueries;
 use mmsub_api::{build_schema, ApiSettings, AppState};
 use mmsub_events::{EventAuthor, EventPost, EventSink, FanoutHub, InProcessBus, MessageEvent};
 use mmsub_gateway::delivery::Delivery;
@@ -59,7 +60,7 @@ impl Fanout {
             bus: Arc::new(InProcessBus::new(hub.clone())),
             jwt: JwtKeys::new(b"bench", Duration::from_secs(60), Duration::from_secs(60)),
             settings,
-            parsed_queries: Default::default(),
+            parsed_queries: ParsedQueries::default(),
             throttles: mmsub_api::throttle::Throttles::new(&ApiSettings::default()),
         });
         let groups = SubscriptionGroups::new(build_schema(state), hub.clone());
@@ -192,7 +193,7 @@ impl HttpMutation {
             bus: Arc::new(InProcessBus::new(FanoutHub::new())),
             jwt,
             settings: ApiSettings::default(),
-            parsed_queries: Default::default(),
+            parsed_queries: ParsedQueries::default(),
             throttles: mmsub_api::throttle::Throttles::new(&ApiSettings::default()),
         });
         let body = json!({

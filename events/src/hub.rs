@@ -94,9 +94,10 @@ impl FanoutHub {
             channels.is_empty(),
             "the interest observer is set before any subscription"
         );
-        if self.observer.set(observer).is_err() {
-            panic!("the hub's interest observer is set once");
-        }
+        assert!(
+            self.observer.set(observer).is_ok(),
+            "the hub's interest observer is set once"
+        );
     }
 
     /// Starts receiving every event of `channel_id` that reaches this hub from now on, in

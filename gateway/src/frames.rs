@@ -81,14 +81,14 @@ fn parse_header(
     }
     let (extended, len) = match second & 0x7f {
         126 => match buf.get(2..4) {
-            Some(b) => (2, u16::from_be_bytes([b[0], b[1]]) as u64),
+            Some(b) => (2, u64::from(u16::from_be_bytes([b[0], b[1]]))),
             None => return Ok(None),
         },
         127 => match buf.get(2..10) {
             Some(b) => (8, u64::from_be_bytes(b.try_into().expect("8 bytes"))),
             None => return Ok(None),
         },
-        len => (0, len as u64),
+        len => (0, u64::from(len)),
     };
     let control = matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
     if control && (!fin || len > 125) {
@@ -148,7 +148,7 @@ impl FrameReader {
         loop {
             stream.readable().await?;
             match stream.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 read => return read,
             }
         }
@@ -299,7 +299,7 @@ fn encode_header(header: &mut [u8; MAX_HEADER_BYTES], opcode: OpCode, len: usize
     if len < 126 {
         header[1] = len as u8;
         2
-    } else if len <= u16::MAX as usize {
+    } else if u16::try_from(len).is_ok() {
         header[1] = 126;
         header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
         4

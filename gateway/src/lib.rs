@@ -302,7 +302,7 @@ impl Gateway {
             match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
                     let io = parts.io.into_inner();
-                    session::run(io, parts.read_buf, dialect, header_viewer, client, gateway).await
+                    session::run(io, parts.read_buf, dialect, header_viewer, client, gateway).await;
                 }
                 Err(_) => tracing::error!("a WebSocket connection that is not TCP was dropped"),
             }

@@ -232,7 +232,7 @@ impl OutboxReceiver {
                 Poll::Pending
             }
         })
-        .await
+        .await;
     }
 
     fn has_waiting(&self) -> bool {

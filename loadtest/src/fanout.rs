@@ -268,7 +268,7 @@ async fn receive(
         let frame = tokio::select! {
             biased;
             frame = ws.next_frame() => frame,
-            _ = &mut give_up => break,
+            () = &mut give_up => break,
         };
         let text = match frame? {
             Some((OP_TEXT, text)) => text,
@@ -290,7 +290,7 @@ async fn receive(
         let now = epoch.elapsed().as_nanos() as u64;
         seen.received += 1;
         seen.latencies_us
-            .push((now.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32);
+            .push((now.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32);
         let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
         match bits.get_mut(word) {
             Some(w) if *w & bit == 0 => {
@@ -437,7 +437,7 @@ where
         total.duplicates += seen.duplicates;
         total.out_of_order += seen.out_of_order;
         for us in seen.latencies_us {
-            latency.record(us as u64)?;
+            latency.record(u64::from(us))?;
         }
     }
     reporter.abort();

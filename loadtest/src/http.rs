@@ -106,7 +106,7 @@ async fn graphql(
         let message = format!("GraphQL error: {body}");
         return user
             .set_failure(&message, &mut goose.request, None, None)
-            .map(|_| Value::Null);
+            .map(|()| Value::Null);
     }
     Ok(body["data"].clone())
 }

@@ -84,7 +84,7 @@ impl KafkaSettings {
         for result in admin.create_topics([&topic], &options).await? {
             match result {
                 Ok(_) => {
-                    tracing::info!(topic = %self.topic, partitions = self.partitions, "created the Kafka topic")
+                    tracing::info!(topic = %self.topic, partitions = self.partitions, "created the Kafka topic");
                 }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => anyhow::bail!("creating Kafka topic {name} failed: {code}"),

@@ -162,7 +162,7 @@ impl RelayLinks {
         match MessageEvent::decode(payload) {
             Ok(event) => {
                 tracing::debug!(partition, offset, post = %event.post.id, "received");
-                self.hub.deliver(Arc::new(event))
+                self.hub.deliver(Arc::new(event));
             }
             Err(e) => tracing::warn!(partition, offset, error = %e, "an event was skipped"),
         }
@@ -247,8 +247,8 @@ async fn discover(links: Arc<RelayLinks>, settings: LinkSettings, shutdown: Canc
             });
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(settings.resolve_interval) => {}
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(settings.resolve_interval) => {}
         }
     }
 }
@@ -263,7 +263,7 @@ async fn follow(
     let mut backoff = settings.reconnect_min;
     loop {
         let connected = tokio::select! {
-            _ = stop.cancelled() => return,
+            () = stop.cancelled() => return,
             connected = TcpStream::connect(addr) => connected,
         };
         match connected {
@@ -278,8 +278,8 @@ async fn follow(
             Err(e) => tracing::debug!(relay = %addr, error = %e, "relay not reachable"),
         }
         tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(settings.reconnect_max);
     }
@@ -309,7 +309,7 @@ async fn run_link(
     let mut ack_tick = tokio::time::interval(settings.ack_interval);
     let result = loop {
         let frame = tokio::select! {
-            _ = stop.cancelled() => break Ok(()),
+            () = stop.cancelled() => break Ok(()),
             _ = ack_tick.tick() => {
                 for (partition, offset) in unacked.drain() {
                     let _ = outgoing.send(WireFrame::Ack { partition, offset });

@@ -7,6 +7,7 @@ use mmsub_api::auth::JwtKeys;
 use mmsub_api::backend::embedded::EmbeddedStore;
 use mmsub_api::backend::mattermost::{ingest, MattermostBackend};
 use mmsub_api::backend::ChatBackend;
+use mmsub_api::parsed_queries::ParsedQueries;
 use mmsub_api::{build_schema, AppState, MmsubSchema};
 use mmsub_events::{Bus, FanoutHub, InProcessBus};
 use mmsub_gateway::Gateway;
@@ -103,7 +104,7 @@ pub fn api_state(
             config.api.refresh_window,
         ),
         settings: config.api.clone(),
-        parsed_queries: Default::default(),
+        parsed_queries: ParsedQueries::default(),
         throttles: mmsub_api::throttle::Throttles::new(&config.api),
     });
     (build_schema(state.clone()), state)

@@ -329,7 +329,7 @@ impl WsClient {
             match message {
                 Message::Text(text) => return serde_json::from_str(&text).expect("JSON message"),
                 Message::Close(frame) => panic!("connection closed: {frame:?}"),
-                _ => continue,
+                _ => {}
             }
         }
     }
@@ -355,7 +355,7 @@ impl WsClient {
                     return (frame.code.into(), frame.reason.to_string())
                 }
                 Some(Ok(Message::Close(None))) => return (1005, String::new()),
-                Some(Ok(_)) => continue,
+                Some(Ok(_)) => {}
                 other => panic!("expected a close frame, got {other:?}"),
             }
         }
@@ -387,7 +387,7 @@ pub fn raw_client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     let len = payload.len();
     if len < 126 {
         frame.push(0x80 | len as u8);
-    } else if len <= u16::MAX as usize {
+    } else if u16::try_from(len).is_ok() {
         frame.push(0x80 | 126);
         frame.extend_from_slice(&(len as u16).to_be_bytes());
     } else {

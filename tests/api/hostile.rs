@@ -216,7 +216,7 @@ async fn raw_exchange(
 #[tokio::test]
 async fn a_body_that_never_ends_is_answered_408_at_the_body_deadline() {
     let app = crate::helpers::spawn_app_with(|c| {
-        c.api.body_read_timeout = std::time::Duration::from_millis(300)
+        c.api.body_read_timeout = std::time::Duration::from_millis(300);
     })
     .await;
     let wait = std::time::Duration::from_secs(5);
@@ -279,7 +279,7 @@ async fn only_json_and_graphql_bodies_are_executed() {
 #[tokio::test]
 async fn only_listed_origins_get_cors_and_other_pages_are_refused() {
     let app = crate::helpers::spawn_app_with(|c| {
-        c.api.cors_allowed_origins = vec!["https://chat.example.com".into()]
+        c.api.cors_allowed_origins = vec!["https://chat.example.com".into()];
     })
     .await;
     let post = |origin: String| {

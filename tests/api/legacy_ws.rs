@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::helpers::{assert_text, spawn_app, spawn_app_with, NEW_MESSAGE_SUBSCRIPTION};
 
 /// The original tester's exact flow: legacy protocol, the JWT under `headers` in
-/// connection_init, `start` sent right after init without waiting for the ack.
+/// `connection_init`, `start` sent right after init without waiting for the ack.
 #[tokio::test]
 async fn the_original_tester_flow_receives_messages() {
     let app = spawn_app().await;

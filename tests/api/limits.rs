@@ -296,7 +296,7 @@ async fn connections_beyond_the_limit_get_503() {
         .unwrap();
     match tokio_tungstenite::connect_async(request).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 503)
+            assert_eq!(response.status(), 503);
         }
         other => panic!("expected HTTP 503, got {other:?}"),
     }

@@ -1,5 +1,5 @@
 //! Keeps the stand-in Mattermost honest: every route it serves exists, with that method, in
-//! Mattermost's published OpenAPI files (`../shared/mattermost-api/`, copied into
+//! Mattermost's published `OpenAPI` files (`../shared/mattermost-api/`, copied into
 //! `tests/mattermost-standin/spec/`), and every field of every object it answers with is a
 //! property of that object in `definitions.yaml`.
 

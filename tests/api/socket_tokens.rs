@@ -197,7 +197,7 @@ async fn a_member_removed_from_the_embedded_store_stops_receiving() {
 #[tokio::test]
 async fn a_member_removed_in_mattermost_stops_receiving() {
     let (app, standin) = crate::helpers::spawn_app_on_mattermost(|c| {
-        c.gateway.membership_recheck = Duration::from_secs(1)
+        c.gateway.membership_recheck = Duration::from_secs(1);
     })
     .await;
     removed_member_stops_receiving(&app, || standin.remove_member("room", "bob")).await;

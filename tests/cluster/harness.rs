@@ -348,14 +348,13 @@ impl Cluster {
                     self.logs()
                 );
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "{} did not become ready (its last /readyz: {ready:?}):\n{}\n--- every node\n{}",
-                    node.process.name,
-                    node.process.log_tail(),
-                    self.logs()
-                );
-            }
+            assert!(
+                Instant::now() <= deadline,
+                "{} did not become ready (its last /readyz: {ready:?}):\n{}\n--- every node\n{}",
+                node.process.name,
+                node.process.log_tail(),
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -425,13 +424,12 @@ async fn wait_for_port(port: u16, process: &Process) {
         .await
         .is_err()
     {
-        if Instant::now() > deadline {
-            panic!(
-                "{} did not listen on {port}:\n{}",
-                process.name,
-                process.log_tail()
-            );
-        }
+        assert!(
+            Instant::now() <= deadline,
+            "{} did not listen on {port}:\n{}",
+            process.name,
+            process.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -129,7 +129,7 @@ async fn run(fault: Fault, name: &str) {
 
     // Messages: each channel's in order, alternating between the two API nodes.
     let sent = Arc::new(AtomicUsize::new(0));
-    let api_urls: Vec<String> = cluster.apis.iter().map(|a| a.url()).collect();
+    let api_urls: Vec<String> = cluster.apis.iter().map(harness::Node::url).collect();
     let publishers: Vec<_> = channels
         .iter()
         .enumerate()

@@ -1,5 +1,8 @@
 //! A counting allocator: the system allocator, plus the bytes each thread holds and the most it
 //! has held. Per thread, so that properties running at once do not see each other's memory.
+//!
+//! The one place the workspace allows unsafe code: a global allocator is unsafe by nature.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

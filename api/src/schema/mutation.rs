@@ -66,8 +66,8 @@ fn admit_login(ctx: &Context<'_>, username: &str) -> Result<ClientSlot, RetryAft
         .throttles
         .login_per_client
         .try_take(&client.0)
-        .and_then(|_| app.throttles.login_per_user.try_take(&key))
-        .and_then(|_| {
+        .and_then(|()| app.throttles.login_per_user.try_take(&key))
+        .and_then(|()| {
             app.throttles
                 .logins_in_flight
                 .acquire(client)
@@ -118,8 +118,8 @@ impl MutationRoot {
             return Some(throttled_answer("sign-ups from your address", retry));
         }
         let checks = validation::username(&username)
-            .and_then(|_| validation::email(&email))
-            .and_then(|_| validation::password(&password));
+            .and_then(|()| validation::email(&email))
+            .and_then(|()| validation::password(&password));
         if let Err(message) = checks {
             return Some(ResponseBase::bad_request(message));
         }

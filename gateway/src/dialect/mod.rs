@@ -1,10 +1,10 @@
 //! The two GraphQL-over-WebSocket dialects: what the client may send, what we send back.
 //!
 //! - `graphql-transport-ws` ([`transport_ws`]): the modern protocol of the `graphql-ws` npm
-//!   package (connection_init/ack, subscribe/next/error/complete, ping/pong, 44xx close codes).
+//!   package (`connection_init/ack`, subscribe/next/error/complete, ping/pong, 44xx close codes).
 //! - `graphql-ws` ([`legacy`]): the legacy subscriptions-transport-ws protocol the original
-//!   tester speaks (connection_init/ack/error, start/data/error/stop/complete, `ka`,
-//!   connection_terminate).
+//!   tester speaks (`connection_init/ack/error`, start/data/error/stop/complete, `ka`,
+//!   `connection_terminate`).
 //!
 //! Each dialect decodes a client text once into its own message enum, and its state machine
 //! matches on that enum; the session (`crate::session`) owns the socket and the operations.

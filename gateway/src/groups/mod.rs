@@ -154,7 +154,7 @@ impl SubscriptionGroups {
         tokio::spawn(async move {
             loop {
                 let event = tokio::select! {
-                    _ = running.stop.cancelled() => return,
+                    () = running.stop.cancelled() => return,
                     event = events.next() => match event {
                         Some(event) => event,
                         None => return,
@@ -164,7 +164,7 @@ impl SubscriptionGroups {
                 // published with its own event, never matched up by order.
                 next.hand(event.clone());
                 let response = tokio::select! {
-                    _ = running.stop.cancelled() => return,
+                    () = running.stop.cancelled() => return,
                     response = results.next() => match response {
                         Some(response) => response,
                         None => return,
@@ -173,7 +173,7 @@ impl SubscriptionGroups {
                 match serde_json::to_vec(&response) {
                     Ok(payload) => running.publish(&event, Bytes::from(payload)),
                     Err(e) => {
-                        tracing::error!(error = %e, "a subscription payload did not serialize")
+                        tracing::error!(error = %e, "a subscription payload did not serialize");
                     }
                 }
             }

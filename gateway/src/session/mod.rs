@@ -4,7 +4,7 @@
 //! The session waits on these at once: client frames (read here, see
 //! [`frames::FrameReader`]), deliveries the subscription groups could not write directly (its
 //! outbox), results of operations it runs itself (admissions, replays, queries), the keep-alive
-//! timer, one timer for its other duties ([`Duties`]: the connection_init deadline, the token's
+//! timer, one timer for its other duties ([`Duties`]: the `connection_init` deadline, the token's
 //! expiry, membership re-checks), a re-check under way, and the send budget's overflow signal.
 //! Whatever became
 //! ready is encoded into one buffer and written with one syscall; a write that cannot finish
@@ -186,8 +186,8 @@ impl Session {
         loop {
             let flow = tokio::select! {
                 biased;
-                _ = &mut shutting_down => Flow::Close(close::GOING_AWAY, "Server shutting down".into()),
-                _ = &mut overflowed => Flow::Close(
+                () = &mut shutting_down => Flow::Close(close::GOING_AWAY, "Server shutting down".into()),
+                () = &mut overflowed => Flow::Close(
                     close::SLOW_CONSUMER,
                     format!("Slow consumer: more than {} messages waiting to be sent", budget.limit()),
                 ),
@@ -196,7 +196,7 @@ impl Session {
                     Ok(_) => self.on_readable(),
                 },
                 // Deliveries the groups could not write directly: written by the flush below.
-                _ = self.deliveries.waiting() => Flow::Continue,
+                () = self.deliveries.waiting() => Flow::Continue,
                 Some((id, result)) = self.running.next(), if !self.running.is_empty() => {
                     self.on_result(&id, result);
                     self.drain_ready_results();
@@ -206,7 +206,7 @@ impl Session {
                     self.send(None, self.dialect.keepalive_type(), None::<()>);
                     Flow::Continue
                 }
-                _ = &mut timer, if armed.is_some() => match duties.due(tokio::time::Instant::now()) {
+                () = &mut timer, if armed.is_some() => match duties.due(tokio::time::Instant::now()) {
                     Due::InitTimeout => {
                         Flow::Close(close::INIT_TIMEOUT, "Connection initialisation timeout".into())
                     }

@@ -76,7 +76,7 @@ impl Session {
                         | BackendError::Unauthorized(_),
                     ) => lost.push(channel),
                     Err(e) => {
-                        tracing::debug!(error = %e, "membership re-check could not be answered")
+                        tracing::debug!(error = %e, "membership re-check could not be answered");
                     }
                 }
             }
@@ -196,7 +196,7 @@ impl Session {
             }
             Some(response) => {
                 self.renew_from(&response.data);
-                self.send(Some(id), self.dialect.data_type(), Some(&response))
+                self.send(Some(id), self.dialect.data_type(), Some(&response));
             }
             // Admitted and replayed: from now on the group delivers.
             None => self.admitted(id),

@@ -29,7 +29,11 @@ impl ClientContext for RelayContext {}
 impl ConsumerContext for RelayContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
-            let revoked: HashSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            let revoked: HashSet<i32> = list
+                .elements()
+                .iter()
+                .map(rdkafka::topic_partition_list::TopicPartitionListElem::partition)
+                .collect();
             let mut progress = self.state.progress.lock().expect("progress lock poisoned");
             let offsets = progress.take_commits(Some(&revoked));
             progress.forget(&revoked);
@@ -47,7 +51,11 @@ impl ConsumerContext for RelayContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
-            let assigned: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            let assigned: Vec<i32> = list
+                .elements()
+                .iter()
+                .map(rdkafka::topic_partition_list::TopicPartitionListElem::partition)
+                .collect();
             self.state
                 .status
                 .partitions
@@ -99,8 +107,8 @@ pub(super) async fn consume(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        _ = tokio::time::sleep(settings.join_delay) => {}
+        () = shutdown.cancelled() => return Ok(()),
+        () = tokio::time::sleep(settings.join_delay) => {}
     }
     let context = RelayContext {
         state: state.clone(),
@@ -138,7 +146,7 @@ pub(super) async fn consume(
             let mut tick = tokio::time::interval(settings.commit_interval);
             loop {
                 let stopping = tokio::select! {
-                    _ = shutdown.cancelled() => true,
+                    () = shutdown.cancelled() => true,
                     _ = tick.tick() => false,
                 };
                 let offsets = state
@@ -164,7 +172,7 @@ pub(super) async fn consume(
     let mut rereads = Rereads::default();
     loop {
         let message = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break,
             message = consumer.recv() => message,
         };
         let message = match message {

@@ -23,7 +23,7 @@ pub(super) async fn accept(
 ) {
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -81,7 +81,7 @@ async fn serve_gateway(
     });
     loop {
         let frame = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break,
             frame = frames.next() => frame,
         };
         match frame {

@@ -1,7 +1,7 @@
 //! A stand-in Mattermost server for tests, on an ephemeral loopback port.
 //!
 //! A real Mattermost cannot run on the test machines, so this serves the part of REST API v4
-//! that mmsub uses, the way Mattermost's published OpenAPI files (`../shared/mattermost-api/`)
+//! that mmsub uses, the way Mattermost's published `OpenAPI` files (`../shared/mattermost-api/`)
 //! describe it: the same paths ([`ROUTES`]), status codes, JSON field names ([`shapes`]), error
 //! bodies (`{"id","message","detailed_error","request_id","status_code"}`), the `Token` header
 //! on login, `per_page` capped at 200, `PostList` cursors, `429` with `X-Ratelimit-*` headers,
@@ -9,7 +9,7 @@
 //! `data.post` as a JSON string). A test in mmsub checks routes and fields against the spec
 //! files so this cannot drift into what is convenient.
 //!
-//! Faults on demand: rate limiting, slow answers, expired sessions, dropped WebSockets, and
+//! Faults on demand: rate limiting, slow answers, expired sessions, dropped `WebSockets`, and
 //! going down. Every request is logged by route so tests can count Mattermost requests per
 //! GraphQL operation.
 
@@ -160,7 +160,7 @@ impl StandIn {
         format!("http://{}", self.addr)
     }
 
-    /// Stops answering: connections are refused from now on, open WebSockets drop.
+    /// Stops answering: connections are refused from now on, open `WebSockets` drop.
     pub fn go_down(&mut self) {
         self.drop_websockets();
         if let Some(server) = self.server.take() {
@@ -198,7 +198,7 @@ impl StandIn {
         let _ = self.shared.drop_sockets.send(());
     }
 
-    /// Number of open WebSockets that passed authentication.
+    /// Number of open `WebSockets` that passed authentication.
     pub fn websocket_count(&self) -> usize {
         self.shared.events.receiver_count()
     }
@@ -481,15 +481,12 @@ async fn websocket_session(shared: Arc<Shared>, socket: WebSocket, mut user: Opt
         tokio::select! {
             _ = dropped.recv() => return,
             incoming = rx.next() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                 _ => {}
             },
             event = events.recv() => {
-                let event = match event {
-                    Ok(e) => e,
-                    // Mattermost drops a client that falls too far behind.
-                    Err(_) => return,
-                };
+                // Mattermost drops a client that falls too far behind.
+                let Ok(event) = event else { return };
                 let visible = shared.store.lock().unwrap().is_member(&event.channel_id, &user);
                 if !visible {
                     continue;

@@ -22,8 +22,7 @@ pub fn new_id() -> String {
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub struct UserRec {
@@ -641,7 +640,7 @@ pub fn handle(store: &mut Store, req: Req<'_>) -> Outcome {
             let id = store.create_channel(&team, &name, &caller);
             if let Some(display) = req.body["display_name"].as_str() {
                 if let Some(c) = store.channels.iter_mut().find(|c| c.id == id) {
-                    c.display_name = display.to_owned();
+                    display.clone_into(&mut c.display_name);
                 }
             }
             Ok(Answer::created(shapes::channel(store.live_channel(&id)?)))
@@ -795,6 +794,6 @@ fn channel_posts(store: &Store, req: &Req<'_>, caller: &str, admin: bool) -> Out
     } else {
         ""
     };
-    let prev = newest_first.get(end).map(|p| p.id.as_str()).unwrap_or("");
+    let prev = newest_first.get(end).map_or("", |p| p.id.as_str());
     Ok(Answer::ok(shapes::post_list(slice, next, prev)))
 }

@@ -55,7 +55,8 @@ impl EmbeddedStore {
         private_files(&path)?;
         conn.execute_batch(include_str!("schema.sql"))?;
         let team_id = ensure_team(&conn, team_name)?;
-        let hashing_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hashing_threads =
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Ok(Self {
             writer: Writer::spawn(conn)?,
             passwords: passwords::Passwords::spawn(hashing_threads)?,

@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::*;
+use super::{
+    mm_error, mm_post_bytes, rest, Actor, Arc, BackendError, BackendResult, ByteCount, Channel,
+    ChannelPage, ChannelPost, ChannelSummary, ChatBackend, CreatedUser, Login, MattermostBackend,
+    MattermostSession, MattermostUserProxy, MessagePage, MmChannel, MmPost, MmUser, NewUser,
+    PageRequest, Post, SealedRefresh, UserPage, MAX_PER_PAGE, REFRESH_PURPOSE,
+};
 
 #[async_trait]
 impl ChatBackend for MattermostBackend {

@@ -89,7 +89,7 @@ pub async fn run(
     let mut backoff = ingest.settings.reconnect_min;
     loop {
         let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             outcome = ingest.connection() => outcome,
         };
         match outcome {
@@ -98,12 +98,12 @@ pub async fn run(
                 backoff = ingest.settings.reconnect_min;
             }
             Err(e) => {
-                tracing::warn!(error = %e, ?backoff, "Mattermost WebSocket failed; reconnecting")
+                tracing::warn!(error = %e, ?backoff, "Mattermost WebSocket failed; reconnecting");
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(ingest.settings.reconnect_max);
     }

@@ -98,7 +98,10 @@ impl MattermostSession {
                 let (login_id, password) = self.credentials.as_ref().expect("checked above");
                 tracing::info!(user = %self.me.username, "Mattermost session expired: logging in again");
                 let (_, fresh) = Self::login(&self.api, login_id, password).await?;
-                *self.token.write().expect("session lock poisoned") = fresh.clone();
+                self.token
+                    .write()
+                    .expect("session lock poisoned")
+                    .clone_from(&fresh);
                 self.api.send(&call, Some(&fresh)).await
             }
             other => other,
