@@ -26,7 +26,7 @@ pub const WORKLOADS: [&str; 5] = [
 enum Prepared {
     Fanout(Fanout),
     Protocol(Vec<(&'static str, String)>, Delivery),
-    Jwt(JwtKeys, String),
+    Jwt(Box<JwtKeys>, String),
     HttpMutation(HttpMutation),
 }
 
@@ -58,7 +58,7 @@ fn prepare(workload: &str) -> Prepared {
             let token = keys
                 .issue(&mmsub_api::backend::Actor::named("alice"), None)
                 .token;
-            Prepared::Jwt(keys, token)
+            Prepared::Jwt(Box::new(keys), token)
         }
         // One GraphQL-over-HTTP request; warmed up so its document is parsed and cached.
         "http_mutation" => {

@@ -82,8 +82,22 @@ pub struct IssuedToken {
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// How tokens are checked, with and without their expiry (refresh); built once, since
+    /// every request checks a token.
+    checked: Validation,
+    checked_but_expiry: Validation,
     access_ttl: Duration,
     refresh_window: Duration,
+}
+
+/// HS256 with no leeway: `exp` required, `nbf` honoured, and `exp` checked when asked.
+fn validation(check_expiry: bool) -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 0;
+    validation.validate_exp = check_expiry;
+    validation.validate_nbf = true;
+    validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
+    validation
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -97,6 +111,8 @@ impl JwtKeys {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            checked: validation(true),
+            checked_but_expiry: validation(false),
             access_ttl,
             refresh_window,
         }
@@ -140,20 +156,19 @@ impl JwtKeys {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Invalid);
         }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.validate_exp = check_expiry;
-        validation.validate_nbf = true;
-        validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
-        let data = jsonwebtoken::decode::<Value>(token, &self.decoding, &validation).map_err(
+        let validation = if check_expiry {
+            &self.checked
+        } else {
+            &self.checked_but_expiry
+        };
+        let data = jsonwebtoken::decode::<Value>(token, &self.decoding, validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 _ => TokenError::Invalid,
             },
         )?;
-        let claims: Claims =
-            serde_json::from_value(data.claims.clone()).map_err(|_| TokenError::Invalid)?;
+        let claims = Claims::deserialize(&data.claims).map_err(|_| TokenError::Invalid)?;
         let now = unix_seconds();
         let longest = self.access_ttl.as_secs() as i64 + CLOCK_SKEW_SECS;
         if claims.exp > now.saturating_add(longest) || claims.orig_iat > now + CLOCK_SKEW_SECS {

@@ -11,8 +11,10 @@ use futures::future::BoxFuture;
 
 use crate::event::MessageEvent;
 
+/// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
+    /// The transport did not accept the event (Kafka unreachable, the publish timed out).
     #[error("the event bus is unavailable: {0}")]
     Unavailable(String),
 }
@@ -25,6 +27,7 @@ pub trait Bus: Send + Sync + 'static {
 
 /// The consuming end of a bus on one node: delivers an event to local subscribers.
 pub trait EventSink: Send + Sync + 'static {
+    /// Hands `event` to this node's subscribers of its channel; never blocks.
     fn deliver(&self, event: Arc<MessageEvent>);
 }
 
@@ -34,6 +37,7 @@ pub struct InProcessBus {
 }
 
 impl InProcessBus {
+    /// A bus that delivers to `sink` (the node's fan-out hub).
     pub fn new(sink: Arc<dyn EventSink>) -> Self {
         Self { sink }
     }

@@ -9,44 +9,63 @@ use serde::{Deserialize, Serialize};
 /// The version this build writes and the newest it can read.
 pub const EVENT_VERSION: u16 = 1;
 
+/// One new chat message, as every role sees it: the versioned event on the bus, keyed by
+/// channel, encoded as JSON ([`MessageEvent::encode`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageEvent {
+    /// The event format's version ([`EVENT_VERSION`] when written here).
     pub v: u16,
+    /// The channel's id: the bus key (the Kafka partition key).
     pub channel_id: String,
+    /// The channel's name, for payloads that echo it.
     pub channel_name: String,
+    /// The post itself.
     pub post: EventPost,
 }
 
+/// A post as subscribers receive it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventPost {
+    /// The post's id (26 characters, Mattermost's form).
     pub id: String,
+    /// The message text.
     pub message: String,
     /// Milliseconds since the Unix epoch, as Mattermost stores `create_at`.
     pub create_at: i64,
     /// Mattermost's post type: empty for a plain text post, e.g. `system_join_team` otherwise.
     #[serde(default)]
     pub post_type: String,
+    /// Who posted it.
     pub author: EventAuthor,
 }
 
+/// A post's author, carried in the event so that no subscriber's rendering reads the backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventAuthor {
+    /// The user's id.
     pub id: String,
+    /// The user's name.
     pub username: String,
+    /// The user's email address.
     pub email: String,
+    /// Whether the user is an administrator.
     #[serde(default)]
     pub is_staff: bool,
 }
 
+/// Why bytes did not decode into an event.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// Not an event's JSON.
     #[error("malformed message event: {0}")]
     Malformed(serde_json::Error),
+    /// Written by a newer build: refused rather than half understood.
     #[error("message event version {0} is newer than this node understands ({EVENT_VERSION})")]
     UnsupportedVersion(u16),
 }
 
 impl MessageEvent {
+    /// An event of the current version.
     pub fn new(channel_id: String, channel_name: String, post: EventPost) -> Self {
         Self {
             v: EVENT_VERSION,
@@ -56,10 +75,12 @@ impl MessageEvent {
         }
     }
 
+    /// The event's JSON bytes, as they travel on the bus.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a MessageEvent always serializes")
     }
 
+    /// Reads an event written by this or an older build.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let event: MessageEvent = serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
         if event.v > EVENT_VERSION {

@@ -68,6 +68,7 @@ impl RecentPosts {
 pub trait InterestObserver: Send + Sync + 'static {
     /// Called under the hub's lock, so calls for one channel arrive in order; must not block.
     fn watch(&self, channel_id: &str);
+    /// Called when the channel's last local listener left.
     fn unwatch(&self, channel_id: &str);
     /// Resolves once events of `channel_id` published from now on will reach this hub, or
     /// fails with a reason a subscriber can read.
@@ -83,6 +84,7 @@ pub struct FanoutHub {
 }
 
 impl FanoutHub {
+    /// An empty hub.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }

@@ -7,6 +7,8 @@
 //! them to the local subscribers of that channel. Nothing in this crate knows a transport, so
 //! the API and gateway crates build without Kafka.
 
+#![warn(missing_docs)]
+
 pub mod bus;
 pub mod event;
 pub mod hub;

@@ -17,10 +17,17 @@ pub const MESSAGE_TOO_BIG: u16 = 1009;
 pub const SLOW_CONSUMER: u16 = 1013;
 
 // graphql-transport-ws, as its PROTOCOL.md defines them.
+/// A message the protocol does not allow, or malformed.
 pub const BAD_REQUEST: u16 = 4400;
+/// `subscribe` before the connection was acknowledged.
 pub const UNAUTHORIZED: u16 = 4401;
+/// The credentials of `connection_init` were refused, or the token expired.
 pub const FORBIDDEN: u16 = 4403;
+/// The client offered no subprotocol this server speaks.
 pub const SUBPROTOCOL_NOT_ACCEPTABLE: u16 = 4406;
+/// No `connection_init` within the init timeout.
 pub const INIT_TIMEOUT: u16 = 4408;
+/// A `subscribe` reused the id of a running operation.
 pub const SUBSCRIBER_EXISTS: u16 = 4409;
+/// A second `connection_init`.
 pub const TOO_MANY_INIT: u16 = 4429;

@@ -14,23 +14,32 @@ use tokio::net::TcpStream;
 
 use crate::close;
 
+/// One whole client message, or what ends the connection.
 #[derive(Debug)]
 pub enum Inbound {
+    /// A text message, all its fragments joined, valid UTF-8.
     Text(String),
+    /// A binary message (neither dialect carries any).
     Binary,
+    /// A ping, whose payload the pong echoes.
     Ping(Bytes),
     /// The peer closed, with its code if it gave one.
     Close(Option<u16>),
     /// The peer broke the framing rules or a limit: close with this code.
     Violation {
+        /// The close code to send.
         code: u16,
+        /// The close reason to send.
         reason: &'static str,
     },
 }
 
+/// The size limits a [`FrameReader`] enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameLimits {
+    /// Largest single frame (close 1009 beyond).
     pub max_frame_bytes: usize,
+    /// Largest message over all its fragments (close 1009 beyond).
     pub max_message_bytes: usize,
 }
 
@@ -123,6 +132,7 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// A reader with an empty buffer.
     pub fn new(limits: FrameLimits) -> Self {
         Self {
             buf: BytesMut::new(),
@@ -322,6 +332,7 @@ pub fn text_header(header: &mut [u8; MAX_HEADER_BYTES], len: usize) -> &[u8] {
     &header[..used]
 }
 
+/// Appends one text frame carrying `payload`.
 pub fn push_text(buf: &mut Vec<u8>, payload: &[u8]) {
     push_frame(buf, OpCode::Text, payload);
 }
@@ -337,10 +348,12 @@ pub fn push_text_parts(buf: &mut Vec<u8>, parts: [&[u8]; 3]) {
     }
 }
 
+/// Appends the pong that answers a ping with `payload`.
 pub fn push_pong(buf: &mut Vec<u8>, payload: &[u8]) {
     push_frame(buf, OpCode::Pong, payload);
 }
 
+/// Appends a close frame with `code` and `reason` (cut to the 123 bytes a close frame holds).
 pub fn push_close(buf: &mut Vec<u8>, code: u16, reason: &str) {
     // A close reason may hold at most 123 bytes; cut on a character boundary.
     let mut end = reason.len().min(123);

@@ -7,6 +7,8 @@
 //! fan-out hub to the group, are rendered once per group, and reach each connection's
 //! [`outbox`] as shared bytes.
 
+#![warn(missing_docs)]
+
 pub mod close;
 pub mod delivery;
 pub mod dialect;
@@ -111,6 +113,7 @@ impl Default for GatewaySettings {
     }
 }
 
+/// One WebSocket node: its connections, their subscription groups, and its limits.
 pub struct Gateway {
     schema: MmsubSchema,
     /// The API's node state: documents are readied (cost, parse cache) as over HTTP.
@@ -135,6 +138,8 @@ impl Drop for ConnectionSlot {
 }
 
 impl Gateway {
+    /// A node serving `schema` over WebSocket, fed by `hub`; it closes every session with 1001
+    /// when `shutdown` is cancelled.
     pub fn new(
         schema: MmsubSchema,
         app: Arc<AppState>,
@@ -154,6 +159,7 @@ impl Gateway {
         })
     }
 
+    /// Open WebSocket connections on this node.
     pub fn open_connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
     }

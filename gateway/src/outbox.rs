@@ -35,6 +35,7 @@ pub struct SendBudget {
 }
 
 impl SendBudget {
+    /// A budget of `limit` queued deliveries.
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
             pending: AtomicUsize::new(0),
@@ -58,10 +59,12 @@ impl SendBudget {
         true
     }
 
+    /// Gives back the room of one delivery that was written.
     pub fn release(&self) {
         self.pending.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// Whether the connection went over its budget (it is closing as a slow consumer).
     pub fn has_overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Acquire)
     }
@@ -71,6 +74,7 @@ impl SendBudget {
         self.overflow.cancelled()
     }
 
+    /// The number of deliveries that may wait.
     pub fn limit(&self) -> usize {
         self.limit
     }
@@ -207,6 +211,7 @@ impl Outbox {
         self.budget.release();
     }
 
+    /// The connection's send budget.
     pub fn budget(&self) -> &Arc<SendBudget> {
         &self.budget
     }

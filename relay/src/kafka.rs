@@ -24,9 +24,11 @@ use mmsub_events::event::MessageEvent;
 pub struct KafkaSettings {
     /// `bootstrap.servers`: `host:port[,host:port…]`.
     pub brokers: String,
+    /// The topic events are published to, partitioned by channel.
     pub topic: String,
     /// Partitions of a topic this node creates (an existing topic keeps its own).
     pub partitions: i32,
+    /// Replicas of each partition of a topic this node creates.
     pub replication_factor: i32,
     /// The relays' consumer group.
     pub group_id: String,

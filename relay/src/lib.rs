@@ -10,6 +10,8 @@
 //! Only the binary's role assembly depends on this crate: the API and gateway crates see a
 //! [`mmsub_events::Bus`] and a hub, never Kafka.
 
+#![warn(missing_docs)]
+
 pub mod kafka;
 pub mod link;
 pub mod node;

@@ -36,8 +36,11 @@ use mmsub_events::hub::{FanoutHub, InterestObserver};
 pub struct LinkSettings {
     /// `host:port` entries; a name may resolve to many relays.
     pub relays: Vec<String>,
+    /// How often relay names are resolved again (a new relay joins the links).
     pub resolve_interval: Duration,
+    /// First wait before reconnecting to a relay that went away.
     pub reconnect_min: Duration,
+    /// Longest wait between reconnect attempts (the wait doubles up to it).
     pub reconnect_max: Duration,
     /// How long a new subscription waits for the relays to confirm its channel.
     pub ready_timeout: Duration,

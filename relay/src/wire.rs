@@ -22,33 +22,51 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 /// plus names; 1 MiB leaves room without letting a broken peer allocate without bound).
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
+/// One frame of the relay ↔ gateway protocol (see the table above).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WireFrame {
+    /// `W`: the gateway wants the channel's events.
     Watch {
+        /// Numbers the watch, so that [`WireFrame::Watching`] can confirm it.
         seq: u64,
+        /// The channel's id.
         channel: String,
     },
+    /// `U`: the gateway no longer wants the channel.
     Unwatch {
+        /// The channel's id.
         channel: String,
     },
+    /// `A`: every event of the partition up to `offset` reached its subscribers.
     Ack {
+        /// The Kafka partition.
         partition: i32,
+        /// The newest delivered offset.
         offset: i64,
     },
+    /// `K`: every watch numbered up to `seq` is in effect.
     Watching {
+        /// The newest watch in effect.
         seq: u64,
     },
+    /// `E`: one event, in partition order.
     Event {
+        /// The Kafka partition it came from.
         partition: i32,
+        /// Its offset there, which the gateway acknowledges.
         offset: i64,
+        /// The encoded event.
         payload: Bytes,
     },
 }
 
+/// Why a relay connection ended.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
+    /// The TCP connection failed.
     #[error("relay connection: {0}")]
     Io(#[from] std::io::Error),
+    /// The peer sent something the protocol does not allow.
     #[error("relay protocol violation: {0}")]
     Malformed(&'static str),
 }

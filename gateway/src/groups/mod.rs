@@ -72,6 +72,7 @@ pub struct MemberHandle {
 }
 
 impl SubscriptionGroups {
+    /// No groups yet; each starts on the hub with its first member.
     pub fn new(schema: MmsubSchema, hub: Arc<FanoutHub>) -> Arc<Self> {
         Arc::new(Self {
             schema,
@@ -96,6 +97,7 @@ impl SubscriptionGroups {
         self.hub.ready(channel_id)
     }
 
+    /// Groups running now: payloads rendered per event on this node.
     pub fn group_count(&self) -> usize {
         self.groups.lock().expect("groups lock poisoned").len()
     }
@@ -152,9 +154,14 @@ impl SubscriptionGroups {
             .execute_stream(request.data(GroupFeed::new(next.clone().stream())));
         let running = group.clone();
         tokio::spawn(async move {
+            // One waiter for the whole run: a fresh `cancelled()` per await would register and
+            // unregister one (a lock each) per event.
+            let stopped = running.stop.clone().cancelled_owned();
+            tokio::pin!(stopped);
             loop {
                 let event = tokio::select! {
-                    () = running.stop.cancelled() => return,
+                    biased;
+                    () = &mut stopped => return,
                     event = events.next() => match event {
                         Some(event) => event,
                         None => return,
@@ -164,7 +171,8 @@ impl SubscriptionGroups {
                 // published with its own event, never matched up by order.
                 next.hand(event.clone());
                 let response = tokio::select! {
-                    () = running.stop.cancelled() => return,
+                    biased;
+                    () = &mut stopped => return,
                     response = results.next() => match response {
                         Some(response) => response,
                         None => return,
