@@ -13,8 +13,6 @@ use mmsub_relay::kafka::KafkaSettings;
 use mmsub_relay::link::LinkSettings;
 use mmsub_relay::node::RelaySettings;
 
-use crate::roles::Role;
-
 /// Who may hold how many connections, and whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
@@ -93,5 +91,43 @@ impl ServerConfig {
             links: LinkSettings::default(),
             connections: ConnectionSettings::default(),
         }
+    }
+}
+
+/// Which roles this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Every role in one process (`roles::serve`).
+    Serve,
+    /// A stateless API node (`roles::api`).
+    Api,
+    /// A relay of the Kafka tier (`roles::relay`).
+    Relay,
+    /// A WebSocket node (`roles::gateway`).
+    Gateway,
+    /// The Mattermost ingest alone (`roles::ingest`).
+    Ingest,
+}
+
+impl Role {
+    /// The role's name on the command line and in `/readyz`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::Api => "api",
+            Role::Relay => "relay",
+            Role::Gateway => "gateway",
+            Role::Ingest => "ingest",
+        }
+    }
+
+    /// Whether the role answers GraphQL over HTTP.
+    pub fn serves_graphql(self) -> bool {
+        matches!(self, Role::Serve | Role::Api)
+    }
+
+    /// Whether the role holds WebSocket subscribers.
+    pub fn serves_websockets(self) -> bool {
+        matches!(self, Role::Serve | Role::Gateway)
     }
 }

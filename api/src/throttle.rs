@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::ClientSlots;
-use crate::settings::ApiSettings;
 
 /// Distinct keys (usernames, addresses) one throttle remembers.
 pub const MAX_KEYS: usize = 100_000;
@@ -175,18 +174,6 @@ pub struct Throttles {
     pub send_per_user: Throttle<String>,
     /// Logins of one client address being checked at once: its share of the hashing pool.
     pub logins_in_flight: Arc<ClientSlots>,
-}
-
-impl Throttles {
-    pub fn new(settings: &ApiSettings) -> Self {
-        Self {
-            login_per_user: Throttle::new(settings.login_rate_per_user),
-            login_per_client: Throttle::new(settings.login_rate_per_client),
-            signup_per_client: Throttle::new(settings.signup_rate_per_client),
-            send_per_user: Throttle::new(settings.send_rate_per_user),
-            logins_in_flight: ClientSlots::new(settings.max_concurrent_logins_per_client.max(1)),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use mmsub_api::auth::JwtKeys;
 use mmsub_api::backend::embedded::EmbeddedStore;
-use mmsub_api::parsed_queries::ParsedQueries;
 use mmsub_api::{build_schema, ApiSettings, AppState};
 use mmsub_events::{EventAuthor, EventPost, EventSink, FanoutHub, InProcessBus, MessageEvent};
 use mmsub_gateway::delivery::Delivery;
@@ -55,14 +54,12 @@ impl Fanout {
         let dir = tempfile::tempdir().expect("temp dir");
         let hub = FanoutHub::new();
         let settings = ApiSettings::default();
-        let state = Arc::new(AppState {
-            backend: Arc::new(EmbeddedStore::open(dir.path(), "bench").expect("store")),
-            bus: Arc::new(InProcessBus::new(hub.clone())),
-            jwt: JwtKeys::new(b"bench", Duration::from_secs(60), Duration::from_secs(60)),
+        let state = Arc::new(AppState::new(
+            Arc::new(EmbeddedStore::open(dir.path(), "bench").expect("store")),
+            Arc::new(InProcessBus::new(hub.clone())),
+            JwtKeys::new(b"bench", Duration::from_secs(60), Duration::from_secs(60)),
             settings,
-            parsed_queries: ParsedQueries::default(),
-            throttles: mmsub_api::throttle::Throttles::new(&ApiSettings::default()),
-        });
+        ));
         let groups = SubscriptionGroups::new(build_schema(state), hub.clone());
         let mut members = Vec::with_capacity(subscribers);
         let mut receivers = Vec::with_capacity(subscribers);
@@ -188,14 +185,12 @@ impl HttpMutation {
         let token = jwt
             .issue(&mmsub_api::backend::Actor::named("alice"), None)
             .token;
-        let state = Arc::new(AppState {
-            backend: Arc::new(EmbeddedStore::open(dir.path(), "bench").expect("store")),
-            bus: Arc::new(InProcessBus::new(FanoutHub::new())),
+        let state = Arc::new(AppState::new(
+            Arc::new(EmbeddedStore::open(dir.path(), "bench").expect("store")),
+            Arc::new(InProcessBus::new(FanoutHub::new())),
             jwt,
-            settings: ApiSettings::default(),
-            parsed_queries: ParsedQueries::default(),
-            throttles: mmsub_api::throttle::Throttles::new(&ApiSettings::default()),
-        });
+            ApiSettings::default(),
+        ));
         let body = json!({
             "query": "mutation($c: String!, $t: String!) { textMessageSend(channelIdentifier: $c, textMessage: $t) { statusCode message } }",
             "variables": { "c": "general", "t": "   " },

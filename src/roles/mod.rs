@@ -28,45 +28,8 @@ use mmsub_relay::link::RelayLinks;
 use mmsub_relay::node::RelayStatus;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::settings::Role;
 use crate::settings::ServerConfig;
-
-/// Which roles this process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Every role in one process ([`serve`]).
-    Serve,
-    /// A stateless API node ([`api`]).
-    Api,
-    /// A relay of the Kafka tier ([`relay`]).
-    Relay,
-    /// A WebSocket node ([`gateway`]).
-    Gateway,
-    /// The Mattermost ingest alone ([`ingest`]).
-    Ingest,
-}
-
-impl Role {
-    /// The role's name on the command line and in `/readyz`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Serve => "serve",
-            Role::Api => "api",
-            Role::Relay => "relay",
-            Role::Gateway => "gateway",
-            Role::Ingest => "ingest",
-        }
-    }
-
-    /// Whether the role answers GraphQL over HTTP.
-    pub fn serves_graphql(self) -> bool {
-        matches!(self, Role::Serve | Role::Api)
-    }
-
-    /// Whether the role holds WebSocket subscribers.
-    pub fn serves_websockets(self) -> bool {
-        matches!(self, Role::Serve | Role::Gateway)
-    }
-}
 
 /// What a process serves, as its role built it.
 #[derive(Default)]

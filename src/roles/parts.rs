@@ -7,7 +7,6 @@ use mmsub_api::auth::JwtKeys;
 use mmsub_api::backend::embedded::EmbeddedStore;
 use mmsub_api::backend::mattermost::{ingest, MattermostBackend};
 use mmsub_api::backend::ChatBackend;
-use mmsub_api::parsed_queries::ParsedQueries;
 use mmsub_api::{build_schema, AppState, MmsubSchema};
 use mmsub_events::{Bus, FanoutHub, InProcessBus};
 use mmsub_gateway::Gateway;
@@ -95,18 +94,12 @@ pub fn api_state(
     backend: Arc<dyn ChatBackend>,
     bus: Arc<dyn Bus>,
 ) -> (MmsubSchema, Arc<AppState>) {
-    let state = Arc::new(AppState {
-        backend,
-        bus,
-        jwt: JwtKeys::new(
-            secret,
-            config.api.access_token_ttl,
-            config.api.refresh_window,
-        ),
-        settings: config.api.clone(),
-        parsed_queries: ParsedQueries::default(),
-        throttles: mmsub_api::throttle::Throttles::new(&config.api),
-    });
+    let jwt = JwtKeys::new(
+        secret,
+        config.api.access_token_ttl,
+        config.api.refresh_window,
+    );
+    let state = Arc::new(AppState::new(backend, bus, jwt, config.api.clone()));
     (build_schema(state.clone()), state)
 }
 

@@ -16,11 +16,11 @@ use mmsub_events::Bus;
 
 use crate::auth::{JwtKeys, Viewer};
 use crate::backend::{Actor, BackendError, ChatBackend, PageRequest};
-use crate::client::ClientAddr;
+use crate::client::{ClientAddr, ClientSlots};
 use crate::cost::{self, CostError, CostLimits};
 use crate::parsed_queries::ParsedQueries;
 use crate::settings::ApiSettings;
-use crate::throttle::Throttles;
+use crate::throttle::{Throttle, Throttles};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::{contract as subscription_contract, Admission, GroupFeed, SubscriptionRoot};
@@ -41,6 +41,31 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state of an API node over `backend`, publishing to `bus`, with empty caches and
+    /// throttles as `settings` sets them.
+    pub fn new(
+        backend: Arc<dyn ChatBackend>,
+        bus: Arc<dyn Bus>,
+        jwt: JwtKeys,
+        settings: ApiSettings,
+    ) -> Self {
+        let throttles = Throttles {
+            login_per_user: Throttle::new(settings.login_rate_per_user),
+            login_per_client: Throttle::new(settings.login_rate_per_client),
+            signup_per_client: Throttle::new(settings.signup_rate_per_client),
+            send_per_user: Throttle::new(settings.send_rate_per_user),
+            logins_in_flight: ClientSlots::new(settings.max_concurrent_logins_per_client.max(1)),
+        };
+        Self {
+            backend,
+            bus,
+            jwt,
+            settings,
+            parsed_queries: ParsedQueries::default(),
+            throttles,
+        }
+    }
+
     /// Readies a client's request for execution, over HTTP or WebSocket alike: refuses text
     /// nested too deep for the parser, parses it (or takes the cached parse), refuses a
     /// document whose execution would cost more than the limits allow, before any resolver

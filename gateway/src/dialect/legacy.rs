@@ -5,9 +5,8 @@
 
 use serde_json::{json, Value};
 
-use super::{Credentials, Envelope};
+use super::{Connection, Credentials, Envelope, Flow};
 use crate::close;
-use crate::session::{Flow, Session};
 
 /// A client message of `graphql-ws`, decoded once from its text.
 #[derive(Debug)]
@@ -52,7 +51,7 @@ impl ClientMessage {
 }
 
 /// Handles one text message.
-pub(crate) fn on_text(session: &mut Session, text: &str) -> Flow {
+pub(crate) fn on_text(session: &mut impl Connection, text: &str) -> Flow {
     match ClientMessage::decode(text) {
         Some(message) => on_message(session, message),
         None => {
@@ -74,7 +73,7 @@ pub(crate) fn on_binary() -> Flow {
     )
 }
 
-fn on_message(session: &mut Session, message: ClientMessage) -> Flow {
+fn on_message(session: &mut impl Connection, message: ClientMessage) -> Flow {
     match message {
         ClientMessage::ConnectionInit(credentials) => {
             if let Err(e) = session.initialise(credentials) {

@@ -14,6 +14,7 @@ pub mod transport_ws;
 
 use std::borrow::Cow;
 
+use mmsub_api::auth::TokenError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -78,6 +79,35 @@ impl<'a> Envelope<'a> {
     fn decode(text: &'a str) -> Option<Self> {
         serde_json::from_str(text).ok()
     }
+}
+
+/// What a dialect's state machine does to its connection; the session implements it, so
+/// that the dialects know nothing of sockets, groups or operations.
+pub(crate) trait Connection {
+    /// Whether `connection_init` has arrived.
+    fn init_received(&self) -> bool;
+    /// Whether the connection was acknowledged: operations may start.
+    fn acknowledged(&self) -> bool;
+    /// Takes `connection_init`'s credentials: acknowledged unless they are refused.
+    fn initialise(&mut self, credentials: Credentials) -> Result<(), TokenError>;
+    /// Whether operation `id` is running or live.
+    fn has_operation(&self, id: &str) -> bool;
+    /// Starts operation `id`, or answers why it cannot start.
+    fn start(&mut self, id: String, request: async_graphql::Request);
+    /// Ends operation `id`; false if there was none.
+    fn stop(&mut self, id: &str) -> bool;
+    /// Sends a message of the connection's dialect.
+    fn send<P: Serialize>(&mut self, id: Option<&str>, kind: &str, payload: Option<P>);
+}
+
+/// What the connection does after a message or an event.
+pub(crate) enum Flow {
+    /// Goes on.
+    Continue,
+    /// Sends a close frame with this code and reason, then ends.
+    Close(u16, String),
+    /// The peer is gone or closed first: nothing more to write.
+    Stop,
 }
 
 /// The GraphQL request of a `subscribe`/`start` payload; `None` if it has no query.

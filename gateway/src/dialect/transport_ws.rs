@@ -5,9 +5,8 @@
 
 use serde_json::Value;
 
-use super::{Credentials, Envelope};
+use super::{Connection, Credentials, Envelope, Flow};
 use crate::close;
-use crate::session::{Flow, Session};
 
 /// A client message of `graphql-transport-ws`, decoded once from its text.
 #[derive(Debug)]
@@ -52,7 +51,7 @@ impl ClientMessage {
 }
 
 /// Handles one text message.
-pub(crate) fn on_text(session: &mut Session, text: &str) -> Flow {
+pub(crate) fn on_text(session: &mut impl Connection, text: &str) -> Flow {
     match ClientMessage::decode(text) {
         Some(message) => on_message(session, message),
         None => Flow::Close(close::BAD_REQUEST, "Invalid message received".into()),
@@ -67,7 +66,7 @@ pub(crate) fn on_binary() -> Flow {
     )
 }
 
-fn on_message(session: &mut Session, message: ClientMessage) -> Flow {
+fn on_message(session: &mut impl Connection, message: ClientMessage) -> Flow {
     match message {
         ClientMessage::ConnectionInit(credentials) => {
             if session.init_received() {

@@ -24,7 +24,7 @@ use std::task::Poll;
 
 use async_graphql::Request;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use mmsub_api::{GroupFeed, MmsubSchema};
 use mmsub_events::{FanoutHub, MessageEvent};
 use tokio_util::sync::CancellationToken;
@@ -170,14 +170,17 @@ impl SubscriptionGroups {
                 // The delivery run renders exactly the event handed to it: each payload is
                 // published with its own event, never matched up by order.
                 next.hand(event.clone());
-                let response = tokio::select! {
-                    biased;
-                    () = &mut stopped => return,
-                    response = results.next() => match response {
-                        Some(response) => response,
-                        None => return,
+                // The rendering is usually ready at once (the payload's fields are in the
+                // event); wait for it, and for the stop, only when it is not.
+                let rendered = match results.next().now_or_never() {
+                    Some(rendered) => rendered,
+                    None => tokio::select! {
+                        biased;
+                        () = &mut stopped => return,
+                        rendered = results.next() => rendered,
                     },
                 };
+                let Some(response) = rendered else { return };
                 match serde_json::to_vec(&response) {
                     Ok(payload) => running.publish(&event, Bytes::from(payload)),
                     Err(e) => {

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio_stream::StreamMap;
 
 use crate::close;
-use crate::dialect::{encode, legacy, transport_ws, Credentials, Dialect};
+use crate::dialect::{encode, legacy, transport_ws, Connection, Credentials, Dialect, Flow};
 use crate::frames::{self, FrameLimits, FrameReader, Inbound};
 use crate::groups::admission::GroupAdmission;
 use crate::groups::MemberHandle;
@@ -50,13 +50,6 @@ const MAX_DELIVERY_BATCH: usize = 1024;
 /// A write buffer that grew past this (a burst) is given back after the write, so that idle
 /// connections stay small.
 const KEEP_BUFFER_BYTES: usize = 16 << 10;
-
-pub(crate) enum Flow {
-    Continue,
-    Close(u16, String),
-    /// The peer is gone or closed first: nothing more to write.
-    Stop,
-}
 
 pub(crate) struct Session {
     dialect: Dialect,
@@ -350,21 +343,6 @@ impl Session {
         }
     }
 
-    /// Whether `connection_init` has arrived.
-    pub(crate) fn init_received(&self) -> bool {
-        self.init_received
-    }
-
-    /// Whether the connection was acknowledged: operations may start.
-    pub(crate) fn acknowledged(&self) -> bool {
-        self.acknowledged
-    }
-
-    /// Whether operation `id` is running or live.
-    pub(crate) fn has_operation(&self, id: &str) -> bool {
-        self.active.contains_key(id)
-    }
-
     /// Takes `connection_init`'s credentials: acknowledged unless they are refused.
     pub(crate) fn initialise(&mut self, credentials: Credentials) -> Result<(), TokenError> {
         self.init_received = true;
@@ -412,6 +390,37 @@ impl Session {
             self.send(None, "connection_error", Some(json!({ "message": reason })));
         }
         Flow::Close(close::FORBIDDEN, reason)
+    }
+}
+
+/// What the dialects' state machines do to the connection.
+impl Connection for Session {
+    fn init_received(&self) -> bool {
+        self.init_received
+    }
+
+    fn acknowledged(&self) -> bool {
+        self.acknowledged
+    }
+
+    fn initialise(&mut self, credentials: Credentials) -> Result<(), TokenError> {
+        Session::initialise(self, credentials)
+    }
+
+    fn has_operation(&self, id: &str) -> bool {
+        self.active.contains_key(id)
+    }
+
+    fn start(&mut self, id: String, request: async_graphql::Request) {
+        Session::start(self, id, request);
+    }
+
+    fn stop(&mut self, id: &str) -> bool {
+        Session::stop(self, id)
+    }
+
+    fn send<P: serde::Serialize>(&mut self, id: Option<&str>, kind: &str, payload: Option<P>) {
+        Session::send(self, id, kind, payload);
     }
 }
 

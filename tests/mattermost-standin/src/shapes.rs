@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::store::{ChannelRec, PostRec, TeamRec, UserRec};
+use crate::records::{ChannelRec, PostRec, TeamRec, UserRec};
 
 pub fn user(u: &UserRec) -> Value {
     json!({

@@ -1,0 +1,364 @@
+//! The tree keeps the shape `ARCHITECTURE.md` describes:
+//!
+//! - every path and crate the map names exists;
+//! - the API and gateway crates do not link librdkafka (only the binary's role assembly
+//!   depends on the Kafka tier);
+//! - no two source files import each other (`use` declarations, resolved to files);
+//! - a library file over 500 lines says at its top why it is one file.
+//!
+//! These read the sources and `cargo tree`; nothing here builds or runs the server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace's crates: their directory and their crate name in Rust paths.
+const CRATES: [(&str, &str); 7] = [
+    ("events", "mmsub-events"),
+    ("api", "mmsub-api"),
+    ("relay", "mmsub-relay"),
+    ("gateway", "mmsub-gateway"),
+    (".", "mmsub"),
+    ("loadtest", "mmsub-loadtest"),
+    ("tests/mattermost-standin", "mattermost-standin"),
+];
+
+/// Past this many lines, a file says at its top why it is one file.
+const LONG_FILE_LINES: usize = 500;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Every `.rs` file under `dir`, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn every_path_and_crate_the_architecture_names_exists() {
+    let map = read(&root().join("ARCHITECTURE.md"));
+    let mut named = BTreeSet::new();
+    for (i, quoted) in map.split('`').enumerate() {
+        // Odd pieces are inside backticks.
+        if i % 2 == 1 && looks_like_path(quoted) {
+            named.insert(quoted.trim_end_matches('/').to_owned());
+        }
+    }
+    assert!(named.len() > 20, "the map names its code: {named:?}");
+    let missing: Vec<&String> = named.iter().filter(|p| !root().join(p).exists()).collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names paths that do not exist: {missing:?}"
+    );
+
+    let crates: BTreeSet<&str> = CRATES.iter().map(|(_, name)| *name).collect();
+    for word in map.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+        if word.starts_with("mmsub-") {
+            assert!(
+                crates.contains(word),
+                "ARCHITECTURE.md names a crate {word} that does not exist"
+            );
+        }
+    }
+    for (dir, name) in CRATES {
+        let manifest = read(&root().join(dir).join("Cargo.toml"));
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "{dir} is crate {name}"
+        );
+        assert!(
+            map.contains(name),
+            "ARCHITECTURE.md's code map has no entry for {name}"
+        );
+    }
+}
+
+/// A relative path of the repository: has a `/` or a file extension, and no spaces.
+fn looks_like_path(text: &str) -> bool {
+    !text.is_empty()
+        && !text.contains([' ', '(', ')', '<', '>', ':', '*', '{', '='])
+        && !text.starts_with(['-', '/', '.'])
+        && (text.contains('/')
+            || [".rs", ".md", ".toml", ".sh", ".yaml", ".sql"]
+                .iter()
+                .any(|e| text.ends_with(e)))
+}
+
+#[test]
+fn the_api_and_gateway_crates_do_not_link_kafka() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for package in ["mmsub-events", "mmsub-api", "mmsub-gateway"] {
+        let out = Command::new(&cargo)
+            .args([
+                "tree",
+                "--offline",
+                "-e",
+                "normal",
+                "-p",
+                package,
+                "-i",
+                "rdkafka",
+            ])
+            .current_dir(root())
+            .output()
+            .expect("running cargo tree");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.trim().is_empty(),
+            "{package} depends on rdkafka:\n{stdout}"
+        );
+        // Without rdkafka in its graph cargo says the spec matched nothing; anything else
+        // (no network, a broken manifest) is not evidence.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("did not match any packages"),
+            "cargo tree for {package} failed otherwise: {stderr}"
+        );
+    }
+    let out = Command::new(&cargo)
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "-p",
+            "mmsub-relay",
+            "-i",
+            "rdkafka",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("running cargo tree");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("mmsub-relay"),
+        "the check finds rdkafka where it is: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The file of the module at `segments` under `src` (`a/b.rs` or `a/b/mod.rs`), if any.
+fn module_file(src: &Path, segments: &[String]) -> Option<PathBuf> {
+    if segments.is_empty() {
+        return ["lib.rs", "main.rs"]
+            .iter()
+            .map(|f| src.join(f))
+            .find(|p| p.exists());
+    }
+    let joined: PathBuf = segments.iter().collect();
+    [
+        src.join(&joined).with_extension("rs"),
+        src.join(&joined).join("mod.rs"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+}
+
+/// The module path of `file` under `src`: `a/b.rs` and `a/b/mod.rs` are `[a, b]`.
+fn module_of(src: &Path, file: &Path) -> Vec<String> {
+    let relative = file.strip_prefix(src).expect("under src");
+    let mut segments: Vec<String> = relative
+        .iter()
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    let last = segments.pop().expect("a file name");
+    if !["lib.rs", "main.rs", "mod.rs"].contains(&last.as_str()) {
+        segments.push(last.trim_end_matches(".rs").to_owned());
+    }
+    segments
+}
+
+/// The `use` declarations of a file's own code (test modules left out), brace groups expanded.
+fn use_paths(source: &str) -> Vec<String> {
+    let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+    let mut paths = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("use ") {
+        let before = &rest[..at];
+        let starts_line = before.is_empty()
+            || before.ends_with('\n')
+            || before.ends_with("pub ")
+            || before.ends_with("pub(crate) ")
+            || before.ends_with("pub(super) ")
+            || before.trim_end_matches(' ').ends_with('\n');
+        let tail = &rest[at + 4..];
+        let Some(end) = tail.find(';') else { break };
+        if starts_line {
+            expand(tail[..end].trim(), &mut paths);
+        }
+        rest = &tail[end..];
+    }
+    paths
+}
+
+/// `a::{b, c::{d, e}}` into `a::b`, `a::c::d`, `a::c::e`.
+fn expand(tree: &str, out: &mut Vec<String>) {
+    let tree: String = tree.split_whitespace().collect();
+    let Some(open) = tree.find('{') else {
+        out.push(tree.split(" as ").next().unwrap_or(&tree).to_owned());
+        return;
+    };
+    let prefix = &tree[..open];
+    let inner = &tree[open + 1..tree.rfind('}').expect("balanced braces")];
+    let mut depth = 0;
+    let mut start = 0;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                expand(&format!("{prefix}{}", &inner[start..i]), out);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < inner.len() {
+        expand(&format!("{prefix}{}", &inner[start..]), out);
+    }
+}
+
+/// The file a `use` path leads to within its crate: the deepest module file on the path.
+fn target_file(src: &Path, from: &[String], path: &str) -> Option<PathBuf> {
+    let mut segments: Vec<String> = Vec::new();
+    let mut parts = path.split("::").filter(|p| !p.is_empty()).peekable();
+    match parts.peek().copied() {
+        Some("crate") => {
+            parts.next();
+        }
+        Some("super" | "self") => {
+            segments = from.to_vec();
+            while let Some(&p) = parts.peek() {
+                match p {
+                    "super" => {
+                        segments.pop();
+                    }
+                    "self" => {}
+                    _ => break,
+                }
+                parts.next();
+            }
+        }
+        _ => return None, // another crate or std
+    }
+    let mut file = module_file(src, &segments);
+    for part in parts {
+        segments.push(part.to_owned());
+        match module_file(src, &segments) {
+            Some(found) => file = Some(found),
+            None => break,
+        }
+    }
+    file
+}
+
+#[test]
+fn no_two_source_files_import_each_other() {
+    let mut cycles = Vec::new();
+    for (dir, _) in CRATES {
+        let src = root().join(dir).join("src");
+        let mut imports: BTreeMap<PathBuf, BTreeSet<PathBuf>> = BTreeMap::new();
+        for file in rust_files(&src) {
+            let module = module_of(&src, &file);
+            for path in use_paths(&read(&file)) {
+                if let Some(target) = target_file(&src, &module, &path) {
+                    if target != file {
+                        imports.entry(file.clone()).or_default().insert(target);
+                    }
+                }
+            }
+        }
+        for (file, targets) in &imports {
+            for target in targets {
+                if file < target && imports.get(target).is_some_and(|t| t.contains(file)) {
+                    cycles.push(format!("{} <-> {}", file.display(), target.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "files that import each other: {cycles:#?}"
+    );
+}
+
+#[test]
+fn a_long_library_file_says_why_it_is_one_file() {
+    let mut unexplained = Vec::new();
+    for (dir, _) in CRATES {
+        for file in rust_files(&root().join(dir).join("src")) {
+            let source = read(&file);
+            let code = source
+                .split("#[cfg(test)]\nmod tests {")
+                .next()
+                .unwrap_or(&source);
+            if code.lines().count() <= LONG_FILE_LINES || file.ends_with("tests.rs") {
+                continue;
+            }
+            let header: String = source
+                .lines()
+                .take_while(|l| l.starts_with("//!"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase();
+            if !header.contains("one file") {
+                unexplained.push(format!(
+                    "{} ({} lines)",
+                    file.display(),
+                    code.lines().count()
+                ));
+            }
+        }
+    }
+    assert!(
+        unexplained.is_empty(),
+        "over {LONG_FILE_LINES} lines with no word at the top on why they are one file: {unexplained:?}"
+    );
+}
+
+#[test]
+fn the_import_reader_resolves_what_the_tree_uses() {
+    let mut paths = Vec::new();
+    expand(
+        "crate::{close, frames::{self, FrameReader}, Gateway}",
+        &mut paths,
+    );
+    assert_eq!(
+        paths,
+        [
+            "crate::close",
+            "crate::frames::self",
+            "crate::frames::FrameReader",
+            "crate::Gateway"
+        ]
+    );
+    let src = root().join("gateway/src");
+    let from = module_of(&src, &src.join("session/operations.rs"));
+    assert_eq!(from, ["session", "operations"]);
+    assert_eq!(
+        target_file(&src, &from, "super::Session"),
+        Some(src.join("session/mod.rs"))
+    );
+    assert_eq!(
+        target_file(&src, &from, "crate::groups::plan::Plan"),
+        Some(src.join("groups/plan.rs"))
+    );
+    assert_eq!(target_file(&src, &from, "std::sync::Arc"), None);
+}
