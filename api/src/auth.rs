@@ -19,8 +19,11 @@ use crate::clock::unix_seconds;
 /// The claims this server reads. Other claims in a token are kept in [`Verified::payload`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
+    /// The user the token is for.
     pub username: String,
+    /// Expiry, Unix seconds.
     pub exp: i64,
+    /// When the first token of this login was issued; refreshes keep it (Unix seconds).
     #[serde(rename = "origIat")]
     pub orig_iat: i64,
     /// The backend's credential for the user ([`crate::backend::Actor::credential`]).
@@ -29,6 +32,7 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// The user these claims act for, with the backend's credential.
     pub fn actor(&self) -> Actor {
         Actor {
             username: self.username.clone(),
@@ -40,10 +44,13 @@ impl Claims {
 /// Why a token was not accepted; the messages are django-graphql-jwt's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// `exp` has passed.
     #[error("Signature has expired")]
     Expired,
+    /// Not a token signed with this server's secret, or malformed.
     #[error("Error decoding signature")]
     Invalid,
+    /// The refresh window from `origIat` has passed.
     #[error("Refresh has expired")]
     RefreshExpired,
     /// `nbf` in the future.
@@ -62,8 +69,10 @@ pub const CLOCK_SKEW_SECS: i64 = 60;
 /// its hash. Django's generated `SECRET_KEY` values have 50 characters.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// A token that passed every check.
 #[derive(Debug, Clone)]
 pub struct Verified {
+    /// What this server reads from it.
     pub claims: Claims,
     /// The whole payload as signed, for `verifyToken` / `tokenAuth` answers.
     pub payload: Value,
@@ -72,12 +81,15 @@ pub struct Verified {
 /// A freshly signed access token.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
+    /// The signed token.
     pub token: String,
+    /// Its payload, for the answer's `payload` field.
     pub payload: Value,
     /// Unix time until which this token can be refreshed (`origIat + refresh window`).
     pub refresh_expires_in: i64,
 }
 
+/// The signing secret as keys, and the lifetimes of what they sign. Never printed.
 #[derive(Clone)]
 pub struct JwtKeys {
     encoding: EncodingKey,
@@ -107,6 +119,8 @@ impl std::fmt::Debug for JwtKeys {
 }
 
 impl JwtKeys {
+    /// Keys over `secret`: access tokens live `access_ttl`, and refresh within `refresh_window`
+    /// of their `origIat`.
     pub fn new(secret: &[u8], access_ttl: Duration, refresh_window: Duration) -> Self {
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -196,10 +210,13 @@ pub fn token_from_authorization(value: &str) -> Option<&str> {
 /// Who is making a request, as far as its token says.
 #[derive(Debug, Clone)]
 pub enum Viewer {
+    /// No token was presented.
     Anonymous,
     /// A valid token's user, and when that token expires (Unix seconds).
     User {
+        /// Who the token names.
         actor: Actor,
+        /// The token's `exp`.
         expires_at: i64,
     },
     /// A token was presented but not accepted.
@@ -207,6 +224,7 @@ pub enum Viewer {
 }
 
 impl Viewer {
+    /// The viewer a bare token (or none) makes.
     pub fn from_token(keys: &JwtKeys, token: Option<&str>) -> Self {
         match token {
             None => Viewer::Anonymous,
@@ -220,6 +238,7 @@ impl Viewer {
         }
     }
 
+    /// The viewer an `Authorization: JWT <token>` (or `Bearer`) header makes.
     pub fn from_authorization_header(keys: &JwtKeys, header: Option<&str>) -> Self {
         match header {
             None => Viewer::Anonymous,
@@ -230,6 +249,7 @@ impl Viewer {
         }
     }
 
+    /// The user, when the token was accepted.
     pub fn actor(&self) -> Option<&Actor> {
         match self {
             Viewer::User { actor, .. } => Some(actor),

@@ -92,6 +92,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 pub struct TrustedProxies(Vec<(IpAddr, u8)>);
 
 impl TrustedProxies {
+    /// Parses `--trusted-proxies` entries: addresses or CIDR blocks.
     pub fn parse(list: &[String]) -> Result<Self, String> {
         let mut networks = Vec::new();
         for entry in list.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
@@ -118,10 +119,12 @@ impl TrustedProxies {
         Ok(Self(networks))
     }
 
+    /// Whether no proxy is trusted.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// Whether `ip` is a trusted proxy.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.0.iter().any(|(network, bits)| match (network, ip) {
@@ -233,6 +236,7 @@ pub struct ClientSlot {
 }
 
 impl ClientSlots {
+    /// At most `limit` slots per client address.
     pub fn new(limit: usize) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self {
             counts: std::sync::Mutex::default(),
@@ -240,6 +244,7 @@ impl ClientSlots {
         })
     }
 
+    /// The number of slots per client address.
     pub fn limit(&self) -> usize {
         self.limit
     }

@@ -33,6 +33,7 @@ pub const PAGED_FIELDS: [&str; 3] = ["userList", "channelList", "getMessageList"
 /// The page size a paged field has when its `page` argument does not say (the contract's).
 pub const DEFAULT_PAGE_SIZE: u64 = 10;
 
+/// What one document may cost.
 #[derive(Debug, Clone, Copy)]
 pub struct CostLimits {
     /// Most fields a document may execute, counted as described in the module doc.
@@ -47,16 +48,29 @@ pub struct CostLimits {
 /// Fields that hash a password when they run.
 pub const PASSWORD_FIELDS: [&str; 3] = ["tokenAuth", "userGetToken", "userCreate"];
 
+/// Why a document was refused before it ran.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CostError {
+    /// It would execute more fields than `limit`.
     #[error("Query is too complex: it would execute more than {limit} fields (fragments count each time they are used, aliases separately, and a page's fields once per item of pageSize). Ask for fewer or smaller pages.")]
-    TooCostly { limit: u64 },
+    TooCostly {
+        /// The budget (`--max-query-complexity`).
+        limit: u64,
+    },
+    /// It nests deeper than `limit`.
     #[error("Query is nested too deep: the limit is {limit} levels.")]
-    TooDeep { limit: usize },
+    TooDeep {
+        /// The deepest nesting allowed.
+        limit: usize,
+    },
     #[error(
         "Too many logins or sign-ups in one request: the limit is {limit}; send one per request."
     )]
-    TooManyPasswordChecks { limit: u64 },
+    /// It would check more passwords than `limit`.
+    TooManyPasswordChecks {
+        /// The most password checks per request.
+        limit: u64,
+    },
 }
 
 impl CostError {

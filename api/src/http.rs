@@ -13,8 +13,10 @@ use crate::auth::Viewer;
 use crate::client::ClientAddr;
 use crate::schema::{AppState, MmsubSchema};
 
+/// An HTTP answer with its whole body.
 pub type HttpResponse = Response<Full<Bytes>>;
 
+/// A JSON answer with `status`.
 pub fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
@@ -95,6 +97,7 @@ pub fn refused_response(refused: &crate::cost::CostError) -> HttpResponse {
     )
 }
 
+/// The GraphiQL page (`GET /graphql/`).
 pub fn graphiql_page() -> HttpResponse {
     let html = async_graphql::http::GraphiQLSource::build()
         .endpoint("/graphql/")
@@ -109,6 +112,8 @@ pub fn graphiql_page() -> HttpResponse {
     response
 }
 
+/// Answers one request to `/graphql/`: GraphiQL for a browser's `GET`, or the operation of a
+/// `GET` query string or a `POST` body, within the body, content-type and origin rules.
 pub async fn handle<B>(schema: &MmsubSchema, app: &AppState, request: Request<B>) -> HttpResponse
 where
     B: Body<Data = Bytes>,

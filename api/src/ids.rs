@@ -5,6 +5,7 @@ use rand::RngCore;
 
 const ALPHABET: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
 
+/// A new 26-character id of `[a-z0-9]`, as Mattermost's ids look.
 pub fn new_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);

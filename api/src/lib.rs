@@ -5,6 +5,8 @@
 //! [`backend::ChatBackend`] (the embedded SQLite store, or Mattermost) and publish every new
 //! message on the relay bus.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod backend;
 pub mod client;

@@ -20,6 +20,7 @@ pub const MAX_ENTRIES: usize = 256;
 /// Longer queries are parsed every time (and are rarely sent twice).
 pub const MAX_QUERY_BYTES: usize = 8 << 10;
 
+/// Parsed documents by text, for operations sent again (bounded, see [`MAX_QUERY_BYTES`]).
 #[derive(Default)]
 pub struct ParsedQueries {
     documents: Mutex<HashMap<Box<str>, Arc<ExecutableDocument>>>,

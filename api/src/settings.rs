@@ -7,6 +7,7 @@ use chrono_tz::Tz;
 
 use crate::throttle::RateLimit;
 
+/// The API node's settings; each has a flag in the `mmsub` binary (README, Limits).
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     /// Zone in which `createAt` is rendered (Django's `TIME_ZONE`).
@@ -24,7 +25,9 @@ pub struct ApiSettings {
     pub max_response_bytes: u64,
     /// Most members one `channelCreate` adds (each is a request on Mattermost).
     pub max_channel_members: usize,
+    /// Deepest selection a document may nest.
     pub max_query_depth: usize,
+    /// Most fields a document may execute, as `cost.rs` counts them.
     pub max_query_complexity: usize,
     /// Largest accepted HTTP request body.
     pub max_body_bytes: usize,
@@ -45,6 +48,7 @@ pub struct ApiSettings {
     pub signup_rate_per_client: RateLimit,
     /// `textMessageSend` per user.
     pub send_rate_per_user: RateLimit,
+    /// Lifetime of an access token.
     pub access_token_ttl: Duration,
     /// How long after `origIat` a token may still be refreshed.
     pub refresh_window: Duration,

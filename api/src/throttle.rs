@@ -20,11 +20,14 @@ pub const MAX_KEYS: usize = 100_000;
 /// `per_minute` attempts on average, up to `burst` at once; `per_minute == 0` turns it off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
+    /// Sustained rate: this many per minute.
     pub per_minute: u32,
+    /// Burst: this many at once before the rate applies.
     pub burst: u32,
 }
 
 impl RateLimit {
+    /// No limit.
     pub const OFF: RateLimit = RateLimit {
         per_minute: 0,
         burst: 0,
@@ -130,6 +133,7 @@ pub struct Throttle<K> {
 }
 
 impl<K: Hash + Eq + Clone> Throttle<K> {
+    /// A throttle allowing `limit` per key.
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,
@@ -168,9 +172,13 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
 
 /// The node's throttles, shared by HTTP and WebSocket requests.
 pub struct Throttles {
+    /// `tokenAuth` / `userGetToken` attempts per username.
     pub login_per_user: Throttle<String>,
+    /// Login attempts per client address.
     pub login_per_client: Throttle<IpAddr>,
+    /// `userCreate` per client address.
     pub signup_per_client: Throttle<IpAddr>,
+    /// `textMessageSend` per user.
     pub send_per_user: Throttle<String>,
     /// Logins of one client address being checked at once: its share of the hashing pool.
     pub logins_in_flight: Arc<ClientSlots>,

@@ -337,15 +337,16 @@ pub fn push_text(buf: &mut Vec<u8>, payload: &[u8]) {
     push_frame(buf, OpCode::Text, payload);
 }
 
-/// Appends one text frame whose message is `parts` in order: the parts are spliced, not
-/// re-encoded (a subscription delivery: its prefix, the shared payload, its suffix).
-pub fn push_text_parts(buf: &mut Vec<u8>, parts: [&[u8]; 3]) {
-    let len = parts[0].len() + parts[1].len() + parts[2].len();
+/// Appends one text frame whose message is `prefix`, `payload` and `suffix` in turn: the
+/// parts are spliced, not re-encoded (a subscription delivery: its prefix, the shared payload,
+/// its suffix).
+pub fn push_text_parts(buf: &mut Vec<u8>, prefix: &[u8], payload: &[u8], suffix: &[u8]) {
+    let len = prefix.len() + payload.len() + suffix.len();
     push_header(buf, OpCode::Text, len);
     buf.reserve(len);
-    for part in parts {
-        buf.extend_from_slice(part);
-    }
+    buf.extend_from_slice(prefix);
+    buf.extend_from_slice(payload);
+    buf.extend_from_slice(suffix);
 }
 
 /// Appends the pong that answers a ping with `payload`.

@@ -11,41 +11,58 @@ pub mod mattermost;
 use async_trait::async_trait;
 use mmsub_events::{EventAuthor, EventPost, MessageEvent};
 
+/// A user as the backends store and the contract shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
+    /// The user's id.
     pub id: String,
+    /// The user's name (unique).
     pub username: String,
+    /// The user's email address.
     pub email: String,
+    /// Whether the user is an administrator.
     pub is_staff: bool,
 }
 
+/// A channel of the team.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Channel {
+    /// The channel's id.
     pub id: String,
+    /// The channel's name (unique in the team).
     pub name: String,
+    /// The channel's display name.
     pub display_name: String,
 }
 
+/// A chat message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Post {
+    /// The post's id.
     pub id: String,
+    /// Its channel's id.
     pub channel_id: String,
+    /// The text.
     pub message: String,
     /// Milliseconds since the Unix epoch.
     pub create_at: i64,
     /// Mattermost's post type; empty for a plain text post.
     pub post_type: String,
+    /// Who posted it.
     pub author: User,
 }
 
 /// A post together with the channel it was posted in: what gets published on the bus.
 #[derive(Debug, Clone)]
 pub struct ChannelPost {
+    /// The channel.
     pub channel: Channel,
+    /// The post.
     pub post: Post,
 }
 
 impl ChannelPost {
+    /// The post as the event published on the bus.
     pub fn to_event(&self) -> MessageEvent {
         let p = &self.post;
         MessageEvent::new(
@@ -70,7 +87,9 @@ impl ChannelPost {
 /// One page request, already validated: `number` counts from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest {
+    /// Items per page.
     pub size: u32,
+    /// The page, from 0.
     pub number: u32,
     /// Most bytes of content ([`Post::content_bytes`], [`User::content_bytes`]) the page may
     /// carry: a backend stops reading and answers [`BackendError::TooLarge`] beyond it, so an
@@ -82,6 +101,7 @@ pub struct PageRequest {
 const OBJECT_OVERHEAD_BYTES: usize = 128;
 
 impl User {
+    /// The bytes this user adds to an answer, about as serialized.
     pub fn content_bytes(&self) -> u64 {
         (self.id.len() + self.username.len() + self.email.len() + OBJECT_OVERHEAD_BYTES) as u64
     }
@@ -107,6 +127,7 @@ pub struct ByteCount {
 }
 
 impl ByteCount {
+    /// A count against `limit` bytes.
     pub fn new(limit: u64) -> Self {
         Self { used: 0, limit }
     }
@@ -132,24 +153,32 @@ impl PageRequest {
         ByteCount::new(self.max_bytes).add(bytes)
     }
 
+    /// Items before this page.
     pub fn offset(&self) -> u64 {
         u64::from(self.size) * u64::from(self.number)
     }
 }
 
+/// A page of users, with the total.
 #[derive(Debug, Clone)]
 pub struct UserPage {
+    /// This page's users.
     pub users: Vec<User>,
+    /// All users.
     pub total: u64,
 }
 
+/// A channel with its newest post, as `channelList` shows it.
 #[derive(Debug, Clone)]
 pub struct ChannelSummary {
+    /// The channel.
     pub channel: Channel,
+    /// Its newest post, if any.
     pub last_message: Option<Post>,
 }
 
 impl ChannelSummary {
+    /// The bytes this entry adds to an answer.
     pub fn content_bytes(&self) -> u64 {
         let channel = &self.channel;
         (channel.id.len() + channel.name.len() + OBJECT_OVERHEAD_BYTES) as u64
@@ -158,12 +187,14 @@ impl ChannelSummary {
 }
 
 impl UserPage {
+    /// The bytes this page adds to an answer.
     pub fn content_bytes(&self) -> u64 {
         self.users.iter().map(User::content_bytes).sum()
     }
 }
 
 impl ChannelPage {
+    /// The bytes this page adds to an answer.
     pub fn content_bytes(&self) -> u64 {
         self.channels
             .iter()
@@ -173,20 +204,25 @@ impl ChannelPage {
 }
 
 impl MessagePage {
+    /// The bytes this page adds to an answer.
     pub fn content_bytes(&self) -> u64 {
         self.posts.iter().map(Post::content_bytes).sum()
     }
 }
 
+/// A page of the actor's channels.
 #[derive(Debug, Clone)]
 pub struct ChannelPage {
+    /// This page's channels.
     pub channels: Vec<ChannelSummary>,
+    /// More pages follow.
     pub has_next: bool,
 }
 
 /// A page of a channel's history, oldest first.
 #[derive(Debug, Clone)]
 pub struct MessagePage {
+    /// The page's posts, oldest first.
     pub posts: Vec<Post>,
     /// Newer posts exist (Mattermost's `next_post_id` is set).
     pub has_next: bool,
@@ -198,21 +234,28 @@ pub struct MessagePage {
 /// (Mattermost's `system_join_team` in the default channel).
 #[derive(Debug, Clone)]
 pub struct CreatedUser {
+    /// The new user.
     pub user: User,
+    /// What the system posted about it.
     pub announcements: Vec<ChannelPost>,
 }
 
+/// Why a backend call failed, as the contract answers it ([`BackendError::http_status`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
+    /// The input is not acceptable (400).
     #[error("{0}")]
     Invalid(String),
+    /// No such user or channel, or not one the actor may see (404).
     #[error("{0}")]
     NotFound(String),
+    /// The actor may not do this (403).
     #[error("{0}")]
     Forbidden(String),
     /// The caller's backend session is missing or expired: log in again.
     #[error("{0}")]
     Unauthorized(String),
+    /// It exists already: a username, email or channel name (400).
     #[error("{0}")]
     Conflict(String),
     /// The backing system failed or is unreachable; the message is safe to show.
@@ -224,6 +267,7 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// The HTTP status the contract gives this error.
     pub fn http_status(&self) -> http::StatusCode {
         use http::StatusCode;
         match self {
@@ -236,17 +280,20 @@ impl BackendError {
         }
     }
 
+    /// The answer would pass the response ceiling of `limit` bytes.
     pub fn too_large(limit: u64) -> Self {
         BackendError::TooLarge(format!(
             "The answer would be larger than the limit of {limit} bytes (MMSUB_MAX_RESPONSE_BYTES): ask for smaller pages or fewer fields at once."
         ))
     }
 
+    /// The contract's answer for a channel the actor cannot see.
     pub fn channel_not_found(identifier: &str) -> Self {
         BackendError::NotFound(format!("Channel not found: {identifier}"))
     }
 }
 
+/// A backend call's result.
 pub type BackendResult<T> = Result<T, BackendError>;
 
 /// Who a backend acts for: the username the JWT names, and the backend's own credential for
@@ -254,12 +301,14 @@ pub type BackendResult<T> = Result<T, BackendError>;
 /// the embedded store has none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
+    /// The username the token names.
     pub username: String,
     /// Opaque to everything but the backend that issued it.
     pub credential: Option<String>,
 }
 
 impl Actor {
+    /// An actor with no backend credential.
     pub fn named(username: impl Into<String>) -> Self {
         Self {
             username: username.into(),
@@ -271,11 +320,14 @@ impl Actor {
 /// A successful login: the user, and the credential the backend wants carried in the token.
 #[derive(Debug, Clone)]
 pub struct Login {
+    /// The user who logged in.
     pub user: User,
+    /// What the backend wants carried in the token.
     pub credential: Option<String>,
 }
 
 impl Login {
+    /// The actor this login makes.
     pub fn actor(&self) -> Actor {
         Actor {
             username: self.user.username.clone(),
@@ -284,13 +336,19 @@ impl Login {
     }
 }
 
+/// A user to create, inputs validated.
 #[derive(Debug, Clone)]
 pub struct NewUser {
+    /// The username.
     pub username: String,
+    /// The email address.
     pub email: String,
+    /// The password (hashed by the backend, never stored as is).
     pub password: String,
 }
 
+/// A chat system of record: users, one team, channels, memberships and posts. The embedded
+/// store and Mattermost implement it; resolvers see only this.
 #[async_trait]
 pub trait ChatBackend: Send + Sync + 'static {
     /// Creates the user (inputs already validated) and adds it to the team and its default channel.
@@ -299,6 +357,7 @@ pub trait ChatBackend: Send + Sync + 'static {
     /// The login if the password is right; `None` for an unknown user or a wrong password.
     async fn authenticate(&self, username: &str, password: &str) -> BackendResult<Option<Login>>;
 
+    /// A page of the team's users (admins only on Mattermost).
     async fn list_users(&self, actor: &Actor, page: PageRequest) -> BackendResult<UserPage>;
 
     /// Creates an open channel in the team with the actor and every member in it.
@@ -316,6 +375,7 @@ pub trait ChatBackend: Send + Sync + 'static {
     /// Resolves a channel by id or name, failing unless the actor is a member.
     async fn member_channel(&self, actor: &Actor, identifier: &str) -> BackendResult<Channel>;
 
+    /// Posts `text` to the channel as the actor; the post is durable when this returns.
     async fn send_message(
         &self,
         actor: &Actor,

@@ -26,13 +26,18 @@ pub use query::QueryRoot;
 pub use subscription::{contract as subscription_contract, Admission, GroupFeed, SubscriptionRoot};
 use types::PageType;
 
+/// The contract's schema.
 pub type MmsubSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Everything a resolver may need, shared by all requests of a node.
 pub struct AppState {
+    /// The chat backend: the embedded store or Mattermost.
     pub backend: Arc<dyn ChatBackend>,
+    /// Where new messages are published.
     pub bus: Arc<dyn Bus>,
+    /// The keys that sign and check tokens.
     pub jwt: JwtKeys,
+    /// The node's limits.
     pub settings: ApiSettings,
     /// Documents of operations seen before, for GraphQL over HTTP.
     pub parsed_queries: ParsedQueries,
@@ -99,6 +104,7 @@ impl AppState {
     }
 }
 
+/// The schema over `state`, which every resolver reads.
 pub fn build_schema(state: Arc<AppState>) -> MmsubSchema {
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         // Depth and cost are counted by `AppState::prepare` as the document will execute
@@ -116,6 +122,7 @@ pub struct ResponseBudget {
 }
 
 impl ResponseBudget {
+    /// A budget of `max_bytes` for one answer.
     pub fn new(max_bytes: u64) -> Self {
         Self {
             remaining: tokio::sync::Mutex::new(max_bytes),
@@ -150,6 +157,7 @@ where
     Ok(found)
 }
 
+/// The contract's answer to an operation the viewer may not run.
 pub const PERMISSION_DENIED: &str = "You do not have permission to perform this action";
 
 fn state<'a>(ctx: &Context<'a>) -> &'a AppState {

@@ -13,6 +13,7 @@ use crate::client::ClientSlot;
 use crate::throttle::RetryAfter;
 use crate::validation;
 
+/// The mutation root of the schema.
 pub struct MutationRoot;
 
 /// Publishes new posts; the caller answers only after the bus accepted them.

@@ -6,6 +6,7 @@ use super::types::{
 use super::{require_user, state, within_budget};
 use crate::backend::{ChannelPage, MessagePage, PageRequest, UserPage};
 
+/// The query root of the schema.
 pub struct QueryRoot;
 
 #[Object(name = "Query")]

@@ -30,19 +30,27 @@ impl ScalarType for GenericScalar {
     }
 }
 
+/// A page request: size and number.
 #[derive(InputObject, Debug, Clone, Copy, Default)]
 #[graphql(name = "PageType")]
 pub struct PageType {
+    /// Items per page (default 10).
     pub page_size: Option<i32>,
+    /// The page: `userList` and `channelList` count from 1, `getMessageList` from 0 (the newest).
     pub page_number: Option<i32>,
 }
 
+/// A user.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "UserQueryType")]
 pub struct UserQueryType {
+    /// The user's id.
     pub id: ID,
+    /// The user's name.
     pub username: String,
+    /// The user's email address.
     pub email: String,
+    /// Whether the user is an administrator.
     pub is_staff: bool,
 }
 
@@ -68,21 +76,31 @@ impl From<&EventAuthor> for UserQueryType {
     }
 }
 
+/// A page of users.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "UserListType")]
 pub struct UserListType {
+    /// The users.
     pub data: Option<Vec<Option<UserQueryType>>>,
+    /// How many pages there are.
     pub page_count: Option<i32>,
+    /// How many users there are.
     pub count: Option<i32>,
 }
 
+/// A chat message.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "MessageQueryType")]
 pub struct MessageQueryType {
+    /// The message's id.
     pub id: Option<String>,
+    /// The text ("Welcome" for a join announcement).
     pub message: Option<String>,
+    /// When it was posted: ISO-8601 in the server's time zone.
     pub create_at: Option<String>,
+    /// Who posted it.
     pub owner: Option<UserQueryType>,
+    /// `str` for plain text, else Mattermost's post type.
     #[graphql(name = "type")]
     pub kind: Option<String>,
 }
@@ -115,6 +133,7 @@ impl MessageQueryType {
         }
     }
 
+    /// The message a stored post shows as, in `tz`.
     pub fn from_post(p: Post, tz: Tz) -> Self {
         Self::new(
             &p.id,
@@ -126,6 +145,7 @@ impl MessageQueryType {
         )
     }
 
+    /// The message an event's post shows as, in `tz`.
     pub fn from_event(p: &EventPost, tz: Tz) -> Self {
         Self::new(
             &p.id,
@@ -152,35 +172,51 @@ pub fn iso_time(millis: i64, tz: Tz) -> String {
     }
 }
 
+/// A page of a channel's messages.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "MessageListType")]
 pub struct MessageListType {
+    /// The messages, oldest first.
     pub data: Option<Vec<Option<MessageQueryType>>>,
+    /// Newer messages exist.
     pub has_next: Option<bool>,
+    /// Older messages exist.
     pub has_previous: Option<bool>,
 }
 
+/// A channel.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "ChannelQueryType")]
 pub struct ChannelQueryType {
+    /// The channel's id.
     pub channel_id: Option<String>,
+    /// The channel's name.
     pub channel_name: Option<String>,
+    /// Its newest message.
     pub last_message: Option<MessageQueryType>,
 }
 
+/// A page of the viewer's channels.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "ChannelListType")]
 pub struct ChannelListType {
+    /// The channels.
     pub data: Option<Vec<Option<ChannelQueryType>>>,
+    /// More pages follow.
     pub has_next: Option<bool>,
 }
 
+/// A mutation's answer.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "ResponseBase")]
 pub struct ResponseBase {
+    /// The status as text (`OK`, `NOT_FOUND`…).
     pub status: Option<String>,
+    /// The HTTP status it stands for.
     pub status_code: Option<i32>,
+    /// What happened.
     pub message: Option<String>,
+    /// Details, per mutation.
     pub metadata: Option<GenericScalar>,
 }
 
@@ -194,6 +230,7 @@ pub fn status_text(status: StatusCode) -> String {
 }
 
 impl ResponseBase {
+    /// An answer with `status`.
     pub fn new(
         status: StatusCode,
         message: impl Into<String>,
@@ -207,10 +244,12 @@ impl ResponseBase {
         }
     }
 
+    /// A 200 answer with `metadata`.
     pub fn ok(message: &str, metadata: serde_json::Value) -> Self {
         Self::new(StatusCode::OK, message, Some(metadata))
     }
 
+    /// A 400 answer.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message, None)
     }
@@ -222,55 +261,79 @@ impl From<BackendError> for ResponseBase {
     }
 }
 
+/// A login's answer: the status, and the tokens.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "ResponseWithToken")]
 pub struct ResponseWithToken {
+    /// The status as text.
     pub status: Option<String>,
+    /// The HTTP status it stands for.
     pub status_code: Option<i32>,
+    /// What happened.
     pub message: Option<String>,
+    /// The access token.
     pub token: Option<String>,
+    /// The single-use refresh token.
     pub refresh_token: Option<String>,
+    /// The user: `{id, username, email}`.
     pub metadata: Option<GenericScalar>,
 }
 
+/// `userGetToken`'s answer: tokens, or the reason there are none.
 #[derive(Union, Debug, Clone)]
 #[graphql(name = "ResponseUnion")]
 pub enum ResponseUnion {
+    /// A login.
     ResponseWithToken(ResponseWithToken),
+    /// A failure.
     ResponseBase(ResponseBase),
 }
 
+/// `tokenAuth`'s answer.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "ObtainJSONWebToken")]
 pub struct ObtainJsonWebToken {
+    /// The token's payload.
     pub payload: GenericScalar,
+    /// Until when it can be refreshed (Unix seconds).
     pub refresh_expires_in: i64,
+    /// The access token.
     pub token: String,
 }
 
+/// `verifyToken`'s answer.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "Verify")]
 pub struct Verify {
+    /// The token's payload.
     pub payload: GenericScalar,
 }
 
+/// `refreshToken`'s answer.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "Refresh")]
 pub struct Refresh {
+    /// The new token's payload.
     pub payload: GenericScalar,
+    /// Until when it can be refreshed (Unix seconds).
     pub refresh_expires_in: i64,
+    /// The new access token.
     pub token: String,
     /// Added: the replacement single-use refresh token when one was redeemed.
     pub refresh_token: Option<String>,
 }
 
+/// One event of `onNewChatMessage`.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "OnNewChatMessage")]
 pub struct OnNewChatMessage {
+    /// The channel as the subscriber named it.
     pub channel_identifier: Option<String>,
+    /// The new message.
     pub message: Option<MessageQueryType>,
 }
 
+/// The `{id, username, email}` metadata answers carry about a user.
 pub fn user_metadata(u: &User) -> serde_json::Value {
     json!({ "id": u.id, "username": u.username, "email": u.email })
 }

@@ -34,9 +34,11 @@ use sql::{
 };
 use writer::Writer;
 
+/// The channel every new user joins, as Mattermost's default channel.
 pub const DEFAULT_CHANNEL: &str = "town-square";
 const DATABASE_FILE: &str = "mmsub.db";
 
+/// The embedded chat backend: one SQLite file, a group-commit writer, a read pool.
 pub struct EmbeddedStore {
     writer: Writer,
     passwords: passwords::Passwords,
@@ -69,6 +71,7 @@ impl EmbeddedStore {
         })
     }
 
+    /// The SQLite file.
     pub fn database_path(&self) -> &Path {
         &self.readers.path
     }

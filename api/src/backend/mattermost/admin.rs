@@ -58,6 +58,7 @@ impl MattermostAdminProxy {
             .await
     }
 
+    /// Deactivates a user (by id or name).
     pub async fn deactivate_user(&self, identifier: &str) -> MmResult<()> {
         let user = self.user(identifier).await?;
         self.session()
@@ -65,6 +66,7 @@ impl MattermostAdminProxy {
             .await
     }
 
+    /// Activates a deactivated user again.
     pub async fn activate_user(&self, identifier: &str) -> MmResult<()> {
         let user = self.user(identifier).await?;
         self.session()
@@ -75,6 +77,7 @@ impl MattermostAdminProxy {
             .await
     }
 
+    /// Every team on the server.
     pub async fn list_all_teams(&self) -> MmResult<Vec<MmTeam>> {
         self.session().json(Call::get("/teams")).await
     }
@@ -95,6 +98,7 @@ impl MattermostAdminProxy {
             .collect())
     }
 
+    /// Adds a user to a channel (both by id or name).
     pub async fn add_user_to_channel(
         &self,
         channel_identifier: &str,
@@ -138,6 +142,7 @@ impl MattermostAdminProxy {
             .await
     }
 
+    /// Adds a user to a team (both by id or name).
     pub async fn add_user_to_team(
         &self,
         user_identifier: &str,
@@ -158,6 +163,7 @@ impl MattermostAdminProxy {
             .await
     }
 
+    /// Deletes a team.
     pub async fn remove_team(&self, team_identifier: &str) -> MmResult<()> {
         let team = self.team(team_identifier).await?;
         self.session()
@@ -180,6 +186,7 @@ impl MattermostAdminProxy {
             .await
     }
 
+    /// Deletes a channel of a team.
     pub async fn remove_channel(
         &self,
         channel_identifier: &str,

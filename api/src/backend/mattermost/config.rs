@@ -15,6 +15,7 @@ pub struct MattermostConfig {
     pub admin_password: String,
     /// `MATTERMOST_TEAM_IDENTIFIER`: the team's name or id.
     pub team: String,
+    /// Timeouts and rate-limit waits of the REST client.
     pub limits: RestLimits,
     /// How long a user's name, email and role are reused for message authors.
     pub user_cache_ttl: Duration,
@@ -34,6 +35,7 @@ impl std::fmt::Debug for MattermostConfig {
 }
 
 impl MattermostConfig {
+    /// The configuration with default limits and cache lifetimes.
     pub fn new(server_url: &str, admin_login_id: &str, admin_password: &str, team: &str) -> Self {
         Self {
             server_url: server_url.to_owned(),

@@ -29,7 +29,9 @@ use crate::backend::{Channel, ChannelPost};
 /// Reconnect and catch-up behaviour; each has a flag in the `mmsub` binary.
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
+    /// First wait before reconnecting to Mattermost's WebSocket.
     pub reconnect_min: Duration,
+    /// Longest wait between reconnect attempts (the wait doubles up to it).
     pub reconnect_max: Duration,
     /// Catch-up starts this long before the newest post seen (clock skew, in-flight posts).
     pub catch_up_overlap: Duration,

@@ -123,14 +123,17 @@ impl MattermostBackend {
         })
     }
 
+    /// The admin account's proxy.
     pub fn admin(&self) -> &MattermostAdminProxy {
         &self.admin
     }
 
+    /// The team this server serves.
     pub fn team(&self) -> &MmTeam {
         &self.team
     }
 
+    /// The REST client every proxy shares.
     pub fn rest(&self) -> &RestClient {
         &self.api
     }

@@ -7,10 +7,14 @@ use serde::Deserialize;
 
 use crate::backend::{Channel, Post, User};
 
+/// A user as Mattermost's `User` schema describes it (the fields mmsub reads).
 #[derive(Debug, Clone, Deserialize)]
 pub struct MmUser {
+    /// The user's id.
     pub id: String,
+    /// The user's name.
     pub username: String,
+    /// The user's email address.
     #[serde(default)]
     pub email: String,
     /// Space-separated role names; `system_admin` is staff.
@@ -22,6 +26,7 @@ pub struct MmUser {
 }
 
 impl MmUser {
+    /// The user as the contract shows users (`isStaff` from `system_admin`).
     pub fn to_user(&self) -> User {
         User {
             id: self.id.clone(),
@@ -32,20 +37,29 @@ impl MmUser {
     }
 }
 
+/// A team as Mattermost's `Team` schema describes it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MmTeam {
+    /// The team's id.
     pub id: String,
+    /// The team's name (its URL part).
     pub name: String,
+    /// The team's display name.
     #[serde(default)]
     pub display_name: String,
 }
 
+/// A channel as Mattermost's `Channel` schema describes it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MmChannel {
+    /// The channel's id.
     pub id: String,
+    /// The channel's name (its URL part).
     pub name: String,
+    /// The channel's display name.
     #[serde(default)]
     pub display_name: String,
+    /// The team it belongs to.
     #[serde(default)]
     pub team_id: String,
     /// `O` open, `P` private, `D` direct, `G` group.
@@ -54,11 +68,13 @@ pub struct MmChannel {
     /// Time of the newest post, in milliseconds: changes exactly when a post is added.
     #[serde(default)]
     pub last_post_at: i64,
+    /// When it was archived (milliseconds; 0 when live).
     #[serde(default)]
     pub delete_at: i64,
 }
 
 impl MmChannel {
+    /// The channel as the backend trait sees channels.
     pub fn to_channel(&self) -> Channel {
         Channel {
             id: self.id.clone(),
@@ -68,21 +84,30 @@ impl MmChannel {
     }
 }
 
+/// A post as Mattermost's `Post` schema describes it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MmPost {
+    /// The post's id.
     pub id: String,
+    /// Its channel's id.
     pub channel_id: String,
+    /// Its author's id.
     pub user_id: String,
+    /// The text.
     #[serde(default)]
     pub message: String,
+    /// When it was posted (milliseconds).
     pub create_at: i64,
+    /// When it was deleted (milliseconds; 0 when not).
     #[serde(default)]
     pub delete_at: i64,
+    /// Mattermost's post type (empty for plain text).
     #[serde(default, rename = "type")]
     pub post_type: String,
 }
 
 impl MmPost {
+    /// The post with its author resolved.
     pub fn to_post(&self, author: User) -> Post {
         Post {
             id: self.id.clone(),
@@ -98,12 +123,16 @@ impl MmPost {
 /// `PostList`: `order` holds ids newest first.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct PostList {
+    /// Post ids, newest first.
     #[serde(default)]
     pub order: Vec<String>,
+    /// The posts by id.
     #[serde(default)]
     pub posts: HashMap<String, MmPost>,
+    /// Set when newer posts exist.
     #[serde(default)]
     pub next_post_id: String,
+    /// Set when older posts exist.
     #[serde(default)]
     pub prev_post_id: String,
 }
@@ -123,7 +152,9 @@ impl PostList {
     }
 }
 
+/// `GET /users/stats`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct UsersStats {
+    /// Users on the server.
     pub total_users_count: u64,
 }

@@ -78,10 +78,12 @@ impl MattermostSession {
         }
     }
 
+    /// The session's user.
     pub fn me(&self) -> &MmUser {
         &self.me
     }
 
+    /// The REST client the session calls through.
     pub fn rest(&self) -> &RestClient {
         &self.api
     }
@@ -91,6 +93,8 @@ impl MattermostSession {
         self.token.read().expect("session lock poisoned").clone()
     }
 
+    /// Makes `call` with this session's token; a session with credentials logs in again once
+    /// on 401.
     pub async fn call(&self, call: Call<'_>) -> MmResult<super::rest::Answer> {
         let token = self.token();
         match self.api.send(&call, Some(&token)).await {
@@ -108,6 +112,7 @@ impl MattermostSession {
         }
     }
 
+    /// Makes `call` and reads its JSON answer.
     pub async fn json<T: serde::de::DeserializeOwned>(&self, call: Call<'_>) -> MmResult<T> {
         self.call(call).await?.json()
     }
@@ -158,6 +163,7 @@ pub struct MattermostUserProxy {
 }
 
 impl MattermostUserProxy {
+    /// A proxy acting with `session`.
     pub fn new(session: Arc<MattermostSession>) -> Self {
         Self { session }
     }
@@ -169,10 +175,12 @@ impl MattermostUserProxy {
         )))
     }
 
+    /// The session it acts with.
     pub fn session(&self) -> &Arc<MattermostSession> {
         &self.session
     }
 
+    /// The user it acts as.
     pub fn me(&self) -> &MmUser {
         self.session.me()
     }

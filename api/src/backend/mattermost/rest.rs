@@ -41,21 +41,29 @@ pub enum MattermostError {
     /// Mattermost answered with its error body (`id`, `message`, `status_code`).
     #[error("Mattermost: {message}")]
     Api {
+        /// Mattermost's error id (`app.channel.get.existing.app_error`…).
         id: String,
+        /// Mattermost's message.
         message: String,
+        /// The HTTP status.
         status_code: u16,
     },
+    /// No answer within the request timeout.
     #[error("Mattermost did not answer within {0:?}")]
     Timeout(Duration),
+    /// No connection to the server.
     #[error("Mattermost is unreachable")]
     Unreachable,
+    /// Rate limited for longer than the client may wait; retry after this.
     #[error("Mattermost is rate limiting this server; retry in {0:?}")]
     RateLimited(Duration),
+    /// An answer that is not what the API documents.
     #[error("Mattermost answered something this server does not understand: {0}")]
     Protocol(String),
 }
 
 impl MattermostError {
+    /// The HTTP status of an error answer.
     pub fn status(&self) -> Option<u16> {
         match self {
             MattermostError::Api { status_code, .. } => Some(*status_code),
@@ -63,11 +71,13 @@ impl MattermostError {
         }
     }
 
+    /// Whether this is an error answer with `status`.
     pub fn is_status(&self, status: u16) -> bool {
         self.status() == Some(status)
     }
 }
 
+/// A Mattermost call's result.
 pub type MmResult<T> = Result<T, MattermostError>;
 
 /// Mattermost's error body (`model.AppError`).
@@ -91,31 +101,42 @@ pub struct RestClient {
 
 impl std::fmt::Debug for RestClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api").field("base", &self.base).finish()
+        f.debug_struct("RestClient")
+            .field("base", &self.base)
+            .finish()
     }
 }
 
 /// One request: method, path below `/api/v4`, query and JSON body.
 pub struct Call<'a> {
+    /// The HTTP method.
     pub method: Method,
+    /// The path below `/api/v4`.
     pub path: String,
+    /// Query parameters.
     pub query: Vec<(&'a str, String)>,
+    /// The JSON body, if any.
     pub body: Option<Value>,
 }
 
 impl<'a> Call<'a> {
+    /// A `GET` of `path`.
     pub fn get(path: impl Into<String>) -> Self {
         Self::new(Method::GET, path)
     }
+    /// A `POST` of `body` to `path`.
     pub fn post(path: impl Into<String>, body: Value) -> Self {
         Self::new(Method::POST, path).body(body)
     }
+    /// A `PUT` of `body` to `path`.
     pub fn put(path: impl Into<String>, body: Value) -> Self {
         Self::new(Method::PUT, path).body(body)
     }
+    /// A `DELETE` of `path`.
     pub fn delete(path: impl Into<String>) -> Self {
         Self::new(Method::DELETE, path)
     }
+    /// A call with `method` and no query or body.
     pub fn new(method: Method, path: impl Into<String>) -> Self {
         Self {
             method,
@@ -124,10 +145,12 @@ impl<'a> Call<'a> {
             body: None,
         }
     }
+    /// Adds a query parameter.
     pub fn query(mut self, name: &'a str, value: impl ToString) -> Self {
         self.query.push((name, value.to_string()));
         self
     }
+    /// Sets the JSON body.
     pub fn body(mut self, body: Value) -> Self {
         self.body = Some(body);
         self
@@ -136,11 +159,14 @@ impl<'a> Call<'a> {
 
 /// An answer: the `Token` header (set on login) and the JSON body.
 pub struct Answer {
+    /// The `Token` header (a login's session token).
     pub token: Option<String>,
+    /// The body.
     pub body: bytes::Bytes,
 }
 
 impl Answer {
+    /// The body as `T`.
     pub fn json<T: DeserializeOwned>(&self) -> MmResult<T> {
         serde_json::from_slice(&self.body).map_err(|e| MattermostError::Protocol(e.to_string()))
     }
@@ -163,6 +189,7 @@ impl RestClient {
         })
     }
 
+    /// The client's limits.
     pub fn limits(&self) -> &RestLimits {
         &self.limits
     }

@@ -18,6 +18,7 @@ use super::model::MmUser;
 
 const NONCE_BYTES: usize = 12;
 
+/// Seals values under a key derived from the signing secret, and opens them.
 #[derive(Clone)]
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
@@ -30,6 +31,7 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
+    /// A sealer keyed from `secret` (its own HKDF label).
     pub fn new(secret: &[u8]) -> Self {
         let mut key = [0u8; 32];
         hkdf::Hkdf::<sha2::Sha256>::new(Some(b"mmsub"), secret)
@@ -74,9 +76,13 @@ impl Sealer {
 pub struct SealedSession {
     /// The Mattermost session token.
     pub token: String,
+    /// The user's id.
     pub id: String,
+    /// The user's name.
     pub username: String,
+    /// The user's email address.
     pub email: String,
+    /// The user's Mattermost roles (`system_user system_admin`…).
     pub roles: String,
 }
 
@@ -96,11 +102,15 @@ impl SealedSession {
 /// What a refresh token from `userGetToken` holds (sealed too).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SealedRefresh {
+    /// [`REFRESH_PURPOSE`]: a sealed session cannot pass for a refresh token.
     pub purpose: String,
+    /// Until when it may be redeemed (Unix seconds).
     pub expires_at: i64,
+    /// The sealed session it renews.
     pub session: String,
 }
 
+/// The purpose of a sealed refresh token.
 pub const REFRESH_PURPOSE: &str = "refresh";
 
 #[cfg(test)]
