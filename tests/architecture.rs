@@ -52,6 +52,18 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Every crate's `src/` with its `.rs` files.
+fn crate_sources() -> Vec<(PathBuf, Vec<PathBuf>)> {
+    CRATES
+        .iter()
+        .map(|(dir, _)| {
+            let src = root().join(dir).join("src");
+            let files = rust_files(&src);
+            (src, files)
+        })
+        .collect()
+}
+
 #[test]
 fn every_path_and_crate_the_architecture_names_exists() {
     let map = read(&root().join("ARCHITECTURE.md"));
@@ -284,10 +296,9 @@ fn target_file(src: &Path, from: &[String], path: &str) -> Option<PathBuf> {
 #[test]
 fn no_two_source_files_import_each_other() {
     let mut cycles = Vec::new();
-    for (dir, _) in CRATES {
-        let src = root().join(dir).join("src");
+    for (src, files) in crate_sources() {
         let mut imports: BTreeMap<PathBuf, BTreeSet<PathBuf>> = BTreeMap::new();
-        for file in rust_files(&src) {
+        for file in files {
             let module = module_of(&src, &file);
             for path in use_paths(&read(&file)) {
                 if let Some(target) = target_file(&src, &module, &path) {
@@ -314,8 +325,8 @@ fn no_two_source_files_import_each_other() {
 #[test]
 fn a_long_library_file_says_why_it_is_one_file() {
     let mut unexplained = Vec::new();
-    for (dir, _) in CRATES {
-        for file in rust_files(&root().join(dir).join("src")) {
+    for (_, files) in crate_sources() {
+        for file in files {
             let source = read(&file);
             let code = source
                 .split("#[cfg(test)]\nmod tests {")

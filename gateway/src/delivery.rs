@@ -39,6 +39,7 @@ impl Delivery {
     }
 
     /// Appends this delivery to `buf` as one text frame.
+    #[inline]
     pub fn push_to(&self, buf: &mut Vec<u8>) {
         frames::push_text_parts(buf, &self.prefix, &self.payload, Self::SUFFIX);
     }

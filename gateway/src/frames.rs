@@ -340,6 +340,7 @@ pub fn push_text(buf: &mut Vec<u8>, payload: &[u8]) {
 /// Appends one text frame whose message is `prefix`, `payload` and `suffix` in turn: the
 /// parts are spliced, not re-encoded (a subscription delivery: its prefix, the shared payload,
 /// its suffix).
+#[inline]
 pub fn push_text_parts(buf: &mut Vec<u8>, prefix: &[u8], payload: &[u8], suffix: &[u8]) {
     let len = prefix.len() + payload.len() + suffix.len();
     push_header(buf, OpCode::Text, len);
