@@ -32,13 +32,17 @@ use mmsub_relay::node::RelaySettings;
     about = "GraphQL chat gateway in front of Mattermost",
     args_conflicts_with_subcommands = true
 )]
+/// The command line: a role and its flags (no role: `serve`).
 pub struct Cli {
+    /// The role to run.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The flags of `serve` when no role is named.
     #[command(flatten)]
     pub serve: ServeArgs,
 }
 
+/// The roles `mmsub` runs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every role (API, relay, WebSocket gateway, and the Mattermost ingest when
@@ -77,6 +81,7 @@ pub enum BusKind {
     Kafka,
 }
 
+/// The flags of every role; each has an environment variable.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on for HTTP and WebSocket.
@@ -100,8 +105,10 @@ pub struct ServeArgs {
     /// Mattermost server URL. Unset: the embedded store is the chat backend.
     #[arg(long, env = "MATTERMOST_SERVER_URL")]
     pub mattermost_server_url: Option<String>,
+    /// Mattermost login id of the admin account mmsub administers accounts with.
     #[arg(long, env = "MATTERMOST_ADMIN_LOGIN_ID")]
     pub mattermost_admin_login_id: Option<String>,
+    /// That account's password.
     #[arg(long, env = "MATTERMOST_ADMIN_LOGIN_PASSWORD", hide_env_values = true)]
     pub mattermost_admin_login_password: Option<String>,
     /// Milliseconds one Mattermost request may take.
@@ -258,6 +265,7 @@ pub struct ServeArgs {
     /// Same-origin pages such as GraphiQL need none.
     #[arg(long, env = "MMSUB_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
+    /// The bus and the relay tier.
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -271,11 +279,13 @@ pub struct ClusterArgs {
     /// Kafka bootstrap servers, `host:port[,host:port…]`.
     #[arg(long, env = "MMSUB_KAFKA_BROKERS", default_value_t = KafkaSettings::default().brokers)]
     pub kafka_brokers: String,
+    /// The Kafka topic events are published to.
     #[arg(long, env = "MMSUB_KAFKA_TOPIC", default_value_t = KafkaSettings::default().topic)]
     pub kafka_topic: String,
     /// Partitions of the topic when this node creates it.
     #[arg(long, env = "MMSUB_KAFKA_PARTITIONS", default_value_t = KafkaSettings::default().partitions)]
     pub kafka_partitions: i32,
+    /// Replicas of each partition when this node creates the topic.
     #[arg(long, env = "MMSUB_KAFKA_REPLICATION_FACTOR", default_value_t = KafkaSettings::default().replication_factor)]
     pub kafka_replication_factor: i32,
     /// The relays' consumer group.
@@ -329,6 +339,7 @@ impl ServeArgs {
         self.into_role_config(Role::Serve)
     }
 
+    /// The configuration of `role`, checked: an impossible combination is refused with the reason.
     pub fn into_role_config(self, role: Role) -> anyhow::Result<ServerConfig> {
         let mattermost = self.mattermost_config()?;
         let cluster = &self.cluster;

@@ -6,6 +6,8 @@
 //! [`ServerConfig`]; [`roles`] builds each role; [`server::start`] serves it over HTTP, and is
 //! what `mmsub serve` runs and what the integration tests start.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod roles;
 pub mod secret;

@@ -16,6 +16,7 @@ use mmsub_relay::node::RelaySettings;
 /// Who may hold how many connections, and whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
+    /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// Concurrent HTTP connections per client address (503 beyond).
     pub max_http_per_client: usize,
@@ -49,27 +50,40 @@ impl Default for ConnectionSettings {
 /// The bus, resolved.
 #[derive(Debug, Clone)]
 pub enum BusConfig {
+    /// Within one process (`mmsub serve` only).
     InProcess,
+    /// A Kafka topic partitioned by channel, and the relay tier.
     Kafka(KafkaSettings),
 }
 
 /// Everything a server needs to start, resolved and checked.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// HTTP listen address.
     pub listen: SocketAddr,
+    /// Directory of the embedded store and generated secrets.
     pub data_dir: PathBuf,
+    /// The team: the embedded store's one team, or Mattermost's.
     pub team: String,
     /// Explicit signing secret; `None` means "the one generated in the data dir".
     pub jwt_secret: Option<String>,
     /// `None`: the embedded store is the chat backend.
     pub mattermost: Option<MattermostConfig>,
+    /// The Mattermost ingest's settings.
     pub ingest: IngestSettings,
+    /// The API node's settings.
     pub api: ApiSettings,
+    /// The WebSocket node's settings.
     pub gateway: GatewaySettings,
+    /// Which role this process runs.
     pub role: Role,
+    /// How events travel between the roles.
     pub bus: BusConfig,
+    /// The relay's settings (roles relay, and serve with Kafka).
     pub relay: RelaySettings,
+    /// The gateway's links to the relays.
     pub links: LinkSettings,
+    /// Connection limits of the HTTP front.
     pub connections: ConnectionSettings,
 }
 
