@@ -26,10 +26,6 @@ use async_graphql_value::{ConstValue, Name, Value};
 /// input check) follows. GraphiQL's introspection query nests 15 selections.
 pub const MAX_NESTING: usize = 64;
 
-/// The contract's fields that take `page: PageType`: without the argument they return a page
-/// of [`DEFAULT_PAGE_SIZE`].
-pub const PAGED_FIELDS: [&str; 3] = ["userList", "channelList", "getMessageList"];
-
 /// The page size a paged field has when its `page` argument does not say (the contract's).
 pub const DEFAULT_PAGE_SIZE: u64 = 10;
 
@@ -40,13 +36,23 @@ pub struct CostLimits {
     pub max_cost: u64,
     /// Deepest selection (fields within fields), through fragments.
     pub max_depth: usize,
-    /// Most [`PASSWORD_FIELDS`] one document may execute: each hashes a password, so a
+    /// Most [`FieldCosts::password_checks`] fields one document may execute: each hashes a password, so a
     /// document of 500 aliased guesses is refused whole instead of queueing 500 hashes.
     pub max_password_checks: u64,
+    /// The schema's costly fields.
+    pub fields: FieldCosts,
 }
 
-/// Fields that hash a password when they run.
-pub const PASSWORD_FIELDS: [&str; 3] = ["tokenAuth", "userGetToken", "userCreate"];
+/// Which root fields of the schema cost more than one field: the schema names them
+/// (`crate::schema::FIELD_COSTS`), the counter only counts.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldCosts {
+    /// Fields that take `page: PageType`: their selection counts once per item, and without
+    /// the argument they return a page of [`DEFAULT_PAGE_SIZE`].
+    pub paged: &'static [&'static str],
+    /// Root fields that hash a password when they run.
+    pub password_checks: &'static [&'static str],
+}
 
 /// Why a document was refused before it ran.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -225,7 +231,13 @@ impl Walk<'_> {
             });
         }
         self.charge(times)?;
-        if depth == 1 && PASSWORD_FIELDS.contains(&field.name.node.as_str()) {
+        if depth == 1
+            && self
+                .limits
+                .fields
+                .password_checks
+                .contains(&field.name.node.as_str())
+        {
             self.password_checks = self.password_checks.saturating_add(times);
             if self.password_checks > self.limits.max_password_checks {
                 return Err(CostError::TooManyPasswordChecks {
@@ -242,7 +254,9 @@ impl Walk<'_> {
         }
         let items = match field.get_argument("page") {
             Some(page) => self.page_size(&page.node),
-            None if PAGED_FIELDS.contains(&field.name.node.as_str()) => DEFAULT_PAGE_SIZE,
+            None if self.limits.fields.paged.contains(&field.name.node.as_str()) => {
+                DEFAULT_PAGE_SIZE
+            }
             None => 1,
         };
         self.selection_set(
@@ -326,6 +340,7 @@ mod tests {
         max_cost: 50_000,
         max_depth: 16,
         max_password_checks: 2,
+        fields: crate::schema::FIELD_COSTS,
     };
 
     fn cost(query: &str, variables: serde_json::Value) -> Result<u64, CostError> {

@@ -244,3 +244,31 @@ fn the_subscription_contract_names_the_schemas_own_field_and_arguments() {
     let names: Vec<&str> = args.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, [CHANNEL_ARGUMENT, RESUME_ARGUMENT]);
 }
+
+#[test]
+fn the_costly_fields_the_cost_counter_is_told_of_are_the_schemas_own() {
+    let ours = served();
+    let roots = [&ours["Query"], &ours["Mutation"]];
+    let signature = |field: &str| {
+        roots
+            .iter()
+            .find_map(|fields| fields.get(field))
+            .unwrap_or_else(|| panic!("{field} is not a root field"))
+            .clone()
+    };
+    for field in mmsub_api::schema::FIELD_COSTS.paged {
+        let (args, _) = split_signature(&signature(field));
+        assert!(
+            args.iter()
+                .any(|(name, ty)| name == "page" && ty == "PageType"),
+            "{field} takes page: PageType"
+        );
+    }
+    for field in mmsub_api::schema::FIELD_COSTS.password_checks {
+        let (args, _) = split_signature(&signature(field));
+        assert!(
+            args.iter().any(|(name, _)| name == "password"),
+            "{field} takes a password"
+        );
+    }
+}

@@ -575,6 +575,7 @@ const COST: CostLimits = CostLimits {
     max_cost: 50_000,
     max_depth: 16,
     max_password_checks: 2,
+    fields: mmsub_api::schema::FIELD_COSTS,
 };
 
 proptest! {

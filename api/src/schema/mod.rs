@@ -17,7 +17,7 @@ use mmsub_events::Bus;
 use crate::auth::{JwtKeys, Viewer};
 use crate::backend::{Actor, BackendError, ChatBackend, PageRequest};
 use crate::client::{ClientAddr, ClientSlots};
-use crate::cost::{self, CostError, CostLimits};
+use crate::cost::{self, CostError, CostLimits, FieldCosts};
 use crate::parsed_queries::ParsedQueries;
 use crate::settings::ApiSettings;
 use crate::throttle::{Throttle, Throttles};
@@ -25,6 +25,13 @@ pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::{contract as subscription_contract, Admission, GroupFeed, SubscriptionRoot};
 use types::PageType;
+
+/// The fields of this schema that cost more than one field when they run (`cost.rs`):
+/// `api/tests/contract_schema.rs` checks them against the served SDL.
+pub const FIELD_COSTS: FieldCosts = FieldCosts {
+    paged: &["userList", "channelList", "getMessageList"],
+    password_checks: &["tokenAuth", "userGetToken", "userCreate"],
+};
 
 /// The contract's schema.
 pub type MmsubSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -89,6 +96,7 @@ impl AppState {
             max_cost: self.settings.max_query_complexity as u64,
             max_depth: self.settings.max_query_depth,
             max_password_checks: self.settings.max_password_checks_per_request,
+            fields: FIELD_COSTS,
         };
         let variables = std::mem::take(&mut request.variables);
         let counted = match request.parsed_query() {
