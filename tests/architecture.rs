@@ -215,13 +215,10 @@ fn use_paths(source: &str) -> Vec<String> {
     let mut paths = Vec::new();
     let mut rest = code;
     while let Some(at) = rest.find("use ") {
-        let before = &rest[..at];
-        let starts_line = before.is_empty()
-            || before.ends_with('\n')
-            || before.ends_with("pub ")
-            || before.ends_with("pub(crate) ")
-            || before.ends_with("pub(super) ")
-            || before.trim_end_matches(' ').ends_with('\n');
+        // A declaration: only visibility may stand before `use` on its line.
+        let line_start = rest[..at].rfind('\n').map_or(0, |n| n + 1);
+        let starts_line =
+            ["", "pub", "pub(crate)", "pub(super)"].contains(&rest[line_start..at].trim());
         let tail = &rest[at + 4..];
         let Some(end) = tail.find(';') else { break };
         if starts_line {

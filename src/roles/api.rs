@@ -1,7 +1,6 @@
 //! `mmsub api`: a stateless API node. GraphQL over HTTP on Mattermost; every new message is
 //! published to Kafka.
 
-use mmsub_events::FanoutHub;
 use tokio_util::sync::CancellationToken;
 
 use super::{parts, Node};
@@ -11,7 +10,7 @@ use crate::settings::ServerConfig;
 /// Builds an API node.
 pub async fn build(config: &ServerConfig, _shutdown: &CancellationToken) -> anyhow::Result<Node> {
     let secret = resolve_jwt_secret(config)?;
-    let bus = parts::bus(Some(parts::cluster_kafka(config)?), &FanoutHub::new()).await?;
+    let bus = parts::kafka_bus(parts::cluster_kafka(config)?).await?;
     let backend = parts::mattermost(config, &secret).await?;
     Ok(Node {
         graphql: Some(parts::api_state(config, &secret, backend, bus)),

@@ -13,7 +13,7 @@ use crate::settings::ServerConfig;
 pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow::Result<Node> {
     let secret = resolve_jwt_secret(config)?;
     let hub = FanoutHub::new();
-    let bus = parts::bus(Some(parts::cluster_kafka(config)?), &hub).await?;
+    let bus = parts::kafka_bus(parts::cluster_kafka(config)?).await?;
     let backend = parts::mattermost(config, &secret).await?;
     let api = parts::api_state(config, &secret, backend, bus);
     let mut node = Node::default();

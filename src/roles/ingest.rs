@@ -3,7 +3,6 @@
 //! subscribers are on other nodes.
 
 use mmsub_api::backend::mattermost::ingest::CatchUp;
-use mmsub_events::FanoutHub;
 use tokio_util::sync::CancellationToken;
 
 use super::{parts, Node};
@@ -13,7 +12,7 @@ use crate::settings::ServerConfig;
 /// Builds an ingest node.
 pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow::Result<Node> {
     let secret = resolve_jwt_secret(config)?;
-    let bus = parts::bus(Some(parts::cluster_kafka(config)?), &FanoutHub::new()).await?;
+    let bus = parts::kafka_bus(parts::cluster_kafka(config)?).await?;
     let backend = parts::mattermost(config, &secret).await?;
     parts::start_ingest(config, backend, bus, CatchUp::ChangedChannels, shutdown);
     Ok(Node::default())

@@ -35,13 +35,16 @@ pub async fn bus(
     kafka: Option<&KafkaSettings>,
     hub: &Arc<FanoutHub>,
 ) -> anyhow::Result<Arc<dyn Bus>> {
-    Ok(match kafka {
-        None => Arc::new(InProcessBus::new(hub.clone())),
-        Some(kafka) => {
-            tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, "connecting to Kafka");
-            Arc::new(KafkaBus::connect(kafka).await?)
-        }
-    })
+    match kafka {
+        None => Ok(Arc::new(InProcessBus::new(hub.clone()))),
+        Some(kafka) => kafka_bus(kafka).await,
+    }
+}
+
+/// The Kafka bus of a cluster role.
+pub async fn kafka_bus(kafka: &KafkaSettings) -> anyhow::Result<Arc<dyn Bus>> {
+    tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, "connecting to Kafka");
+    Ok(Arc::new(KafkaBus::connect(kafka).await?))
 }
 
 /// The Mattermost backend that cluster roles require.

@@ -382,21 +382,7 @@ pub fn assert_text(value: &Value, pointer: &str, needle: &str) {
 
 /// A masked client frame, for tests that send what a well-behaved client library would not.
 pub fn raw_client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x11, 0x22, 0x33, 0x44];
-    let mut frame = vec![first_byte];
-    let len = payload.len();
-    if len < 126 {
-        frame.push(0x80 | len as u8);
-    } else if u16::try_from(len).is_ok() {
-        frame.push(0x80 | 126);
-        frame.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        frame.push(0x80 | 127);
-        frame.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
+    crate::ws_frame::masked_frame(first_byte, payload, None)
 }
 
 /// `mmsub serve` as its own process (the binary this package builds), for tests that measure

@@ -12,3 +12,5 @@ mod persistence;
 mod socket_tokens;
 mod throttles;
 mod transport_ws;
+#[path = "../support/ws_frame.rs"]
+mod ws_frame;

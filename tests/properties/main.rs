@@ -8,6 +8,8 @@
 //! wire decoder, token parsing, and the query cost counter.
 
 mod alloc;
+#[path = "../support/ws_frame.rs"]
+mod ws_frame;
 
 use std::time::Duration;
 
@@ -45,26 +47,6 @@ const LIMITS: FrameLimits = FrameLimits {
     max_message_bytes: 4096,
 };
 
-/// A client frame: masked, with any first byte (FIN, RSV bits, opcode) and a length field
-/// that may lie about the payload.
-fn client_frame(first: u8, payload: &[u8], claimed_len: Option<u64>) -> Vec<u8> {
-    let mask = [0x5a, 0x01, 0xc3, 0x7e];
-    let len = claimed_len.unwrap_or(payload.len() as u64);
-    let mut frame = vec![first];
-    if len < 126 {
-        frame.push(0x80 | len as u8);
-    } else if u16::try_from(len).is_ok() {
-        frame.push(0x80 | 126);
-        frame.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        frame.push(0x80 | 127);
-        frame.extend_from_slice(&len.to_be_bytes());
-    }
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
-}
-
 fn near_valid_frame() -> impl Strategy<Value = Vec<u8>> {
     let first = prop_oneof![
         Just(0x81u8),
@@ -95,7 +77,8 @@ fn near_valid_frame() -> impl Strategy<Value = Vec<u8>> {
         1 => any::<u64>().prop_map(Some),
         1 => (0u64..70_000).prop_map(Some),
     ];
-    (first, payload, lie).prop_map(|(first, payload, lie)| client_frame(first, &payload, lie))
+    (first, payload, lie)
+        .prop_map(|(first, payload, lie)| ws_frame::masked_frame(first, &payload, lie))
 }
 
 /// Everything the reader makes of `bytes`, fed in pieces of `chunk` bytes, up to the first
@@ -168,7 +151,7 @@ proptest! {
             for (i, piece) in pieces.iter().enumerate() {
                 let opcode = if i == 0 { 0x01 } else { 0x00 };
                 let fin = if i + 1 == pieces.len() { 0x80 } else { 0 };
-                bytes.extend(client_frame(opcode | fin, piece, None));
+                bytes.extend(ws_frame::masked_frame(opcode | fin, piece, None));
             }
         }
         let read: Vec<String> = read_all(&bytes, chunk)

@@ -343,23 +343,6 @@ impl Session {
         }
     }
 
-    /// Takes `connection_init`'s credentials: acknowledged unless they are refused.
-    pub(crate) fn initialise(&mut self, credentials: Credentials) -> Result<(), TokenError> {
-        self.init_received = true;
-        match credentials {
-            Credentials::Token(token) => {
-                self.viewer = Viewer::from_token(self.gateway.jwt(), Some(&token));
-            }
-            Credentials::NotAToken => self.viewer = Viewer::Rejected(TokenError::Invalid),
-            Credentials::Absent => {}
-        }
-        if let Viewer::Rejected(e) = &self.viewer {
-            return Err(e.clone());
-        }
-        self.acknowledged = true;
-        Ok(())
-    }
-
     /// Whether the connection's token expires on it (`--ws-tokens-never-expire` says no).
     fn tokens_expire(&self) -> bool {
         !self.gateway.settings().tokens_never_expire
@@ -404,7 +387,19 @@ impl Connection for Session {
     }
 
     fn initialise(&mut self, credentials: Credentials) -> Result<(), TokenError> {
-        Session::initialise(self, credentials)
+        self.init_received = true;
+        match credentials {
+            Credentials::Token(token) => {
+                self.viewer = Viewer::from_token(self.gateway.jwt(), Some(&token));
+            }
+            Credentials::NotAToken => self.viewer = Viewer::Rejected(TokenError::Invalid),
+            Credentials::Absent => {}
+        }
+        if let Viewer::Rejected(e) = &self.viewer {
+            return Err(e.clone());
+        }
+        self.acknowledged = true;
+        Ok(())
     }
 
     fn has_operation(&self, id: &str) -> bool {
