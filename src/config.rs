@@ -21,6 +21,8 @@ use mmsub_api::client::TrustedProxies;
 use mmsub_api::throttle::RateLimit;
 use mmsub_api::ApiSettings;
 use mmsub_gateway::GatewaySettings;
+use mmsub_history::config::parse_consistency;
+use mmsub_history::{HistoryConfig, Replication};
 use mmsub_relay::kafka::KafkaSettings;
 use mmsub_relay::link::LinkSettings;
 use mmsub_relay::node::RelaySettings;
@@ -268,6 +270,99 @@ pub struct ServeArgs {
     /// The bus and the relay tier.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// The history tier (ScyllaDB).
+    #[command(flatten)]
+    pub history: HistoryArgs,
+}
+
+/// The history tier: ScyllaDB in front of Mattermost for history, last messages and resumes.
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// ScyllaDB contact points, `host:port[,host:port…]`. Unset: no history tier (reads go to
+    /// the chat backend). Needs Mattermost: the embedded store keeps its own history.
+    #[arg(long, env = "MMSUB_SCYLLA_NODES")]
+    pub scylla_nodes: Option<String>,
+    /// The keyspace, created at start-up if missing.
+    #[arg(long, env = "MMSUB_SCYLLA_KEYSPACE", default_value = "mmsub")]
+    pub scylla_keyspace: String,
+    /// Replication of a keyspace this node creates: `simple:N` (development) or
+    /// `DC:N[,DC:N…]` (`NetworkTopologyStrategy`, production).
+    #[arg(long, env = "MMSUB_SCYLLA_REPLICATION", default_value = "simple:1")]
+    pub scylla_replication: String,
+    /// The datacenter whose nodes are asked first (and only: no failover to others).
+    #[arg(long, env = "MMSUB_SCYLLA_LOCAL_DATACENTER")]
+    pub scylla_local_datacenter: Option<String>,
+    /// Consistency of reads (`LOCAL_ONE`, `LOCAL_QUORUM`, `QUORUM`, …).
+    #[arg(
+        long,
+        env = "MMSUB_SCYLLA_READ_CONSISTENCY",
+        default_value = "LOCAL_QUORUM"
+    )]
+    pub scylla_read_consistency: String,
+    /// Consistency of writes.
+    #[arg(
+        long,
+        env = "MMSUB_SCYLLA_WRITE_CONSISTENCY",
+        default_value = "LOCAL_QUORUM"
+    )]
+    pub scylla_write_consistency: String,
+    /// Milliseconds one ScyllaDB request may take before the read falls back to Mattermost.
+    #[arg(long, env = "MMSUB_SCYLLA_TIMEOUT_MS", default_value_t = 2000)]
+    pub scylla_timeout_ms: u64,
+    /// Days of history kept (the tables' TTL).
+    #[arg(long, env = "MMSUB_SCYLLA_RETENTION_DAYS", default_value_t = 30)]
+    pub scylla_retention_days: u64,
+    /// Hours of posts in one partition of a channel.
+    #[arg(long, env = "MMSUB_SCYLLA_BUCKET_HOURS", default_value_t = 24)]
+    pub scylla_bucket_hours: u64,
+    /// `PasswordAuthenticator` user name.
+    #[arg(long, env = "MMSUB_SCYLLA_USERNAME")]
+    pub scylla_username: Option<String>,
+    /// Its password.
+    #[arg(long, env = "MMSUB_SCYLLA_PASSWORD", hide_env_values = true)]
+    pub scylla_password: Option<String>,
+}
+
+impl HistoryArgs {
+    /// The history tier's settings, if `--scylla-nodes` is set.
+    pub fn config(&self) -> anyhow::Result<Option<HistoryConfig>> {
+        let Some(nodes) = self
+            .scylla_nodes
+            .as_deref()
+            .filter(|n| !n.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let nodes: Vec<String> = nodes
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let mut config = HistoryConfig::development(nodes);
+        config.keyspace.clone_from(&self.scylla_keyspace);
+        config.replication =
+            Replication::parse(&self.scylla_replication).map_err(anyhow::Error::msg)?;
+        config.local_datacenter = self
+            .scylla_local_datacenter
+            .clone()
+            .filter(|d| !d.is_empty());
+        config.read_consistency =
+            parse_consistency(&self.scylla_read_consistency).map_err(anyhow::Error::msg)?;
+        config.write_consistency =
+            parse_consistency(&self.scylla_write_consistency).map_err(anyhow::Error::msg)?;
+        config.request_timeout = Duration::from_millis(self.scylla_timeout_ms.max(1));
+        config.retention = Duration::from_secs(self.scylla_retention_days.max(1) * 24 * 3600);
+        config.bucket_width = Duration::from_secs(self.scylla_bucket_hours.max(1) * 3600);
+        config.credentials = match (&self.scylla_username, &self.scylla_password) {
+            (Some(user), Some(password)) if !user.is_empty() => {
+                Some((user.clone(), password.clone()))
+            }
+            (None, None) => None,
+            _ => bail!("--scylla-username and --scylla-password go together"),
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(Some(config))
+    }
 }
 
 /// The bus and the relay tier (`--bus kafka`).
@@ -342,6 +437,10 @@ impl ServeArgs {
     /// The configuration of `role`, checked: an impossible combination is refused with the reason.
     pub fn into_role_config(self, role: Role) -> anyhow::Result<ServerConfig> {
         let mattermost = self.mattermost_config()?;
+        let history = self.history.config()?;
+        if history.is_some() && mattermost.is_none() {
+            bail!("--scylla-nodes (MMSUB_SCYLLA_NODES) puts ScyllaDB in front of Mattermost: set MATTERMOST_SERVER_URL too (the embedded store keeps its own history)");
+        }
         let cluster = &self.cluster;
         let bus = match cluster.bus {
             BusKind::InProcess if role != Role::Serve => bail!(
@@ -504,6 +603,7 @@ impl ServeArgs {
             relay,
             links,
             connections,
+            history,
         })
     }
 

@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub links: LinkSettings,
     /// Connection limits of the HTTP front.
     pub connections: ConnectionSettings,
+    /// The history tier (ScyllaDB), when configured.
+    pub history: Option<mmsub_history::HistoryConfig>,
 }
 
 impl ServerConfig {
@@ -104,6 +106,7 @@ impl ServerConfig {
             relay: RelaySettings::default(),
             links: LinkSettings::default(),
             connections: ConnectionSettings::default(),
+            history: None,
         }
     }
 }

@@ -13,14 +13,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The workspace's crates: their directory and their crate name in Rust paths.
-const CRATES: [(&str, &str); 7] = [
+const CRATES: [(&str, &str); 9] = [
     ("events", "mmsub-events"),
     ("api", "mmsub-api"),
+    ("history", "mmsub-history"),
     ("relay", "mmsub-relay"),
     ("gateway", "mmsub-gateway"),
     (".", "mmsub"),
     ("loadtest", "mmsub-loadtest"),
     ("tests/mattermost-standin", "mattermost-standin"),
+    ("tests/scylla-standin", "scylla-standin"),
 ];
 
 /// Past this many lines, a file says at its top why it is one file.

@@ -11,7 +11,10 @@ use crate::settings::ServerConfig;
 pub async fn build(config: &ServerConfig, _shutdown: &CancellationToken) -> anyhow::Result<Node> {
     let secret = resolve_jwt_secret(config)?;
     let bus = parts::kafka_bus(parts::cluster_kafka(config)?).await?;
-    let backend = parts::mattermost(config, &secret).await?;
+    let backend = parts::with_history(
+        parts::mattermost(config, &secret).await?,
+        parts::history(config).as_ref(),
+    );
     Ok(Node {
         graphql: Some(parts::api_state(config, &secret, backend, bus)),
         ..Node::default()

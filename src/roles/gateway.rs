@@ -14,7 +14,10 @@ pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyho
     let secret = resolve_jwt_secret(config)?;
     let hub = FanoutHub::new();
     let bus = parts::kafka_bus(parts::cluster_kafka(config)?).await?;
-    let backend = parts::mattermost(config, &secret).await?;
+    let backend = parts::with_history(
+        parts::mattermost(config, &secret).await?,
+        parts::history(config).as_ref(),
+    );
     let api = parts::api_state(config, &secret, backend, bus);
     let mut node = Node::default();
     parts::start_gateway(config, &api, hub, &mut node, shutdown);

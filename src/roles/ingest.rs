@@ -14,6 +14,14 @@ pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyho
     let secret = resolve_jwt_secret(config)?;
     let bus = parts::kafka_bus(parts::cluster_kafka(config)?).await?;
     let backend = parts::mattermost(config, &secret).await?;
-    parts::start_ingest(config, backend, bus, CatchUp::ChangedChannels, shutdown);
+    let history = parts::history(config);
+    parts::start_ingest(
+        config,
+        backend,
+        bus,
+        CatchUp::ChangedChannels,
+        history.as_ref(),
+        shutdown,
+    );
     Ok(Node::default())
 }

@@ -10,6 +10,7 @@ use mmsub_api::backend::ChatBackend;
 use mmsub_api::{build_schema, AppState, MmsubSchema};
 use mmsub_events::{Bus, FanoutHub, InProcessBus};
 use mmsub_gateway::Gateway;
+use mmsub_history::{History, HistoryBackend, IngestHistory};
 use mmsub_relay::kafka::{KafkaBus, KafkaSettings};
 use mmsub_relay::link::RelayLinks;
 use tokio_util::sync::CancellationToken;
@@ -73,21 +74,46 @@ pub fn embedded(config: &ServerConfig) -> anyhow::Result<Arc<dyn ChatBackend>> {
     )?))
 }
 
-/// Runs the Mattermost ingest: posts made in Mattermost become events on `bus`.
+/// Runs the Mattermost ingest: posts made in Mattermost become events on `bus`, and, with
+/// the history tier, keep its cache current.
 pub fn start_ingest(
     config: &ServerConfig,
     backend: Arc<MattermostBackend>,
     bus: Arc<dyn Bus>,
     catch_up: ingest::CatchUp,
+    history: Option<&Arc<History>>,
     shutdown: &CancellationToken,
 ) {
+    let observer =
+        history.map(|h| Arc::new(IngestHistory::new(h.clone())) as Arc<dyn ingest::Observer>);
     tokio::spawn(ingest::run(
         backend,
         bus,
         catch_up,
         config.ingest.clone(),
+        observer,
         shutdown.clone(),
     ));
+}
+
+/// The history tier, when configured: it connects in the background, and reads fall back to
+/// Mattermost until it answers.
+pub fn history(config: &ServerConfig) -> Option<Arc<History>> {
+    config.history.clone().map(|history| {
+        tracing::info!(nodes = ?history.nodes, keyspace = %history.keyspace, "history tier: ScyllaDB");
+        History::start(history)
+    })
+}
+
+/// The Mattermost backend, behind the history tier when there is one.
+pub fn with_history(
+    backend: Arc<MattermostBackend>,
+    history: Option<&Arc<History>>,
+) -> Arc<dyn ChatBackend> {
+    match history {
+        Some(history) => Arc::new(HistoryBackend::new(backend, history.clone())),
+        None => backend,
+    }
 }
 
 /// The API's node state and the schema over it.

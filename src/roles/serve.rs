@@ -31,8 +31,16 @@ pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyho
         } else {
             CatchUp::ChangedChannels
         };
-        parts::start_ingest(config, backend.clone(), bus.clone(), catch_up, shutdown);
-        backend
+        let history = parts::history(config);
+        parts::start_ingest(
+            config,
+            backend.clone(),
+            bus.clone(),
+            catch_up,
+            history.as_ref(),
+            shutdown,
+        );
+        parts::with_history(backend, history.as_ref())
     } else {
         parts::embedded(config)?
     };

@@ -2,6 +2,7 @@
 
 mod groups;
 mod helpers;
+mod history;
 mod hostile;
 mod http_contract;
 mod legacy_ws;

@@ -5,24 +5,12 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cql::{self, CreateTable, Statement};
-use crate::data::Partition;
+use crate::data::{Table, Write};
 use crate::error::CqlError;
-use crate::query::Write;
 use crate::schema::{
     checked_replication, is_system_keyspace, Keyspace, Kind, TableSchema, SYSTEM_TABLES,
 };
 use crate::types::encode_collection;
-
-/// A table and its partitions, by encoded partition key.
-#[derive(Debug, Clone)]
-pub struct Table {
-    /// Its definition.
-    pub schema: TableSchema,
-    /// Its data.
-    pub partitions: BTreeMap<Vec<u8>, Partition>,
-    /// Writes since the last purge of expired and shadowed data.
-    pub writes_since_purge: u32,
-}
 
 /// What a schema change did, for the `SCHEMA_CHANGE` result and event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -435,7 +423,7 @@ impl Store {
                 row[index] = Write::Value(value.clone());
             }
         }
-        crate::query::upsert(table, &row, timestamp, None, true, 0);
+        crate::data::upsert(table, &row, timestamp, None, true, 0);
     }
 
     /// Deletes the rows of a `system_schema` table under a partition and clustering prefix.
@@ -447,7 +435,7 @@ impl Store {
         else {
             return;
         };
-        crate::query::delete_prefix(table, partition, clustering, timestamp);
+        crate::data::delete_prefix(table, partition, clustering, timestamp);
     }
 }
 

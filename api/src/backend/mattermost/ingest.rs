@@ -11,6 +11,9 @@
 //! from the newest post it had seen (less an overlap for clock skew). Anything published twice
 //! (the overlap, or a post this server sent and then saw on the socket) is dropped by the hub
 //! by post id, so each subscriber gets each post once.
+//!
+//! An [`Observer`] (the history tier) hears what the ingest hears: when it is connected and
+//! caught up, every post, and the `post_edited` / `post_deleted` events that change history.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +57,22 @@ impl Default for IngestSettings {
     }
 }
 
+/// What hears the ingest's events besides the bus: the history tier keeps its cache with
+/// them, and counts a channel's cache as complete only while the ingest is connected.
+#[async_trait::async_trait]
+pub trait Observer: Send + Sync {
+    /// The socket is up and the catch-up after it is done: from now on every event is heard.
+    async fn connected(&self);
+    /// The socket is down: events may be missed until the next [`Observer::connected`].
+    async fn disconnected(&self);
+    /// A post was made (also each post of a catch-up).
+    async fn posted(&self, post: &ChannelPost);
+    /// A post's text changed at `edited_at` (ms).
+    async fn edited(&self, post: &crate::backend::Post, edited_at: i64);
+    /// A post was deleted at `deleted_at` (ms).
+    async fn deleted(&self, channel_id: &str, post_id: &str, create_at: i64, deleted_at: i64);
+}
+
 /// Which channels to catch up after a reconnect.
 #[derive(Clone)]
 pub enum CatchUp {
@@ -79,6 +98,7 @@ pub async fn run(
     bus: Arc<dyn Bus>,
     catch_up: CatchUp,
     settings: IngestSettings,
+    observer: Option<Arc<dyn Observer>>,
     shutdown: CancellationToken,
 ) {
     let mut ingest = Ingest {
@@ -87,6 +107,7 @@ pub async fn run(
         catch_up_scope: catch_up,
         settings,
         newest_seen: None,
+        observer,
     };
     let mut backoff = ingest.settings.reconnect_min;
     loop {
@@ -94,6 +115,9 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             outcome = ingest.connection() => outcome,
         };
+        if let Some(observer) = &ingest.observer {
+            observer.disconnected().await;
+        }
         match outcome {
             Ok(()) => {
                 tracing::warn!("Mattermost WebSocket closed; reconnecting");
@@ -118,6 +142,7 @@ struct Ingest {
     settings: IngestSettings,
     /// `create_at` of the newest post seen (Mattermost's clock); `None` before the first hello.
     newest_seen: Option<i64>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Ingest {
@@ -162,6 +187,9 @@ impl Ingest {
             Some(newest) => self.catch_up(newest).await?,
             None => self.newest_seen = Some(crate::clock::unix_millis()),
         }
+        if let Some(observer) = &self.observer {
+            observer.connected().await;
+        }
         let idle = self.settings.idle_timeout;
         let mut pinged = false;
         loop {
@@ -180,8 +208,10 @@ impl Ingest {
             let Ok(event) = serde_json::from_str::<SocketEvent>(&text) else {
                 continue;
             };
-            if event.event == "posted" {
-                self.posted(&event.data).await;
+            match event.event.as_str() {
+                "posted" => self.posted(&event.data).await,
+                "post_edited" | "post_deleted" => self.changed(&event.event, &event.data).await,
+                _ => {}
             }
         }
     }
@@ -207,17 +237,61 @@ impl Ingest {
         }
     }
 
+    /// `post_edited` / `post_deleted`: history changes (subscribers are not told: the
+    /// contract has no edit or delete event).
+    async fn changed(&mut self, kind: &str, data: &Value) {
+        let Some(observer) = self.observer.clone() else {
+            return;
+        };
+        let Some(post) = data["post"]
+            .as_str()
+            .and_then(|p| serde_json::from_str::<MmPost>(p).ok())
+        else {
+            tracing::warn!(kind, "an event without a readable post was skipped");
+            return;
+        };
+        if kind == "post_deleted" {
+            let at = if post.delete_at > 0 {
+                post.delete_at
+            } else {
+                post.update_at
+            };
+            observer
+                .deleted(
+                    &post.channel_id,
+                    &post.id,
+                    post.create_at,
+                    at.max(post.create_at),
+                )
+                .await;
+            return;
+        }
+        let admin: &super::MattermostUserProxy = self.backend.admin();
+        match self.backend.with_authors(admin, vec![post.clone()]).await {
+            Ok(posts) => {
+                for edited in posts {
+                    observer
+                        .edited(&edited, post.update_at.max(post.create_at))
+                        .await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "an edited post's author could not be read"),
+        }
+    }
+
     async fn publish(&mut self, channel: Channel, posts: Vec<MmPost>) -> anyhow::Result<()> {
         let admin: &super::MattermostUserProxy = self.backend.admin();
         let posts = self.backend.with_authors(admin, posts).await?;
         for post in posts {
             self.newest_seen = Some(self.newest_seen.unwrap_or(0).max(post.create_at));
-            let event = ChannelPost {
+            let made = ChannelPost {
                 channel: channel.clone(),
                 post,
+            };
+            if let Some(observer) = &self.observer {
+                observer.posted(&made).await;
             }
-            .to_event();
-            self.bus.publish(event).await?;
+            self.bus.publish(made.to_event()).await?;
         }
         Ok(())
     }

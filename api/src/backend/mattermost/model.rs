@@ -104,6 +104,9 @@ pub struct MmPost {
     /// Mattermost's post type (empty for plain text).
     #[serde(default, rename = "type")]
     pub post_type: String,
+    /// When it was last changed (milliseconds; an edit or a deletion moves it).
+    #[serde(default)]
+    pub update_at: i64,
 }
 
 impl MmPost {

@@ -16,27 +16,15 @@ mod restrict;
 mod write;
 
 pub use prepare::prepare;
-pub use write::{delete_prefix, upsert};
 
 use read::select as read_rows;
 use write::{delete, insert, update};
 
 use crate::cql::{Literal, Parsed, Statement, TableName, Term};
+use crate::data::Write;
 use crate::error::CqlError;
 use crate::store::{ChangeType, SchemaChanged, Store};
 use crate::types::CqlType;
-
-/// A bound value, as the protocol carries it (spec section 4.1.4: `[value]` is a value, null,
-/// or "not set").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Write {
-    /// Not set: leave the column as it is.
-    Unset,
-    /// Null: delete the cell.
-    Null,
-    /// A value.
-    Value(Vec<u8>),
-}
 
 /// The parameters of one execution.
 #[derive(Debug, Default)]

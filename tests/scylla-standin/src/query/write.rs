@@ -1,10 +1,10 @@
 //! INSERT, UPDATE and DELETE.
 
 use crate::cql::{Operand, Operator, Relation, Term, Using};
-use crate::data::{clustering_bytes, partition_bytes, Cell, Partition, Row, Slice};
+use crate::data::{partition_bytes, Partition};
 use crate::error::{unsupported, CqlError};
 use crate::schema::{Kind, TableSchema};
-use crate::store::{Store, Table};
+use crate::store::Store;
 
 use super::restrict::{restrict, Clustering};
 use super::{int_term, required, resolve, Execution, Write};
@@ -38,118 +38,6 @@ fn write_parameters(
         None => default_ttl,
     };
     Ok((timestamp, ttl))
-}
-
-/// Writes one row: `row` has one entry per column (keys must be values). Sets the row marker
-/// when `marker` (INSERT does, UPDATE does not).
-pub fn upsert(
-    table: &mut Table,
-    row: &[Write],
-    timestamp: i64,
-    ttl: Option<i32>,
-    marker: bool,
-    now: i64,
-) {
-    let schema = &table.schema;
-    let value = |index: usize| match &row[index] {
-        Write::Value(v) => v.clone(),
-        _ => Vec::new(),
-    };
-    let pk: Vec<Vec<u8>> = schema.partition_key.iter().map(|&i| value(i)).collect();
-    let ck: Vec<Vec<u8>> = schema.clustering.iter().map(|&i| value(i)).collect();
-    let encoded = clustering_bytes(schema, &ck);
-    let ttl = ttl.filter(|t| *t > 0);
-    let expires_at = ttl.map(|t| now + i64::from(t));
-    let regular: Vec<(usize, Cell)> = schema
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.kind == Kind::Regular)
-        .filter_map(|(i, _)| match &row[i] {
-            Write::Unset => None,
-            Write::Null => Some((
-                i,
-                Cell {
-                    value: None,
-                    timestamp,
-                    expires_at: None,
-                    ttl: None,
-                },
-            )),
-            Write::Value(v) => Some((
-                i,
-                Cell {
-                    value: Some(v.clone()),
-                    timestamp,
-                    expires_at,
-                    ttl,
-                },
-            )),
-        })
-        .collect();
-    let partition = table
-        .partitions
-        .entry(partition_bytes(&pk))
-        .or_insert_with(|| Partition {
-            key: pk,
-            ..Partition::default()
-        });
-    let target = partition.rows.entry(encoded).or_insert_with(|| Row {
-        key: ck,
-        ..Row::default()
-    });
-    if marker {
-        let new = Cell {
-            value: Some(Vec::new()),
-            timestamp,
-            expires_at,
-            ttl,
-        };
-        target.marker = Some(match target.marker.take() {
-            Some(old) => old.reconcile(new, now),
-            None => new,
-        });
-    }
-    for (index, cell) in regular {
-        let merged = match target.cells.remove(&index) {
-            Some(old) => old.reconcile(cell, now),
-            None => cell,
-        };
-        target.cells.insert(index, merged);
-    }
-    table.writes_since_purge += 1;
-    if table.writes_since_purge >= 256 {
-        table.writes_since_purge = 0;
-        for partition in table.partitions.values_mut() {
-            partition.purge(now);
-        }
-    }
-}
-
-/// Deletes the rows under a partition and a clustering prefix (empty: the whole partition).
-pub fn delete_prefix(table: &mut Table, pk: &[Vec<u8>], ck: &[Vec<u8>], timestamp: i64) {
-    let full_row = ck.len() == table.schema.clustering.len();
-    let encoded = clustering_bytes(&table.schema, ck);
-    let partition = table
-        .partitions
-        .entry(partition_bytes(pk))
-        .or_insert_with(|| Partition {
-            key: pk.to_vec(),
-            ..Partition::default()
-        });
-    if ck.is_empty() {
-        partition.deleted_at = partition.deleted_at.max(Some(timestamp));
-    } else if full_row {
-        let row = partition.rows.entry(encoded).or_insert_with(|| Row {
-            key: ck.to_vec(),
-            ..Row::default()
-        });
-        row.deleted_at = row.deleted_at.max(Some(timestamp));
-    } else {
-        partition
-            .range_tombstones
-            .push((Slice::prefix(encoded), timestamp));
-    }
 }
 
 pub(super) fn insert(
@@ -188,7 +76,7 @@ pub(super) fn insert(
     let (timestamp, ttl) = write_parameters(store, using, schema.default_ttl, exec)?;
     let now = store.now_seconds();
     let table = store.table_for_write(keyspace, name)?;
-    upsert(table, &row, timestamp, Some(ttl), true, now);
+    crate::data::upsert(table, &row, timestamp, Some(ttl), true, now);
     Ok(())
 }
 
@@ -253,7 +141,7 @@ pub(super) fn update(
     let (timestamp, ttl) = write_parameters(store, using, schema.default_ttl, exec)?;
     let now = store.now_seconds();
     let table = store.table_for_write(keyspace, name)?;
-    upsert(table, &row, timestamp, Some(ttl), false, now);
+    crate::data::upsert(table, &row, timestamp, Some(ttl), false, now);
     Ok(())
 }
 
@@ -281,7 +169,7 @@ pub(super) fn delete(
         }
         let now = store.now_seconds();
         let table = store.table_for_write(keyspace, name)?;
-        upsert(table, &row, timestamp, None, false, now);
+        crate::data::upsert(table, &row, timestamp, None, false, now);
         return Ok(());
     }
     let restriction = restrict(&schema, relations, exec)?;
@@ -292,7 +180,7 @@ pub(super) fn delete(
     };
     let table = store.table_for_write(keyspace, name)?;
     match restriction.clustering {
-        Clustering::Prefix(ck) => delete_prefix(table, pk, &ck, timestamp),
+        Clustering::Prefix(ck) => crate::data::delete_prefix(table, pk, &ck, timestamp),
         Clustering::Range(slice) => {
             let encoded = partition_bytes(pk);
             let partition = table

@@ -3,8 +3,9 @@
 //! events pushed to connections that sent `REGISTER`.
 //!
 //! Layout: this file holds the connection loop and framing, `session` answers requests,
-//! `results` builds result bodies.
+//! `request` decodes statement bodies, `results` builds result bodies.
 
+mod request;
 mod results;
 mod session;
 

@@ -8,36 +8,31 @@ use cassandra_protocol::frame::events::{
 use cassandra_protocol::frame::message_result::{
     ColSpec, RowsMetadata, RowsMetadataFlags, TableSpec,
 };
-use cassandra_protocol::query::QueryValues;
-use cassandra_protocol::types::value::Value;
 use cassandra_protocol::types::CBytes;
 
+use super::request::Values;
 use crate::cql::Parsed;
+use crate::data::Write;
 use crate::error::CqlError;
-use crate::query::Write;
 use crate::store::{ChangeType, SchemaChanged};
 use crate::types::CqlType;
 /// The values of a request, one per marker, named ones put in marker order.
-pub(super) fn bound_values(
-    parsed: &Parsed,
-    values: Option<&QueryValues>,
-) -> Result<Vec<Write>, CqlError> {
-    let convert = |value: &Value| match value {
-        Value::Some(bytes) => Write::Value(bytes.clone()),
-        Value::Null => Write::Null,
-        Value::NotSet => Write::Unset,
-    };
+pub(super) fn bound_values(parsed: &Parsed, values: &Values) -> Result<Vec<Write>, CqlError> {
     match values {
-        None => Ok(Vec::new()),
-        Some(QueryValues::SimpleValues(values)) => Ok(values.iter().map(convert).collect()),
-        Some(QueryValues::NamedValues(named)) => parsed
+        Values::None => Ok(Vec::new()),
+        Values::Positional(values) => Ok(values.clone()),
+        Values::Named(named) => parsed
             .markers
             .iter()
             .map(|name| {
                 let name = name.as_deref().unwrap_or_default();
-                named.get(name).map(convert).ok_or_else(|| {
-                    CqlError::Invalid(format!("no value for the named marker {name}"))
-                })
+                named
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| {
+                        CqlError::Invalid(format!("no value for the named marker {name}"))
+                    })
             })
             .collect(),
     }

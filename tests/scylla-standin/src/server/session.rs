@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use cassandra_protocol::frame::message_authenticate::BodyResAuthenticate;
-use cassandra_protocol::frame::message_batch::BatchQuerySubj;
 use cassandra_protocol::frame::message_request::RequestBody;
 use cassandra_protocol::frame::message_result::{
     BodyResResultPrepared, BodyResResultRows, BodyResResultSetKeyspace, PreparedMetadata,
@@ -12,9 +11,9 @@ use cassandra_protocol::frame::message_result::{
 };
 use cassandra_protocol::frame::message_supported::BodyResSupported;
 use cassandra_protocol::frame::{Envelope, Flags, Opcode, Serialize, Version};
-use cassandra_protocol::query::QueryParams;
 use cassandra_protocol::types::{CBytes, CBytesShort};
 
+use super::request;
 use super::results::{bound_values, col_spec, rows_metadata, schema_change, statement_id};
 use super::{PreparedStatement, Session};
 use crate::cql::{self, Parsed};
@@ -36,6 +35,19 @@ impl Session {
     fn respond(&mut self, envelope: &Envelope) -> Result<(Opcode, Vec<u8>), CqlError> {
         if envelope.flags.contains(Flags::COMPRESSION) {
             return Err(CqlError::Protocol("compression was not negotiated".into()));
+        }
+        if matches!(
+            envelope.opcode,
+            Opcode::Query | Opcode::Execute | Opcode::Batch
+        ) {
+            if !self.started {
+                return Err(CqlError::Protocol("send STARTUP first".into()));
+            }
+            if !self.authenticated {
+                return Err(CqlError::Authentication("authenticate first".into()));
+            }
+            self.count();
+            return self.statement(envelope.opcode, &envelope.body);
         }
         let request = envelope.request_body().map_err(|e| {
             CqlError::Protocol(format!("malformed {:?} body: {e}", envelope.opcode))
@@ -95,16 +107,6 @@ impl Session {
                 self.registered = true;
                 Ok(ready)
             }
-            RequestBody::Query(query) => {
-                self.count();
-                let parsed = cql::parse(&query.query)?;
-                let keyspace = query
-                    .query_params
-                    .keyspace
-                    .clone()
-                    .or_else(|| self.keyspace.clone());
-                self.run(&parsed, &query.query_params, keyspace.as_deref(), None)
-            }
             RequestBody::Prepare(prepare) => {
                 let parsed = cql::parse(&prepare.query)?;
                 let keyspace = prepare.keyspace.clone().or_else(|| self.keyspace.clone());
@@ -146,41 +148,49 @@ impl Session {
                     ResResultBody::Prepared(body).serialize_to_vec(Version::V4),
                 ))
             }
-            RequestBody::Execute(execute) => {
-                self.count();
-                let id = execute.id.clone().into_bytes().unwrap_or_default();
-                let statement = self.prepared(&id)?;
-                let keyspace = execute
-                    .query_parameters
-                    .keyspace
-                    .clone()
-                    .or(statement.keyspace.clone());
+            other => Err(CqlError::Protocol(format!("unexpected request {other:?}"))),
+        }
+    }
+
+    /// QUERY, EXECUTE or BATCH, decoded by [`request`](super::request).
+    fn statement(&mut self, opcode: Opcode, body: &[u8]) -> Result<(Opcode, Vec<u8>), CqlError> {
+        match opcode {
+            Opcode::Query => {
+                let query = request::query(body)?;
+                let parsed = cql::parse(&query.text)?;
+                let keyspace = self.keyspace.clone();
+                self.run(&parsed, &query.params, keyspace.as_deref(), None)
+            }
+            Opcode::Execute => {
+                let execute = request::execute(body)?;
+                let statement = self.prepared(&execute.id)?;
                 self.run(
                     &statement.parsed,
-                    &execute.query_parameters,
-                    keyspace.as_deref(),
+                    &execute.params,
+                    statement.keyspace.as_deref(),
                     None,
                 )
             }
-            RequestBody::Batch(batch) => {
-                self.count();
-                for item in &batch.queries {
-                    let statement = match &item.subject {
-                        BatchQuerySubj::QueryString(text) => PreparedStatement {
-                            parsed: cql::parse(text)?,
-                            keyspace: batch.keyspace.clone().or_else(|| self.keyspace.clone()),
-                        },
-                        BatchQuerySubj::PreparedId(id) => {
-                            self.prepared(&id.clone().into_bytes().unwrap_or_default())?
-                        }
+            _ => {
+                let batch = request::batch(body)?;
+                for item in batch.items {
+                    let (statement, values) = match item {
+                        request::BatchItem::Text(text, values) => (
+                            PreparedStatement {
+                                parsed: cql::parse(&text)?,
+                                keyspace: self.keyspace.clone(),
+                            },
+                            values,
+                        ),
+                        request::BatchItem::Prepared(id, values) => (self.prepared(&id)?, values),
                     };
                     if matches!(statement.parsed.statement, cql::Statement::Select(_)) {
                         return Err(CqlError::Invalid("a BATCH may not contain SELECT".into()));
                     }
-                    let params = QueryParams {
-                        values: Some(item.values.clone()),
+                    let params = request::Params {
+                        values,
                         timestamp: batch.timestamp,
-                        ..QueryParams::default()
+                        ..request::Params::default()
                     };
                     self.run(
                         &statement.parsed,
@@ -194,7 +204,6 @@ impl Session {
                     ResResultBody::Void.serialize_to_vec(Version::V4),
                 ))
             }
-            other => Err(CqlError::Protocol(format!("unexpected request {other:?}"))),
         }
     }
 
@@ -215,12 +224,12 @@ impl Session {
     fn run(
         &mut self,
         parsed: &Parsed,
-        params: &QueryParams,
+        params: &request::Params,
         keyspace: Option<&str>,
         batch_timestamp: Option<i64>,
     ) -> Result<(Opcode, Vec<u8>), CqlError> {
-        let values = bound_values(parsed, params.values.as_ref())?;
-        let paging_state = params.paging_state.as_ref().and_then(CBytes::as_slice);
+        let values = bound_values(parsed, &params.values)?;
+        let paging_state = params.paging_state.as_deref();
         let exec = Execution {
             values: &values,
             page_size: params

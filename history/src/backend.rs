@@ -1,0 +1,285 @@
+//! [`HistoryBackend`]: a [`ChatBackend`] that answers history from the store and everything
+//! else from the backend it wraps (Mattermost).
+//!
+//! - **Warm or cold.** A channel's cache counts as complete back to its coverage record only
+//!   while that record carries the current ingest epoch and the ingest's heartbeat is fresh:
+//!   edits and deletions reach the cache through the ingest alone, so without it nothing
+//!   cached can be trusted. A new epoch (the ingest reconnected, and may have missed events)
+//!   makes every channel cold at once, with no per-channel write.
+//! - **Reads.** Membership is checked with the wrapped backend on every read. A warm channel's
+//!   pages inside its window, and resumes from a post inside it, come from the store; anything
+//!   else goes to the wrapped backend, and what comes back fills the store and extends the
+//!   window. Concurrent misses of one channel wait for one fill.
+//! - **Writes.** A message sent through this node is written before the answer, so any node
+//!   reads it next (read-your-writes). A write that fails marks the channel: its coverage is
+//!   cleared before the store is trusted for it again.
+//! - **Faults.** Any store error or timeout falls back to the wrapped backend and is logged;
+//!   a user never sees an error because the cache is down.
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mmsub_api::backend::{
+    Actor, BackendResult, ByteCount, Channel, ChannelPage, ChannelPost, ChatBackend, CreatedUser,
+    Login, MessagePage, NewUser, PageRequest, Post, UserPage,
+};
+
+use crate::error::HistoryError;
+use crate::store::{Coverage, HistoryStore};
+
+use crate::tier::{timed, History};
+
+/// The chat backend with its history cached.
+pub struct HistoryBackend {
+    inner: Arc<dyn ChatBackend>,
+    history: Arc<History>,
+}
+
+impl HistoryBackend {
+    /// `inner` with history from `history`.
+    pub fn new(inner: Arc<dyn ChatBackend>, history: Arc<History>) -> Self {
+        HistoryBackend { inner, history }
+    }
+
+    /// A page from the store, if the channel is warm and the page inside its window.
+    async fn cached_page(
+        &self,
+        store: &HistoryStore,
+        channel_id: &str,
+        page: PageRequest,
+    ) -> Result<Option<MessagePage>, HistoryError> {
+        let Some(coverage) = self.history.warm(store, channel_id).await? else {
+            return Ok(None);
+        };
+        let floor = store.retention_floor(crate::now_ms());
+        let beginning = coverage.beginning && coverage.from_at >= floor;
+        let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
+        let size = page.size as usize;
+        let need = offset.saturating_add(size).saturating_add(1);
+        let mut rows = store
+            .newest(channel_id, None, coverage.from_at.max(floor), need)
+            .await?;
+        rows.retain(|p| {
+            (p.create_at, p.id.as_str()) >= (coverage.from_at, coverage.from_id.as_str())
+        });
+        if rows.len() < need && !beginning {
+            return Ok(None);
+        }
+        let has_previous = rows.len() > offset + size;
+        let has_next = offset > 0 && !rows.is_empty();
+        let mut posts: Vec<Post> = rows.into_iter().skip(offset).take(size).collect();
+        posts.reverse();
+        ByteCount::new(page.max_bytes)
+            .add_all(posts.iter().map(Post::content_bytes))
+            .map_err(|e| HistoryError(e.to_string()))?;
+        Ok(Some(MessagePage {
+            posts,
+            has_next,
+            has_previous,
+        }))
+    }
+
+    /// After a page came from the wrapped backend: cache its posts and extend the window.
+    async fn fill(
+        &self,
+        store: &HistoryStore,
+        channel_id: &str,
+        epoch: &str,
+        page: PageRequest,
+        found: &MessagePage,
+    ) -> Result<(), HistoryError> {
+        for post in &found.posts {
+            store.write_post(post).await?;
+        }
+        let now = crate::now_ms();
+        let oldest = found.posts.first();
+        let (from_at, from_id) =
+            oldest.map_or((now, String::new()), |p| (p.create_at, p.id.clone()));
+        let extended = Coverage {
+            epoch: epoch.to_string(),
+            from_at,
+            from_id,
+            beginning: !found.has_previous,
+        };
+        let current = store
+            .coverage(channel_id)
+            .await?
+            .filter(|c| c.epoch == epoch);
+        let record = match (page.number, current) {
+            // The newest page reaches up to now: a window on its own, unless a wider one exists.
+            (0, Some(current))
+                if (current.from_at, &current.from_id) <= (extended.from_at, &extended.from_id) =>
+            {
+                return Ok(())
+            }
+            (0, _) => extended,
+            // An older page extends the window only when it touches it.
+            (_, Some(current)) => {
+                let newest = found.posts.last();
+                let touches = newest.is_some_and(|p| {
+                    (p.create_at, p.id.as_str()) >= (current.from_at, current.from_id.as_str())
+                });
+                if !touches
+                    || (current.from_at, &current.from_id) <= (extended.from_at, &extended.from_id)
+                {
+                    return Ok(());
+                }
+                extended
+            }
+            (_, None) => return Ok(()),
+        };
+        store.set_coverage(channel_id, &record).await
+    }
+}
+
+#[async_trait]
+impl ChatBackend for HistoryBackend {
+    async fn create_user(&self, new: NewUser) -> BackendResult<CreatedUser> {
+        self.inner.create_user(new).await
+    }
+
+    async fn authenticate(&self, username: &str, password: &str) -> BackendResult<Option<Login>> {
+        self.inner.authenticate(username, password).await
+    }
+
+    async fn list_users(&self, actor: &Actor, page: PageRequest) -> BackendResult<UserPage> {
+        self.inner.list_users(actor, page).await
+    }
+
+    async fn create_channel(
+        &self,
+        actor: &Actor,
+        name: &str,
+        members: &[String],
+    ) -> BackendResult<Channel> {
+        self.inner.create_channel(actor, name, members).await
+    }
+
+    async fn member_channels(
+        &self,
+        actor: &Actor,
+        page: PageRequest,
+    ) -> BackendResult<ChannelPage> {
+        self.inner.member_channels(actor, page).await
+    }
+
+    async fn member_channel(&self, actor: &Actor, identifier: &str) -> BackendResult<Channel> {
+        self.inner.member_channel(actor, identifier).await
+    }
+
+    /// The wrapped backend's send, then the post into the store before the answer.
+    async fn send_message(
+        &self,
+        actor: &Actor,
+        identifier: &str,
+        text: &str,
+    ) -> BackendResult<ChannelPost> {
+        let sent = self.inner.send_message(actor, identifier, text).await?;
+        self.history.remember(&sent.post).await;
+        Ok(sent)
+    }
+
+    /// From the store when the channel is warm and `after_id` inside its window.
+    async fn messages_after(
+        &self,
+        actor: &Actor,
+        identifier: &str,
+        after_id: &str,
+        limit: u32,
+        max_bytes: u64,
+    ) -> BackendResult<Vec<Post>> {
+        let channel = self.inner.member_channel(actor, identifier).await?;
+        if let Some(store) = self.history.store() {
+            let cached = timed(store.config(), async {
+                let Some(coverage) = self.history.warm(&store, &channel.id).await? else {
+                    return Ok(None);
+                };
+                let Some((channel_id, at)) = store.position(after_id).await? else {
+                    return Ok(None);
+                };
+                let floor = store.retention_floor(crate::now_ms());
+                if channel_id != channel.id
+                    || (at, after_id) < (coverage.from_at, coverage.from_id.as_str())
+                    || at < floor
+                {
+                    return Ok(None);
+                }
+                store
+                    .after(&channel.id, at, after_id, limit as usize)
+                    .await
+                    .map(Some)
+            })
+            .await;
+            match cached {
+                Ok(Some(posts)) => {
+                    ByteCount::new(max_bytes).add_all(posts.iter().map(Post::content_bytes))?;
+                    return Ok(posts);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, channel = %channel.id, "history store failed; resuming from Mattermost");
+                }
+            }
+        }
+        self.inner
+            .messages_after(actor, &channel.id, after_id, limit, max_bytes)
+            .await
+    }
+
+    /// From the store when the page is inside a warm channel's window; otherwise from the
+    /// wrapped backend, one fill per channel at a time, and the answer fills the store.
+    async fn messages(
+        &self,
+        actor: &Actor,
+        identifier: &str,
+        page: PageRequest,
+    ) -> BackendResult<MessagePage> {
+        let channel = self.inner.member_channel(actor, identifier).await?;
+        let Some(store) = self.history.store() else {
+            return self.inner.messages(actor, &channel.id, page).await;
+        };
+        let cached = || async {
+            match timed(store.config(), self.cached_page(&store, &channel.id, page)).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, channel = %channel.id, "history store failed; reading Mattermost");
+                    None
+                }
+            }
+        };
+        if let Some(found) = cached().await {
+            return Ok(found);
+        }
+        let lock = self.history.fill_lock(&channel.id);
+        let _filling = lock.lock().await;
+        if let Some(found) = cached().await {
+            return Ok(found);
+        }
+        // The epoch is read before the fetch: posts after this point reach the store through
+        // the ingest under this epoch, so the fetched page and the ingest together are complete.
+        let epoch = timed(store.config(), self.history.live_epoch(&store))
+            .await
+            .ok()
+            .flatten();
+        let found = self.inner.messages(actor, &channel.id, page).await?;
+        if let Some(epoch) = epoch {
+            if let Err(e) = timed(
+                store.config(),
+                self.fill(&store, &channel.id, &epoch, page, &found),
+            )
+            .await
+            {
+                tracing::warn!(error = %e, channel = %channel.id, "history could not be cached");
+            }
+        }
+        Ok(found)
+    }
+
+    async fn issue_refresh_token(&self, login: &Login, ttl: Duration) -> BackendResult<String> {
+        self.inner.issue_refresh_token(login, ttl).await
+    }
+
+    async fn redeem_refresh_token(&self, token: &str) -> BackendResult<Option<Login>> {
+        self.inner.redeem_refresh_token(token).await
+    }
+}

@@ -1,0 +1,324 @@
+//! The history tier end to end: real mmsub servers in front of the stand-in Mattermost, with
+//! history in the stand-in ScyllaDB node (`tests/scylla-standin`, driven by the real `scylla`
+//! driver). The Mattermost stand-in counts requests by route, so "no post requests when warm"
+//! is checked on what Mattermost was actually asked.
+//!
+//! Which ScyllaDB ran is printed: the stand-in, or a real cluster when
+//! `MMSUB_TEST_SCYLLA_NODES` is set.
+
+use std::time::Duration;
+
+use mattermost_standin::{StandIn, StandInConfig};
+use mmsub_api::backend::mattermost::MattermostConfig;
+use mmsub_history::HistoryConfig;
+use scylla_standin::Standin;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, TestApp, WsClient};
+
+/// The ScyllaDB the tests use: a real one when `MMSUB_TEST_SCYLLA_NODES` is set, else a
+/// stand-in node of their own.
+struct Scylla {
+    standin: Option<Standin>,
+    nodes: Vec<String>,
+}
+
+impl Scylla {
+    async fn start() -> Self {
+        if let Ok(nodes) = std::env::var("MMSUB_TEST_SCYLLA_NODES") {
+            eprintln!("history tests: real ScyllaDB at {nodes}");
+            return Scylla {
+                standin: None,
+                nodes: nodes.split(',').map(str::to_string).collect(),
+            };
+        }
+        let standin = Standin::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        eprintln!("history tests: scylla-standin at {}", standin.addr());
+        Scylla {
+            nodes: vec![standin.addr().to_string()],
+            standin: Some(standin),
+        }
+    }
+
+    fn config(&self, keyspace: &str) -> HistoryConfig {
+        let mut config = HistoryConfig::development(self.nodes.clone());
+        config.keyspace = keyspace.to_string();
+        config.request_timeout = Duration::from_millis(500);
+        config
+    }
+}
+
+/// A `serve` node on `mattermost` with history in `scylla`.
+async fn node(mattermost: &StandIn, history: HistoryConfig) -> TestApp {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    spawn_app_with(|config| {
+        let c = &mattermost.config;
+        let mut mm = MattermostConfig::new(
+            &mattermost.url(),
+            &c.admin_username,
+            &c.admin_password,
+            &c.team,
+        );
+        mm.limits.request_timeout = Duration::from_secs(3);
+        config.mattermost = Some(mm);
+        config.ingest.reconnect_min = Duration::from_millis(50);
+        config.ingest.reconnect_max = Duration::from_millis(200);
+        config.history = Some(history);
+    })
+    .await
+}
+
+fn unique_keyspace(name: &str) -> String {
+    format!("{name}_{}", std::process::id())
+}
+
+const PAGE: &str = "query($c: String!, $n: Int, $s: Int) { getMessageList(channelIdentifier: $c, page: {pageNumber: $n, pageSize: $s}) {
+    hasNext hasPrevious data { id message type createAt owner { username email } } } }";
+
+async fn page(app: &TestApp, token: &str, channel: &str, number: u32, size: u32) -> Value {
+    let answer = app
+        .graphql(
+            PAGE,
+            json!({ "c": channel, "n": number, "s": size }),
+            Some(token),
+        )
+        .await;
+    assert!(answer["errors"].is_null(), "{answer}");
+    answer["data"]["getMessageList"].clone()
+}
+
+/// Mattermost requests for posts (`GET /channels/{id}/posts`, `GET /posts/{id}`), which the
+/// tier exists to take off Mattermost.
+fn post_reads(requests: &[String]) -> Vec<&String> {
+    requests
+        .iter()
+        .filter(|r| r.starts_with("GET") && r.contains("/posts"))
+        .collect()
+}
+
+/// Reads the channel until a read makes no post request: the store is connected, the
+/// ingest's epoch is live, and the first read filled the cache.
+async fn until_warm(app: &TestApp, mattermost: &StandIn, token: &str, channel: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        mattermost.take_requests();
+        page(app, token, channel, 0, 50).await;
+        if post_reads(&mattermost.take_requests()).is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the channel never became warm"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_warm_channel_is_read_and_resumed_with_no_mattermost_post_requests() {
+    let mattermost = StandIn::start(StandInConfig::default()).await;
+    let scylla = Scylla::start().await;
+    let app = node(&mattermost, scylla.config(&unique_keyspace("warm"))).await;
+    let alice = app.signed_up("alice").await;
+    app.signed_up("bob").await;
+    let channel = app.channel(&alice, "room", &["bob"]).await;
+    let mut sent = Vec::new();
+    for i in 0..7 {
+        sent.push(app.send(&alice, &channel, &format!("m{i}")).await);
+    }
+    // What Mattermost itself answers, read before the tier is warm.
+    let cold: Vec<Value> =
+        futures::future::join_all((0..4).map(|n| page(&app, &alice, &channel, n, 2))).await;
+    until_warm(&app, &mattermost, &alice, &channel).await;
+
+    let warm: Vec<Value> =
+        futures::future::join_all((0..4).map(|n| page(&app, &alice, &channel, n, 2))).await;
+    assert_eq!(
+        warm, cold,
+        "the cache answers exactly what Mattermost answered"
+    );
+    let newest = page(&app, &alice, &channel, 0, 50).await;
+    let texts: Vec<&str> = newest["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4", "m5", "m6"]);
+    assert_eq!(
+        (newest["hasNext"].as_bool(), newest["hasPrevious"].as_bool()),
+        (Some(false), Some(false))
+    );
+
+    // A resume replays from the store too.
+    let mut ws = app.transport_ws(&alice).await;
+    ws.send_json(json!({ "id": "r", "type": "subscribe", "payload": {
+        "query": "subscription($c: String!, $a: String) { onNewChatMessage(channelIdentifier: $c, afterMessageId: $a) { message { id message } } }",
+        "variables": { "c": channel, "a": sent[3] } } }))
+        .await;
+    let replayed = replay(&mut ws, 3).await;
+    assert_eq!(replayed, ["m4", "m5", "m6"]);
+    let requests = mattermost.take_requests();
+    assert!(
+        post_reads(&requests).is_empty(),
+        "warm reads asked Mattermost for posts: {requests:?}"
+    );
+
+    // A new message is in the cache as soon as it is sent.
+    app.send(&alice, &channel, "m7").await;
+    mattermost.take_requests();
+    let after = page(&app, &alice, &channel, 0, 1).await;
+    assert_eq!(after["data"][0]["message"], "m7");
+    assert!(post_reads(&mattermost.take_requests()).is_empty());
+
+    // Membership is still Mattermost's: a stranger gets the contract's 404-style error.
+    let eve = app.signed_up("eve").await;
+    let refused = app
+        .graphql(PAGE, json!({ "c": channel, "n": 0, "s": 5 }), Some(&eve))
+        .await;
+    assert!(
+        !refused["errors"].is_null() || refused["data"]["getMessageList"].is_null(),
+        "{refused}"
+    );
+    drop(scylla);
+}
+
+async fn replay(ws: &mut WsClient, count: usize) -> Vec<String> {
+    let mut texts = Vec::new();
+    while texts.len() < count {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.recv_json())
+            .await
+            .expect("a replayed message");
+        if frame["type"] == "next" {
+            texts.push(
+                frame["payload"]["data"]["onNewChatMessage"]["message"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    texts
+}
+
+#[tokio::test]
+async fn a_message_is_readable_on_another_node_as_soon_as_its_mutation_answered() {
+    let mattermost = StandIn::start(StandInConfig::default()).await;
+    let scylla = Scylla::start().await;
+    let keyspace = unique_keyspace("ryw");
+    let one = node(&mattermost, scylla.config(&keyspace)).await;
+    let two = node(&mattermost, scylla.config(&keyspace)).await;
+    let alice = one.signed_up("alice").await;
+    let channel = one.channel(&alice, "room", &[]).await;
+    one.send(&alice, &channel, "first").await;
+    until_warm(&two, &mattermost, &alice, &channel).await;
+    for i in 0..5 {
+        let text = format!("next {i}");
+        one.send(&alice, &channel, &text).await;
+        let newest = page(&two, &alice, &channel, 0, 1).await;
+        assert_eq!(
+            newest["data"][0]["message"],
+            text.as_str(),
+            "node two reads node one's write at once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn losing_scylla_falls_back_to_mattermost_and_recovers() {
+    let mattermost = StandIn::start(StandInConfig::default()).await;
+    let mut scylla = Scylla::start().await;
+    let Some(standin) = scylla.standin.as_mut() else {
+        eprintln!("history tests: a real ScyllaDB cannot be stopped from here; this case runs on the stand-in");
+        return;
+    };
+    let history = {
+        let mut c = HistoryConfig::development(vec![standin.addr().to_string()]);
+        c.keyspace = unique_keyspace("faults");
+        c.request_timeout = Duration::from_millis(300);
+        c
+    };
+    let app = node(&mattermost, history).await;
+    let alice = app.signed_up("alice").await;
+    let channel = app.channel(&alice, "room", &[]).await;
+    app.send(&alice, &channel, "before").await;
+    until_warm(&app, &mattermost, &alice, &channel).await;
+
+    let standin = scylla.standin.as_mut().unwrap();
+    standin.stop();
+    // Sent while the cache is down: Mattermost has it, the cache does not.
+    app.send(&alice, &channel, "during").await;
+    let during = page(&app, &alice, &channel, 0, 10).await;
+    let texts: Vec<&str> = during["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["before", "during"],
+        "answered from Mattermost, no error"
+    );
+
+    standin.restart().await.unwrap();
+    // After recovery nothing is missing: the missed write made the channel cold.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let after = page(&app, &alice, &channel, 0, 10).await;
+        let texts: Vec<&str> = after["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["before", "during"]);
+        mattermost.take_requests();
+        page(&app, &alice, &channel, 0, 10).await;
+        if post_reads(&mattermost.take_requests()).is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache was not used again after recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn fifty_concurrent_readers_of_a_cold_channel_make_one_mattermost_fetch() {
+    let mattermost = StandIn::start(StandInConfig::default()).await;
+    let scylla = Scylla::start().await;
+    let app = node(&mattermost, scylla.config(&unique_keyspace("coalesce"))).await;
+    let alice = app.signed_up("alice").await;
+    // Warm one channel first, so the store is connected and the ingest's epoch is live.
+    let first = app.channel(&alice, "first", &[]).await;
+    app.send(&alice, &first, "hello").await;
+    until_warm(&app, &mattermost, &alice, &first).await;
+
+    let cold = app.channel(&alice, "cold", &[]).await;
+    for i in 0..3 {
+        app.send(&alice, &cold, &format!("c{i}")).await;
+    }
+    mattermost.take_requests();
+    let pages = futures::future::join_all((0..50).map(|_| page(&app, &alice, &cold, 0, 10))).await;
+    assert!(
+        pages.windows(2).all(|w| w[0] == w[1]),
+        "every reader got the same page"
+    );
+    assert_eq!(pages[0]["data"].as_array().unwrap().len(), 3);
+    let requests = mattermost.take_requests();
+    let fetches = requests
+        .iter()
+        .filter(|r| r.as_str() == "GET /channels/{channel_id}/posts")
+        .count();
+    assert_eq!(
+        fetches, 1,
+        "one fetch for 50 concurrent misses: {requests:?}"
+    );
+}
