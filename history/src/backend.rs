@@ -15,6 +15,7 @@
 //!   cleared before the store is trusted for it again.
 //! - **Faults.** Any store error or timeout falls back to the wrapped backend and is logged;
 //!   a user never sees an error because the cache is down.
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,10 +88,12 @@ impl HistoryBackend {
         epoch: &str,
         page: PageRequest,
         found: &MessagePage,
+        fetched_at: i64,
     ) -> Result<(), HistoryError> {
         for post in &found.posts {
             store.write_post(post).await?;
         }
+        forget_deleted(store, channel_id, page, found, fetched_at).await?;
         let now = crate::now_ms();
         let oldest = found.posts.first();
         let (from_at, from_id) =
@@ -132,6 +135,65 @@ impl HistoryBackend {
     }
 }
 
+/// Posts can be stored that Mattermost no longer has: deleted while no ingest heard it. A page
+/// Mattermost answered is the truth for what it covers, so stored posts it lacks are deleted:
+/// those between its oldest and newest post, and, on the newest page, those newer than its
+/// newest that are older than the fetch by more than [`IN_FLIGHT`] (younger ones may be posts
+/// Mattermost committed after answering).
+async fn forget_deleted(
+    store: &HistoryStore,
+    channel_id: &str,
+    page: PageRequest,
+    found: &MessagePage,
+    fetched_at: i64,
+) -> Result<(), HistoryError> {
+    let kept: HashSet<&str> = found.posts.iter().map(|p| p.id.as_str()).collect();
+    let oldest = found.posts.first().map(|p| (p.create_at, p.id.clone()));
+    let newest = found.posts.last().map(|p| (p.create_at, p.id.clone()));
+    let floor = match (&oldest, found.has_previous) {
+        (Some((at, _)), _) => *at,
+        // An empty newest page with nothing older: the channel has no posts at all.
+        (None, false) if page.number == 0 => i64::MIN,
+        (None, _) => return Ok(()),
+    };
+    let floor = floor.max(store.retention_floor(crate::now_ms()));
+    let limit = page.size as usize + 64;
+    let mut before: Option<(i64, String)> = None;
+    loop {
+        let stored = store
+            .newest(
+                channel_id,
+                before.as_ref().map(|(at, id)| (*at, id.as_str())),
+                floor,
+                limit,
+            )
+            .await?;
+        for post in &stored {
+            if kept.contains(post.id.as_str()) {
+                continue;
+            }
+            let position = (post.create_at, post.id.clone());
+            let inside = oldest.as_ref().is_some_and(|o| &position >= o)
+                && newest.as_ref().is_some_and(|n| &position <= n);
+            let above_and_settled = page.number == 0
+                && newest.as_ref().is_none_or(|n| &position > n)
+                && post.create_at < fetched_at - IN_FLIGHT;
+            if inside || above_and_settled {
+                store
+                    .delete_post(channel_id, &post.id, post.create_at, crate::now_ms())
+                    .await?;
+            }
+        }
+        match stored.last() {
+            Some(last) if stored.len() == limit => before = Some((last.create_at, last.id.clone())),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// How long after a post's creation Mattermost may still be committing it (milliseconds).
+const IN_FLIGHT: i64 = 2_000;
+
 #[async_trait]
 impl ChatBackend for HistoryBackend {
     async fn create_user(&self, new: NewUser) -> BackendResult<CreatedUser> {
@@ -155,12 +217,44 @@ impl ChatBackend for HistoryBackend {
         self.inner.create_channel(actor, name, members).await
     }
 
+    /// The channels from the wrapped backend without their last messages, and each last
+    /// message from the store when every channel of the page is warm; otherwise the wrapped
+    /// backend's whole answer.
     async fn member_channels(
         &self,
         actor: &Actor,
         page: PageRequest,
     ) -> BackendResult<ChannelPage> {
-        self.inner.member_channels(actor, page).await
+        let Some(store) = self.history.store() else {
+            return self.inner.member_channels(actor, page).await;
+        };
+        let mut found = self.inner.member_channels_without_last(actor, page).await?;
+        let filled = timed(store.config(), async {
+            for summary in &mut found.channels {
+                let Some(coverage) = self.history.warm(&store, &summary.channel.id).await? else {
+                    return Ok(false);
+                };
+                match store.last_post(&summary.channel.id).await? {
+                    Some(last) => summary.last_message = Some(last),
+                    // No post stored: the channel has none only if the window reaches its start.
+                    None if coverage.beginning => summary.last_message = None,
+                    None => return Ok(false),
+                }
+            }
+            Ok(true)
+        })
+        .await;
+        match filled {
+            Ok(true) => {
+                page.allow(found.content_bytes())?;
+                Ok(found)
+            }
+            Ok(false) => self.inner.member_channels(actor, page).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "history store failed; channel list from Mattermost");
+                self.inner.member_channels(actor, page).await
+            }
+        }
     }
 
     async fn member_channel(&self, actor: &Actor, identifier: &str) -> BackendResult<Channel> {
@@ -261,11 +355,12 @@ impl ChatBackend for HistoryBackend {
             .await
             .ok()
             .flatten();
+        let fetched_at = crate::now_ms();
         let found = self.inner.messages(actor, &channel.id, page).await?;
         if let Some(epoch) = epoch {
             if let Err(e) = timed(
                 store.config(),
-                self.fill(&store, &channel.id, &epoch, page, &found),
+                self.fill(&store, &channel.id, &epoch, page, &found, fetched_at),
             )
             .await
             {

@@ -79,6 +79,9 @@ fn unique_keyspace(name: &str) -> String {
 const PAGE: &str = "query($c: String!, $n: Int, $s: Int) { getMessageList(channelIdentifier: $c, page: {pageNumber: $n, pageSize: $s}) {
     hasNext hasPrevious data { id message type createAt owner { username email } } } }";
 
+const CHANNELS: &str = "{ channelList(page: {pageSize: 10}) { hasNext data { channelId channelName
+    lastMessage { id message createAt owner { username } } } } }";
+
 async fn page(app: &TestApp, token: &str, channel: &str, number: u32, size: u32) -> Value {
     let answer = app
         .graphql(
@@ -131,9 +134,21 @@ async fn a_warm_channel_is_read_and_resumed_with_no_mattermost_post_requests() {
         sent.push(app.send(&alice, &channel, &format!("m{i}")).await);
     }
     // What Mattermost itself answers, read before the tier is warm.
+    let cold_channels = app.graphql(CHANNELS, json!({}), Some(&alice)).await;
     let cold: Vec<Value> =
         futures::future::join_all((0..4).map(|n| page(&app, &alice, &channel, n, 2))).await;
     until_warm(&app, &mattermost, &alice, &channel).await;
+    until_warm(&app, &mattermost, &alice, "town-square").await;
+
+    // channelList's last messages come from the store once every listed channel is warm.
+    mattermost.take_requests();
+    let warm_channels = app.graphql(CHANNELS, json!({}), Some(&alice)).await;
+    assert_eq!(warm_channels, cold_channels);
+    assert_eq!(
+        mattermost.take_requests(),
+        ["GET /users/{user_id}/teams/{team_id}/channels"],
+        "one membership request, no post request"
+    );
 
     let warm: Vec<Value> =
         futures::future::join_all((0..4).map(|n| page(&app, &alice, &channel, n, 2))).await;
@@ -321,4 +336,115 @@ async fn fifty_concurrent_readers_of_a_cold_channel_make_one_mattermost_fetch() 
         fetches, 1,
         "one fetch for 50 concurrent misses: {requests:?}"
     );
+}
+
+fn texts(page: &Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Reads until `check` holds for the newest page (the ingest applies events at its pace).
+async fn until_page(
+    app: &TestApp,
+    token: &str,
+    channel: &str,
+    check: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = texts(&page(app, token, channel, 0, 50).await);
+        if check(&got) {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page never changed: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn last_message(app: &TestApp, token: &str, channel: &str) -> Value {
+    let list = app.graphql(CHANNELS, json!({}), Some(token)).await;
+    list["data"]["channelList"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channelId"] == channel)
+        .map(|c| c["lastMessage"]["message"].clone())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn edits_and_deletions_made_in_mattermost_reach_the_cache() {
+    let mattermost = StandIn::start(StandInConfig::default()).await;
+    let scylla = Scylla::start().await;
+    let app = node(&mattermost, scylla.config(&unique_keyspace("edits"))).await;
+    let alice = app.signed_up("alice").await;
+    let channel = app.channel(&alice, "room", &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(app.send(&alice, &channel, &format!("p{i}")).await);
+    }
+    until_warm(&app, &mattermost, &alice, &channel).await;
+    until_warm(&app, &mattermost, &alice, "town-square").await;
+
+    mattermost.edit_post(&ids[1], "p1 edited");
+    mattermost.edit_post(&ids[3], "p3 edited");
+    until_page(&app, &alice, &channel, |t| {
+        t == ["p0", "p1 edited", "p2", "p3 edited"]
+    })
+    .await;
+    assert_eq!(
+        last_message(&app, &alice, &channel).await,
+        "p3 edited",
+        "an edit of the newest post"
+    );
+
+    mattermost.delete_post(&ids[3]);
+    until_page(&app, &alice, &channel, |t| t == ["p0", "p1 edited", "p2"]).await;
+    assert_eq!(
+        last_message(&app, &alice, &channel).await,
+        "p2",
+        "the previous post after a delete"
+    );
+    mattermost.delete_post(&ids[0]);
+    until_page(&app, &alice, &channel, |t| t == ["p1 edited", "p2"]).await;
+
+    mattermost.take_requests();
+    page(&app, &alice, &channel, 0, 50).await;
+    last_message(&app, &alice, &channel).await;
+    let requests = mattermost.take_requests();
+    assert!(post_reads(&requests).is_empty(), "still warm: {requests:?}");
+}
+
+#[tokio::test]
+async fn with_the_ingest_away_reads_fall_back_and_nothing_deleted_meanwhile_is_served_after() {
+    let mattermost = StandIn::start(StandInConfig::default()).await;
+    let scylla = Scylla::start().await;
+    let app = node(&mattermost, scylla.config(&unique_keyspace("away"))).await;
+    let alice = app.signed_up("alice").await;
+    let channel = app.channel(&alice, "room", &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(app.send(&alice, &channel, &format!("p{i}")).await);
+    }
+    until_warm(&app, &mattermost, &alice, &channel).await;
+
+    // The ingest's socket drops; the deletion happens while it is away, so its event is lost.
+    mattermost.drop_websockets();
+    mattermost.delete_post(&ids[1]);
+    mattermost.delete_post(&ids[3]);
+    until_page(&app, &alice, &channel, |t| t == ["p0", "p2"]).await;
+    // Once the ingest is back and the channel warm again, the deleted posts stay gone.
+    until_warm(&app, &mattermost, &alice, &channel).await;
+    assert_eq!(
+        texts(&page(&app, &alice, &channel, 0, 50).await),
+        ["p0", "p2"]
+    );
+    assert_eq!(last_message(&app, &alice, &channel).await, "p2");
 }

@@ -372,6 +372,17 @@ pub trait ChatBackend: Send + Sync + 'static {
     async fn member_channels(&self, actor: &Actor, page: PageRequest)
         -> BackendResult<ChannelPage>;
 
+    /// The actor's channels like [`ChatBackend::member_channels`], where a backend may leave
+    /// `last_message` out when finding it costs requests: for a cache that has them. The
+    /// default includes them.
+    async fn member_channels_without_last(
+        &self,
+        actor: &Actor,
+        page: PageRequest,
+    ) -> BackendResult<ChannelPage> {
+        self.member_channels(actor, page).await
+    }
+
     /// Resolves a channel by id or name, failing unless the actor is a member.
     async fn member_channel(&self, actor: &Actor, identifier: &str) -> BackendResult<Channel>;
 

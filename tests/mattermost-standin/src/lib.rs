@@ -223,6 +223,23 @@ impl StandIn {
         post
     }
 
+    /// Edits a post's text directly in Mattermost; its `post_edited` event goes out.
+    pub fn edit_post(&self, post_id: &str, text: &str) {
+        let event = self
+            .shared
+            .store
+            .lock()
+            .unwrap()
+            .change_post(post_id, Some(text));
+        let _ = self.shared.events.send(event);
+    }
+
+    /// Deletes a post directly in Mattermost; its `post_deleted` event goes out.
+    pub fn delete_post(&self, post_id: &str) {
+        let event = self.shared.store.lock().unwrap().change_post(post_id, None);
+        let _ = self.shared.events.send(event);
+    }
+
     /// Removes a user from a channel directly in Mattermost (not through mmsub).
     pub fn remove_member(&self, channel: &str, username: &str) {
         let mut store = self.shared.store.lock().unwrap();

@@ -58,4 +58,8 @@ pub struct PostRec {
     pub post_type: String,
     pub create_at: i64,
     pub delete_at: i64,
+    /// When it last changed (an edit or a deletion); `create_at` until then.
+    pub update_at: i64,
+    /// When its text was last edited; 0 if never.
+    pub edit_at: i64,
 }

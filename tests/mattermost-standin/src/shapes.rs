@@ -64,9 +64,9 @@ pub fn post(p: &PostRec) -> Value {
     json!({
         "id": p.id,
         "create_at": p.create_at,
-        "update_at": p.create_at,
+        "update_at": p.update_at,
         "delete_at": p.delete_at,
-        "edit_at": 0,
+        "edit_at": p.edit_at,
         "user_id": p.user_id,
         "channel_id": p.channel_id,
         "root_id": "",
@@ -153,6 +153,8 @@ pub fn shapes() -> Vec<(&'static str, Value)> {
         post_type: String::new(),
         create_at: 1,
         delete_at: 0,
+        update_at: 1,
+        edit_at: 0,
     };
     vec![
         ("User", user(&u)),

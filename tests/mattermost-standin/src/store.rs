@@ -258,6 +258,8 @@ impl Store {
             post_type: post_type.to_owned(),
             create_at,
             delete_at: 0,
+            update_at: create_at,
+            edit_at: 0,
         };
         let channel = self
             .channels
@@ -311,6 +313,43 @@ impl Store {
             .iter()
             .find(|t| t.id == id && t.delete_at == 0)
             .ok_or_else(|| not_found("team"))
+    }
+
+    /// Edits (`Some(text)`) or deletes (`None`) a post as Mattermost's own clients do, and
+    /// returns the `post_edited` / `post_deleted` event (`data.post` a JSON string, as for
+    /// `posted`).
+    pub fn change_post(&mut self, post_id: &str, text: Option<&str>) -> Event {
+        let at = now().max(
+            self.posts
+                .iter()
+                .find(|p| p.id == post_id)
+                .map_or(0, |p| p.update_at + 1),
+        );
+        let post = self
+            .posts
+            .iter_mut()
+            .find(|p| p.id == post_id && p.delete_at == 0)
+            .expect("changing a live post");
+        post.update_at = at;
+        let event = match text {
+            Some(text) => {
+                text.clone_into(&mut post.message);
+                post.edit_at = at;
+                "post_edited"
+            }
+            None => {
+                post.delete_at = at;
+                "post_deleted"
+            }
+        };
+        Event {
+            channel_id: post.channel_id.clone(),
+            body: json!({
+                "event": event,
+                "data": { "post": shapes::post(post).to_string() },
+                "broadcast": { "omit_users": null, "user_id": "", "channel_id": post.channel_id, "team_id": "" },
+            }),
+        }
     }
 
     /// Posts of a channel, newest first, without deleted ones.

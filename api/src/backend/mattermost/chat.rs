@@ -134,18 +134,7 @@ impl ChatBackend for MattermostBackend {
         page: PageRequest,
     ) -> BackendResult<ChannelPage> {
         let proxy = self.as_user(actor)?;
-        let mut channels = proxy
-            .list_own_channels(&self.team.id)
-            .await
-            .map_err(mm_error)?;
-        channels.sort_by(|a, b| a.name.cmp(&b.name));
-        let start = page.offset() as usize;
-        let has_next = channels.len() > start + page.size as usize;
-        let channels: Vec<MmChannel> = channels
-            .into_iter()
-            .skip(start)
-            .take(page.size as usize)
-            .collect();
+        let (channels, has_next) = self.channel_page(&proxy, page).await?;
         let last = self.last_posts(&proxy, &channels).await?;
         let found = ChannelPage {
             channels: channels
@@ -160,6 +149,26 @@ impl ChatBackend for MattermostBackend {
         };
         page.allow(found.content_bytes())?;
         Ok(found)
+    }
+
+    /// `GET /users/{id}/teams/{team}/channels` (1 request): no last messages.
+    async fn member_channels_without_last(
+        &self,
+        actor: &Actor,
+        page: PageRequest,
+    ) -> BackendResult<ChannelPage> {
+        let proxy = self.as_user(actor)?;
+        let (channels, has_next) = self.channel_page(&proxy, page).await?;
+        Ok(ChannelPage {
+            channels: channels
+                .iter()
+                .map(|c| ChannelSummary {
+                    channel: c.to_channel(),
+                    last_message: None,
+                })
+                .collect(),
+            has_next,
+        })
     }
 
     /// `GET /users/{id}/teams/{team}/channels` (1 request).

@@ -172,6 +172,28 @@ impl MattermostBackend {
         )))
     }
 
+    /// One page of the actor's channels by name, and whether more follow
+    /// (`GET /users/{id}/teams/{team}/channels`, 1 request).
+    async fn channel_page(
+        &self,
+        proxy: &MattermostUserProxy,
+        page: PageRequest,
+    ) -> BackendResult<(Vec<MmChannel>, bool)> {
+        let mut channels = proxy
+            .list_own_channels(&self.team.id)
+            .await
+            .map_err(mm_error)?;
+        channels.sort_by(|a, b| a.name.cmp(&b.name));
+        let start = page.offset() as usize;
+        let has_next = channels.len() > start + page.size as usize;
+        let channels = channels
+            .into_iter()
+            .skip(start)
+            .take(page.size as usize)
+            .collect();
+        Ok((channels, has_next))
+    }
+
     /// The actor's channel by id or name; "not found" whether it is missing or not theirs.
     async fn member_channel_of(
         &self,
