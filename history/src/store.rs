@@ -280,6 +280,8 @@ impl HistoryStore {
         floor: i64,
         limit: usize,
     ) -> HistoryResult<Vec<Post>> {
+        // Nothing older than the retention can be stored: the floor never walks buckets past it.
+        let floor = floor.max(self.retention_floor(crate::now_ms()));
         let mut out = Vec::new();
         let start_at = match before {
             Some((at, _)) => at,
@@ -333,7 +335,8 @@ impl HistoryStore {
     ) -> HistoryResult<Vec<Post>> {
         let mut out = Vec::new();
         let last = self.bucket_of(crate::now_ms().max(at));
-        let mut bucket = self.bucket_of(at);
+        // Nothing older than the retention is stored: start no earlier than its bucket.
+        let mut bucket = self.bucket_of(at.max(self.retention_floor(crate::now_ms())));
         while out.len() < limit && bucket <= last {
             let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
             let result = self
