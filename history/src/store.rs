@@ -126,29 +126,17 @@ impl HistoryStore {
             a.is_staff,
             stamp,
         );
-        let last = (
-            &post.channel_id,
-            &post.id,
-            post.create_at,
-            &post.message,
-            &post.post_type,
-            &a.id,
-            &a.username,
-            &a.email,
-            a.is_staff,
-            stamp,
-        );
         let (posts, positions, lasts) = tokio::join!(
             self.session.execute_unpaged(&s.insert_post, row),
             self.session.execute_unpaged(
                 &s.insert_position,
                 (&post.id, &post.channel_id, post.create_at, stamp)
             ),
-            self.session.execute_unpaged(&s.insert_last, last),
+            self.write_last(post, stamp),
         );
         posts.map_err(err)?;
         positions.map_err(err)?;
-        lasts.map_err(err)?;
+        lasts?;
         Ok(())
     }
 
