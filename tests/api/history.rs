@@ -359,11 +359,20 @@ async fn last_message(app: &TestApp, token: &str, channel: &str) -> Value {
         .unwrap()
 }
 
-#[tokio::test]
-async fn edits_and_deletions_made_in_mattermost_reach_the_cache() {
+/// A node, alice, and her warm channel `room` with posts p0..p3.
+struct Room {
+    mattermost: StandIn,
+    scylla: Scylla,
+    app: TestApp,
+    alice: String,
+    channel: String,
+    ids: Vec<String>,
+}
+
+async fn warm_room(keyspace: &str) -> Room {
     let mattermost = StandIn::start(StandInConfig::default()).await;
     let scylla = Scylla::start().await;
-    let app = node(&mattermost, scylla.config(&unique_keyspace("edits"))).await;
+    let app = node(&mattermost, scylla.config(&unique_keyspace(keyspace))).await;
     let alice = app.signed_up("alice").await;
     let channel = app.channel(&alice, "room", &[]).await;
     let mut ids = Vec::new();
@@ -371,6 +380,26 @@ async fn edits_and_deletions_made_in_mattermost_reach_the_cache() {
         ids.push(app.send(&alice, &channel, &format!("p{i}")).await);
     }
     until_warm(&app, &mattermost, &alice, &channel).await;
+    Room {
+        mattermost,
+        scylla,
+        app,
+        alice,
+        channel,
+        ids,
+    }
+}
+
+#[tokio::test]
+async fn edits_and_deletions_made_in_mattermost_reach_the_cache() {
+    let Room {
+        mattermost,
+        scylla: _scylla,
+        app,
+        alice,
+        channel,
+        ids,
+    } = warm_room("edits").await;
     until_warm(&app, &mattermost, &alice, "town-square").await;
 
     mattermost.edit_post(&ids[1], "p1 edited");
@@ -404,16 +433,14 @@ async fn edits_and_deletions_made_in_mattermost_reach_the_cache() {
 
 #[tokio::test]
 async fn with_the_ingest_away_reads_fall_back_and_nothing_deleted_meanwhile_is_served_after() {
-    let mattermost = StandIn::start(StandInConfig::default()).await;
-    let scylla = Scylla::start().await;
-    let app = node(&mattermost, scylla.config(&unique_keyspace("away"))).await;
-    let alice = app.signed_up("alice").await;
-    let channel = app.channel(&alice, "room", &[]).await;
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        ids.push(app.send(&alice, &channel, &format!("p{i}")).await);
-    }
-    until_warm(&app, &mattermost, &alice, &channel).await;
+    let Room {
+        mattermost,
+        scylla: _scylla,
+        app,
+        alice,
+        channel,
+        ids,
+    } = warm_room("away").await;
 
     // The ingest's socket drops; the deletion happens while it is away, so its event is lost.
     mattermost.drop_websockets();
