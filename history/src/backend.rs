@@ -57,6 +57,11 @@ impl HistoryBackend {
         let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
         let size = page.size as usize;
         let need = offset.saturating_add(size).saturating_add(1);
+        if need > MAX_CACHED_ROWS {
+            // A deep page: Mattermost skips to it by offset, the store would read every newer
+            // row into memory first.
+            return Ok(None);
+        }
         let mut rows = store
             .newest(channel_id, None, coverage.from_at.max(floor), need)
             .await?;
@@ -190,6 +195,10 @@ async fn forget_deleted(
         }
     }
 }
+
+/// The most rows a cached page may read (its offset plus its size): deeper pages go to
+/// Mattermost, so no request makes the node hold a channel's whole history.
+const MAX_CACHED_ROWS: usize = 2_001;
 
 /// How long after a post's creation Mattermost may still be committing it (milliseconds).
 const IN_FLIGHT: i64 = 2_000;

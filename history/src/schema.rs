@@ -16,9 +16,6 @@ use scylla::client::session::Session;
 use crate::config::HistoryConfig;
 use crate::error::{err, HistoryResult};
 
-/// The schema version this build migrates to.
-pub const VERSION: i32 = 1;
-
 /// The DDL of each version, in order; a version's statements are idempotent.
 pub fn migrations(config: &HistoryConfig) -> Vec<(i32, Vec<String>)> {
     let ks = &config.keyspace;

@@ -424,6 +424,10 @@ async fn edits_and_deletions_made_in_mattermost_reach_the_cache() {
     mattermost.delete_post(&ids[0]);
     until_page(&app, &alice, &channel, |t| t == ["p1 edited", "p2"]).await;
 
+    // A page far past the end answers as Mattermost does, without reading the store to it.
+    let deep = page(&app, &alice, &channel, 1_000_000, 200).await;
+    assert_eq!(deep["data"], json!([]), "{deep}");
+
     mattermost.take_requests();
     page(&app, &alice, &channel, 0, 50).await;
     last_message(&app, &alice, &channel).await;
