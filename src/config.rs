@@ -22,6 +22,7 @@ use mmsub_api::throttle::RateLimit;
 use mmsub_api::ApiSettings;
 use mmsub_gateway::GatewaySettings;
 use mmsub_history::config::parse_consistency;
+use mmsub_history::tls::{Tls, TlsFiles};
 use mmsub_history::{HistoryConfig, Replication};
 use mmsub_relay::kafka::KafkaSettings;
 use mmsub_relay::link::LinkSettings;
@@ -321,6 +322,19 @@ pub struct HistoryArgs {
     /// Its password.
     #[arg(long, env = "MMSUB_SCYLLA_PASSWORD", hide_env_values = true)]
     pub scylla_password: Option<String>,
+    /// PEM file of the authorities that sign the nodes' certificates. Set: every connection to
+    /// ScyllaDB is TLS, verified against it (the nodes' `client_encryption_options`).
+    #[arg(long, env = "MMSUB_SCYLLA_TLS_CA")]
+    pub scylla_tls_ca: Option<PathBuf>,
+    /// The name the nodes' certificates carry; unset, each must carry its node's IP address.
+    #[arg(long, env = "MMSUB_SCYLLA_TLS_SERVER_NAME", requires = "scylla_tls_ca")]
+    pub scylla_tls_server_name: Option<String>,
+    /// PEM client certificate chain, for nodes with `require_client_auth`.
+    #[arg(long, env = "MMSUB_SCYLLA_TLS_CERT", requires_all = ["scylla_tls_ca", "scylla_tls_key"])]
+    pub scylla_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--scylla-tls-cert`.
+    #[arg(long, env = "MMSUB_SCYLLA_TLS_KEY", requires = "scylla_tls_cert")]
+    pub scylla_tls_key: Option<PathBuf>,
 }
 
 impl HistoryArgs {
@@ -360,6 +374,24 @@ impl HistoryArgs {
             (None, None) => None,
             _ => bail!("--scylla-username and --scylla-password go together"),
         };
+        if let Some(ca) = self
+            .scylla_tls_ca
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            let files = TlsFiles {
+                ca,
+                server_name: self
+                    .scylla_tls_server_name
+                    .clone()
+                    .filter(|n| !n.is_empty()),
+                client: self
+                    .scylla_tls_cert
+                    .clone()
+                    .zip(self.scylla_tls_key.clone()),
+            };
+            config.tls = Some(Tls::load(files).map_err(anyhow::Error::msg)?);
+        }
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(Some(config))
     }
@@ -725,5 +757,54 @@ mod tests {
         assert_eq!(mm.team, "crew");
         assert!(!format!("{mm:?}").contains("secret-pass"));
         assert!(parse(&[]).unwrap().mattermost.is_none());
+    }
+
+    #[test]
+    fn scylla_flags_reach_the_history_settings_and_bad_tls_files_stop_start_up() {
+        let mattermost = [
+            "--mattermost-server-url",
+            "https://chat.example.com",
+            "--mattermost-admin-login-id",
+            "admin",
+            "--mattermost-admin-login-password",
+            "secret-pass",
+        ];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = mattermost.iter().chain(extra).copied().collect();
+            parse(&args)
+        };
+        let config = with(&[
+            "--scylla-nodes",
+            "10.0.0.1:9042, 10.0.0.2:9042",
+            "--scylla-replication",
+            "dc1:3",
+            "--scylla-read-consistency",
+            "local_quorum",
+            "--scylla-username",
+            "mmsub",
+            "--scylla-password",
+            "pw",
+        ])
+        .unwrap();
+        let history = config.history.expect("the tier is on");
+        assert_eq!(history.nodes, ["10.0.0.1:9042", "10.0.0.2:9042"]);
+        assert_eq!(
+            history.replication,
+            Replication::NetworkTopology(vec![("dc1".into(), 3)])
+        );
+        assert!(history.tls.is_none());
+        let err = with(&[
+            "--scylla-nodes",
+            "n:9042",
+            "--scylla-tls-ca",
+            "/nonexistent/ca.pem",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        let err = with(&["--scylla-nodes", "n:9042", "--scylla-tls-server-name", "db"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--scylla-tls-ca"), "{err}");
     }
 }

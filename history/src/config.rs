@@ -106,6 +106,8 @@ pub struct HistoryConfig {
     pub bucket_width: Duration,
     /// `PasswordAuthenticator` credentials.
     pub credentials: Option<(String, String)>,
+    /// TLS to the nodes; plaintext when `None`.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl HistoryConfig {
@@ -123,6 +125,7 @@ impl HistoryConfig {
             retention: Duration::from_secs(30 * 24 * 3600),
             bucket_width: Duration::from_secs(24 * 3600),
             credentials: None,
+            tls: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`schema`]: the tables, Discord-style `(channel, bucket)` partitions newest first, and
 //!   their versioned migration.
 //! - [`store`]: the prepared statements on the `scylla` driver.
+//! - [`tls`]: TLS to the nodes (`--scylla-tls-*`).
 //! - [`tier`]: [`History`], the tier's shared state (connection, live epoch, fill locks).
 //! - [`backend`]: [`HistoryBackend`], the [`ChatBackend`](mmsub_api::backend::ChatBackend)
 //!   that reads through the store.
@@ -20,6 +21,7 @@ pub mod schema;
 mod statements;
 pub mod store;
 pub mod tier;
+pub mod tls;
 
 pub use backend::HistoryBackend;
 pub use config::{HistoryConfig, Replication};

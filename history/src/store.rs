@@ -78,6 +78,9 @@ impl HistoryStore {
         if let Some((user, password)) = &config.credentials {
             builder = builder.user(user, password);
         }
+        if let Some(tls) = &config.tls {
+            builder = builder.tls_context(Some(tls.client_config()));
+        }
         let session = builder.build().await.map_err(err)?;
         schema::migrate(&session, config).await?;
         let statements = prepare_all(&session, config).await?;

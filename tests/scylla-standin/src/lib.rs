@@ -10,7 +10,8 @@
 //! clock can be moved forward ([`Standin::advance_clock`]) so that TTLs expire on demand, it
 //! can be slowed ([`Standin::set_delay`]) and stopped and started again on the same address
 //! with its data kept ([`Standin::stop`], [`Standin::restart`]), as a node restarting on its
-//! commit log would.
+//! commit log would. It can also serve client-to-node encryption only, as a node with
+//! `client_encryption_options: enabled` does ([`Standin::start_tls`]).
 //!
 //! Layout: [`cql`] parses statements, [`types`] holds CQL types and values, [`schema`] and
 //! [`store`] the keyspaces and tables, [`data`] partitions and reconciliation, [`query`] runs
@@ -23,6 +24,7 @@ pub mod query;
 pub mod schema;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod types;
 
 use std::net::SocketAddr;
@@ -30,7 +32,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use server::Shared;
 
@@ -39,6 +42,7 @@ use server::Shared;
 pub struct Standin {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     listener: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -53,13 +57,31 @@ impl Standin {
         addr: SocketAddr,
         credentials: Option<(String, String)>,
     ) -> std::io::Result<Self> {
+        Self::listen(addr, credentials, None).await
+    }
+
+    /// Starts a node that accepts TLS connections only, with `tls` (see [`tls::server_config`]).
+    pub async fn start_tls(
+        addr: SocketAddr,
+        credentials: Option<(String, String)>,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<Self> {
+        Self::listen(addr, credentials, Some(tls)).await
+    }
+
+    async fn listen(
+        addr: SocketAddr,
+        credentials: Option<(String, String)>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(addr.ip(), credentials));
-        let task = tokio::spawn(accept(listener, shared.clone()));
+        let task = tokio::spawn(accept(listener, shared.clone(), tls.clone()));
         Ok(Standin {
             addr,
             shared,
+            tls,
             listener: Some(task),
         })
     }
@@ -106,7 +128,11 @@ impl Standin {
     pub async fn restart(&mut self) -> std::io::Result<()> {
         self.stop();
         let listener = TcpListener::bind(self.addr).await?;
-        self.listener = Some(tokio::spawn(accept(listener, self.shared.clone())));
+        self.listener = Some(tokio::spawn(accept(
+            listener,
+            self.shared.clone(),
+            self.tls.clone(),
+        )));
         Ok(())
     }
 }
@@ -117,16 +143,36 @@ impl Drop for Standin {
     }
 }
 
-async fn accept(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let tls = tls.map(TlsAcceptor::from);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(server::serve_connection(shared.clone(), stream));
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(connection(shared.clone(), stream, tls.clone()));
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn connection(shared: Arc<Shared>, stream: TcpStream, tls: Option<TlsAcceptor>) {
+    let Some(tls) = tls else {
+        return server::serve_connection(shared, stream).await;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => server::serve_connection(shared, stream).await,
+        Ok(Err(error)) => tracing::info!(%error, "TLS handshake refused"),
+        Err(_) => tracing::info!("TLS handshake timed out"),
     }
 }

@@ -18,8 +18,7 @@ use cassandra_protocol::compression::Compression;
 use cassandra_protocol::frame::events::ServerEvent;
 use cassandra_protocol::frame::message_event::BodyResEvent;
 use cassandra_protocol::frame::{Direction, Envelope, Flags, Opcode, Serialize, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, watch};
 
 use crate::cql::Parsed;
@@ -81,10 +80,12 @@ struct Session {
     registered: bool,
 }
 
-/// Serves one connection until the client leaves, the node stops, or the client breaks the
-/// protocol.
-pub async fn serve_connection(shared: Arc<Shared>, mut stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+/// Serves one connection (plain TCP or TLS) until the client leaves, the node stops, or the
+/// client breaks the protocol.
+pub async fn serve_connection<S>(shared: Arc<Shared>, mut stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut stop = shared.stop.subscribe();
     let mut events = shared.events.subscribe();
     let mut session = Session {
@@ -179,8 +180,8 @@ fn next_frame(buffer: &mut Vec<u8>) -> Result<Option<Envelope>, (i16, CqlError)>
     }
 }
 
-async fn write(
-    stream: &mut TcpStream,
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     stream_id: i16,
     opcode: Opcode,
     body: Vec<u8>,
