@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mmsub_api::backend::{
-    Actor, BackendResult, ByteCount, Channel, ChannelPage, ChannelPost, ChatBackend, CreatedUser,
-    Login, MessagePage, NewUser, PageRequest, Post, UserPage,
+    Actor, BackendError, BackendResult, ByteCount, Channel, ChannelPage, ChannelPost, ChatBackend,
+    CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, UserPage,
 };
 
 use crate::error::HistoryError;
@@ -54,14 +54,11 @@ impl HistoryBackend {
         };
         let floor = store.retention_floor(crate::now_ms());
         let beginning = coverage.beginning && coverage.from_at >= floor;
-        let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
-        let size = page.size as usize;
-        let need = offset.saturating_add(size).saturating_add(1);
-        if need > MAX_CACHED_ROWS {
+        let Some(need) = rows_needed(page) else {
             // A deep page: Mattermost skips to it by offset, the store would read every newer
             // row into memory first.
             return Ok(None);
-        }
+        };
         let mut rows = store
             .newest(channel_id, None, coverage.from_at.max(floor), need)
             .await?;
@@ -71,18 +68,10 @@ impl HistoryBackend {
         if rows.len() < need && !beginning {
             return Ok(None);
         }
-        let has_previous = rows.len() > offset + size;
-        let has_next = offset > 0 && !rows.is_empty();
-        let mut posts: Vec<Post> = rows.into_iter().skip(offset).take(size).collect();
-        posts.reverse();
-        ByteCount::new(page.max_bytes)
-            .add_all(posts.iter().map(Post::content_bytes))
-            .map_err(|e| HistoryError(e.to_string()))?;
-        Ok(Some(MessagePage {
-            posts,
-            has_next,
-            has_previous,
-        }))
+        let older = rows.len() >= need;
+        page_of(rows, page, older)
+            .map(Some)
+            .map_err(|e| HistoryError(e.to_string()))
     }
 
     /// After a page came from the wrapped backend: cache its posts and extend the window.
@@ -138,6 +127,36 @@ impl HistoryBackend {
         };
         store.set_coverage(channel_id, &record).await
     }
+}
+
+/// The newest rows a page needs: those before it, its own, and one more for `hasPrevious`;
+/// `None` past [`MAX_CACHED_ROWS`].
+fn rows_needed(page: PageRequest) -> Option<usize> {
+    let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
+    let need = offset.saturating_add(page.size as usize).saturating_add(1);
+    (need <= MAX_CACHED_ROWS).then_some(need)
+}
+
+/// A page cut from a channel's newest posts: `newest_first` holds every post from the newest
+/// down to at least the page's oldest, and `older` says whether posts older than the page
+/// exist.
+fn page_of(
+    newest_first: Vec<Post>,
+    page: PageRequest,
+    older: bool,
+) -> Result<MessagePage, BackendError> {
+    let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
+    let size = page.size as usize;
+    let has_previous = older;
+    let has_next = offset > 0 && !newest_first.is_empty();
+    let mut posts: Vec<Post> = newest_first.into_iter().skip(offset).take(size).collect();
+    posts.reverse();
+    ByteCount::new(page.max_bytes).add_all(posts.iter().map(Post::content_bytes))?;
+    Ok(MessagePage {
+        posts,
+        has_next,
+        has_previous,
+    })
 }
 
 /// Posts can be stored that Mattermost no longer has: deleted while no ingest heard it. A page
@@ -364,19 +383,45 @@ impl ChatBackend for HistoryBackend {
             .await
             .ok()
             .flatten();
+        let Some(epoch) = epoch else {
+            return self.inner.messages(actor, &channel.id, page).await;
+        };
+        // An older page is read together with every newer post, as one page from the newest:
+        // the window then grows from the newest post down with no gap, and the page is cut
+        // from the fetch.
+        // It reads the rows a warm read of the page will need, one older included.
+        let fetch = match rows_needed(page).and_then(|need| u32::try_from(need).ok()) {
+            Some(size) if page.number > 0 => PageRequest {
+                number: 0,
+                size,
+                max_bytes: page.max_bytes,
+            },
+            _ => page,
+        };
         let fetched_at = crate::now_ms();
-        let found = self.inner.messages(actor, &channel.id, page).await?;
-        if let Some(epoch) = epoch {
-            if let Err(e) = timed(
-                store.config(),
-                self.fill(&store, &channel.id, &epoch, page, &found, fetched_at),
-            )
-            .await
-            {
-                tracing::warn!(error = %e, channel = %channel.id, "history could not be cached");
+        let found = match self.inner.messages(actor, &channel.id, fetch).await {
+            Ok(found) => found,
+            // The newer posts do not fit the answer's budget: read the page alone, uncached.
+            Err(BackendError::TooLarge(_)) if fetch.number != page.number => {
+                return self.inner.messages(actor, &channel.id, page).await;
             }
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = timed(
+            store.config(),
+            self.fill(&store, &channel.id, &epoch, fetch, &found, fetched_at),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, channel = %channel.id, "history could not be cached");
         }
-        Ok(found)
+        if fetch.number == page.number {
+            return Ok(found);
+        }
+        let newest_first: Vec<Post> = found.posts.into_iter().rev().collect();
+        let older = newest_first.len()
+            > usize::try_from(page.offset() + u64::from(page.size)).unwrap_or(usize::MAX);
+        page_of(newest_first, page, older)
     }
 
     async fn issue_refresh_token(&self, login: &Login, ttl: Duration) -> BackendResult<String> {

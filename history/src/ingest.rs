@@ -8,6 +8,9 @@ use mmsub_api::backend::{ChannelPost, Post};
 
 use crate::tier::{timed, History, HEARTBEAT_EVERY};
 
+/// How often the heartbeat looks for the store before it is connected.
+const STORE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The history tier's view of the ingest: an epoch per connection, a heartbeat while it
 /// lasts, and every post, edit and deletion written to the store.
 pub struct IngestHistory {
@@ -51,10 +54,13 @@ impl Observer for IngestHistory {
         // The heartbeat announces the epoch as soon as the store answers, then keeps it alive.
         let task = tokio::spawn(async move {
             loop {
-                if let Some(store) = history.store() {
-                    if let Err(e) = timed(store.config(), store.set_epoch(&epoch)).await {
-                        tracing::warn!(error = %e, "the ingest's heartbeat could not be written");
-                    }
+                let Some(store) = history.store() else {
+                    // Not connected yet: announce the epoch as soon as it is, not a beat later.
+                    tokio::time::sleep(STORE_POLL).await;
+                    continue;
+                };
+                if let Err(e) = timed(store.config(), store.set_epoch(&epoch)).await {
+                    tracing::warn!(error = %e, "the ingest's heartbeat could not be written");
                 }
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
             }

@@ -25,10 +25,10 @@ pub struct HttpArgs {
 }
 
 /// Per goose user: its account and channel.
-struct Account {
-    username: String,
-    token: String,
-    channel: String,
+pub(crate) struct Account {
+    pub username: String,
+    pub token: String,
+    pub channel: String,
 }
 
 pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
@@ -80,7 +80,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
 }
 
 /// Posts one GraphQL operation; a response with `errors` counts as a failed request.
-async fn graphql(
+pub(crate) async fn graphql(
     user: &mut GooseUser,
     name: &str,
     query: &str,

@@ -9,10 +9,13 @@
 //!   writes pre-built frames: what this machine allows right now, to compare a server with.
 //! - `loadtest idle`: S idle subscribers; the server's resident memory per subscriber.
 //! - `loadtest http`: goose scenarios over the HTTP GraphQL API, with goose's HTML report.
+//! - `loadtest history`: goose users reading history pages and channel lists, with the
+//!   Mattermost requests each read cost (with and without the ScyllaDB tier).
 
 mod client;
 mod fanout;
 mod floor;
+mod history;
 mod http;
 mod publisher;
 mod ws;
@@ -39,6 +42,8 @@ enum Command {
     Idle(fanout::IdleArgs),
     /// Goose scenarios over HTTP GraphQL; arguments after `--` go to goose.
     Http(http::HttpArgs),
+    /// Goose users reading history (`getMessageList`, `channelList`) from prepared channels.
+    History(history::HistoryArgs),
 }
 
 #[tokio::main]
@@ -49,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         Command::FloorServer(args) => floor::serve(args).await,
         Command::Idle(args) => print(&fanout::idle(args).await?),
         Command::Http(args) => http::run(args).await,
+        Command::History(args) => history::run(args).await,
     }
 }
 

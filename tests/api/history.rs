@@ -202,6 +202,65 @@ async fn a_warm_channel_is_read_and_resumed_with_no_mattermost_post_requests() {
     drop(scylla);
 }
 
+#[tokio::test]
+async fn an_older_page_read_cold_warms_it_and_every_newer_page() {
+    let mattermost = StandIn::start(StandInConfig::default()).await;
+    let scylla = Scylla::start().await;
+    let app = node(&mattermost, scylla.config(&unique_keyspace("older"))).await;
+    let alice = app.signed_up("alice").await;
+    let channel = app.channel(&alice, "room", &[]).await;
+    for i in 0..30 {
+        app.send(&alice, &channel, &format!("m{i}")).await;
+    }
+    // The ingest's epoch is live (another channel warms), and `room` has never been read.
+    until_warm(&app, &mattermost, &alice, "town-square").await;
+    let expected = |n: u32| -> Vec<String> {
+        let newest = 29 - 5 * n as usize;
+        (newest.saturating_sub(4)..=newest)
+            .map(|i| format!("m{i}"))
+            .collect()
+    };
+
+    mattermost.take_requests();
+    let third = page(&app, &alice, &channel, 3, 5).await;
+    assert_eq!(texts(&third), expected(3));
+    assert_eq!(
+        (third["hasNext"].as_bool(), third["hasPrevious"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        post_reads(&mattermost.take_requests()).len(),
+        1,
+        "one fetch reads the page with every newer post"
+    );
+    for n in 0..=3 {
+        assert_eq!(
+            texts(&page(&app, &alice, &channel, n, 5).await),
+            expected(n)
+        );
+    }
+    let requests = mattermost.take_requests();
+    assert!(
+        post_reads(&requests).is_empty(),
+        "the window reaches the older page with no gap: {requests:?}"
+    );
+
+    let oldest = page(&app, &alice, &channel, 5, 5).await;
+    assert_eq!(texts(&oldest), expected(5));
+    assert_eq!(oldest["hasPrevious"].as_bool(), Some(false));
+    assert_eq!(post_reads(&mattermost.take_requests()).len(), 1);
+    let fourth = page(&app, &alice, &channel, 4, 5).await;
+    assert_eq!(texts(&fourth), expected(4));
+    let beyond = page(&app, &alice, &channel, 6, 5).await;
+    assert!(texts(&beyond).is_empty());
+    assert_eq!(beyond["hasPrevious"].as_bool(), Some(false));
+    let requests = mattermost.take_requests();
+    assert!(
+        post_reads(&requests).is_empty(),
+        "the window reaches the channel's first post: {requests:?}"
+    );
+}
+
 async fn replay(ws: &mut WsClient, count: usize) -> Vec<String> {
     let mut texts = Vec::new();
     while texts.len() < count {

@@ -10,13 +10,14 @@
 //! files so this cannot drift into what is convenient.
 //!
 //! Faults on demand: rate limiting, slow answers, expired sessions, dropped `WebSockets`, and
-//! going down. Every request is logged by route so tests can count Mattermost requests per
-//! GraphQL operation.
+//! going down. Every request is logged by route (`log.rs`) so tests can count Mattermost requests
+//! per GraphQL operation; `GET /standin/requests` gives the counts to load runs.
 //!
 //! One file, just over 500 lines: the router, the WebSocket and the fault switches are the
 //! stand-in's whole surface, read together; its data is in `store.rs`, its routes' behaviour
 //! in `routes.rs`, its JSON in `shapes.rs`.
 
+mod log;
 mod records;
 mod routes;
 mod shapes;
@@ -110,7 +111,7 @@ struct Faults {
 struct Shared {
     store: Mutex<Store>,
     faults: Mutex<Faults>,
-    requests: Mutex<Vec<String>>,
+    requests: Mutex<log::RequestLog>,
     events: broadcast::Sender<Event>,
     drop_sockets: broadcast::Sender<()>,
 }
@@ -211,7 +212,7 @@ impl StandIn {
 
     /// The requests served so far, as `"METHOD /template"`, and forgets them.
     pub fn take_requests(&self) -> Vec<String> {
-        std::mem::take(&mut self.shared.requests.lock().unwrap())
+        self.shared.requests.lock().unwrap().take()
     }
 
     /// Posts as `username` directly in Mattermost (not through mmsub); returns the post id.
@@ -286,9 +287,18 @@ impl StandIn {
 async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let app = Router::new()
         .route("/api/v4/websocket", get(websocket))
+        .route("/standin/requests", get(request_counts))
         .fallback(any(rest))
         .with_state(shared);
     let _ = axum::serve(listener, app).await;
+}
+
+/// `GET /standin/requests`: requests per route since start, `{"total": N, "routes": {…}}`.
+/// Not part of Mattermost's API: load runs read it to count Mattermost requests per read.
+async fn request_counts(State(shared): State<Arc<Shared>>) -> Response {
+    let log = shared.requests.lock().unwrap();
+    let total: u64 = log.counts().values().sum();
+    axum::Json(json!({ "total": total, "routes": log.counts() })).into_response()
 }
 
 /// Mattermost's error body.
@@ -363,7 +373,7 @@ async fn rest(State(shared): State<Arc<Shared>>, request: Request) -> Response {
             "Sorry, we could not find the page.",
         );
     };
-    shared.requests.lock().unwrap().push(format!(
+    shared.requests.lock().unwrap().record(format!(
         "{method} {}",
         template.trim_start_matches("/api/v4")
     ));
