@@ -64,7 +64,9 @@ variant() {
   echo "== $name: goose history reads, $users users for $run_time" >&2
   "$bin/loadtest" history --url "$url" --mattermost-url "$mattermost" "${limit[@]}" \
     -- --users "$users" --hatch-rate "$users" --run-time "$run_time" --quiet --no-reset-metrics --no-print-metrics \
-    --report-file "$work/report-$name.html" 2>"$work/goose-$name.log" | tee "$work/summary-$name.json"
+    --report-file "$work/report-$name.html" 2>"$work/goose-$name.log" >"$work/out-$name.txt" || {
+    echo "loadtest history failed ($name):" >&2; cat "$work/out-$name.txt" "$work/goose-$name.log" >&2; exit 1; }
+  grep '^{' "$work/out-$name.txt" | tail -n 1 | tee "$work/summary-$name.json"
   [ -n "${MMSUB_BENCH_REPORTS:-}" ] && cp "$work/report-$name.html" "$MMSUB_BENCH_REPORTS/history-$name.html"
   return 0
 }

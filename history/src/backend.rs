@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use mmsub_api::backend::{
     Actor, BackendError, BackendResult, ByteCount, Channel, ChannelPage, ChannelPost, ChatBackend,
     CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, UserPage,
@@ -219,6 +220,9 @@ async fn forget_deleted(
 /// Mattermost, so no request makes the node hold a channel's whole history.
 const MAX_CACHED_ROWS: usize = 2_001;
 
+/// Cold channels of one `channelList` page read through the store at once.
+const COLD_READS_AT_ONCE: usize = 8;
+
 /// How long after a post's creation Mattermost may still be committing it (milliseconds).
 const IN_FLIGHT: i64 = 2_000;
 
@@ -245,9 +249,10 @@ impl ChatBackend for HistoryBackend {
         self.inner.create_channel(actor, name, members).await
     }
 
-    /// The channels from the wrapped backend without their last messages, and each last
-    /// message from the store when every channel of the page is warm; otherwise the wrapped
-    /// backend's whole answer.
+    /// The channels from the wrapped backend without their last messages; each last message
+    /// from the store for a warm channel, and for a cold one read through the store (which
+    /// fills it, so the next list is all warm). If the store fails, the wrapped backend's
+    /// whole answer.
     async fn member_channels(
         &self,
         actor: &Actor,
@@ -257,32 +262,80 @@ impl ChatBackend for HistoryBackend {
             return self.inner.member_channels(actor, page).await;
         };
         let mut found = self.inner.member_channels_without_last(actor, page).await?;
-        let filled = timed(store.config(), async {
-            for summary in &mut found.channels {
-                let Some(coverage) = self.history.warm(&store, &summary.channel.id).await? else {
-                    return Ok(false);
-                };
-                match store.last_post(&summary.channel.id).await? {
-                    Some(last) => summary.last_message = Some(last),
-                    // No post stored: the channel has none only if the window reaches its start.
-                    None if coverage.beginning => summary.last_message = None,
-                    None => return Ok(false),
+        // Every channel of the page at once (a page is bounded): `Some(last)` for a warm
+        // channel, `None` for one the store cannot answer for yet.
+        let stored = timed(
+            store.config(),
+            futures::future::try_join_all(found.channels.iter().map(|summary| {
+                let store = &store;
+                async move {
+                    let Some(coverage) = self.history.warm(store, &summary.channel.id).await?
+                    else {
+                        return Ok::<_, HistoryError>(None);
+                    };
+                    Ok(match store.last_post(&summary.channel.id).await? {
+                        Some(last) => Some(Some(last)),
+                        // No post stored: the channel has none only if the window reaches its
+                        // start.
+                        None if coverage.beginning => Some(None),
+                        None => None,
+                    })
                 }
-            }
-            Ok(true)
-        })
+            })),
+        )
         .await;
-        match filled {
-            Ok(true) => {
-                page.allow(found.content_bytes())?;
-                Ok(found)
-            }
-            Ok(false) => self.inner.member_channels(actor, page).await,
+        let stored = match stored {
+            Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "history store failed; channel list from Mattermost");
-                self.inner.member_channels(actor, page).await
+                return self.inner.member_channels(actor, page).await;
+            }
+        };
+        let any_cold = stored.iter().any(Option::is_none);
+        if any_cold
+            && timed(store.config(), self.history.live_epoch(&store))
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+        {
+            // No ingest keeps the store current: nothing can be filled, and the wrapped
+            // backend answers a whole list in fewer requests than a read per channel.
+            return self.inner.member_channels(actor, page).await;
+        }
+        // The cold ones: their newest post through the store's read path (which fills it), a
+        // few at a time.
+        let newest = PageRequest {
+            number: 0,
+            size: 1,
+            max_bytes: page.max_bytes,
+        };
+        let cold: Vec<(usize, String)> = found
+            .channels
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| stored[*i].is_none())
+            .map(|(i, summary)| (i, summary.channel.id.clone()))
+            .collect();
+        let cold: Vec<(usize, BackendResult<MessagePage>)> = futures::stream::iter(cold)
+            .map(|(i, id)| self.read_cold(actor, i, id, newest))
+            .buffer_unordered(COLD_READS_AT_ONCE)
+            .collect()
+            .await;
+        let mut lasts = stored;
+        for (i, read) in cold {
+            match read {
+                Ok(mut newest) => lasts[i] = Some(newest.posts.pop()),
+                // A channel gone between the list and the read, or Mattermost failing: the
+                // wrapped backend's answer, as without the tier.
+                Err(_) => return self.inner.member_channels(actor, page).await,
             }
         }
+        for (summary, last) in found.channels.iter_mut().zip(lasts) {
+            summary.last_message = last.flatten();
+        }
+        page.allow(found.content_bytes())?;
+        Ok(found)
     }
 
     async fn member_channel(&self, actor: &Actor, identifier: &str) -> BackendResult<Channel> {
@@ -357,14 +410,47 @@ impl ChatBackend for HistoryBackend {
         page: PageRequest,
     ) -> BackendResult<MessagePage> {
         let channel = self.inner.member_channel(actor, identifier).await?;
+        self.read_through(actor, &channel.id, page).await
+    }
+
+    async fn issue_refresh_token(&self, login: &Login, ttl: Duration) -> BackendResult<String> {
+        self.inner.issue_refresh_token(login, ttl).await
+    }
+
+    async fn redeem_refresh_token(&self, token: &str) -> BackendResult<Option<Login>> {
+        self.inner.redeem_refresh_token(token).await
+    }
+}
+
+impl HistoryBackend {
+    /// [`HistoryBackend::read_through`] of one cold channel of a list, tagged with its place.
+    fn read_cold<'a>(
+        &'a self,
+        actor: &'a Actor,
+        place: usize,
+        channel_id: String,
+        page: PageRequest,
+    ) -> futures::future::BoxFuture<'a, (usize, BackendResult<MessagePage>)> {
+        Box::pin(async move { (place, self.read_through(actor, &channel_id, page).await) })
+    }
+
+    /// A page of a channel the actor is a member of: from the store when it is inside a warm
+    /// channel's window; otherwise from the wrapped backend, one fill per channel at a time,
+    /// and the answer fills the store.
+    async fn read_through(
+        &self,
+        actor: &Actor,
+        channel_id: &str,
+        page: PageRequest,
+    ) -> BackendResult<MessagePage> {
         let Some(store) = self.history.store() else {
-            return self.inner.messages(actor, &channel.id, page).await;
+            return self.inner.messages(actor, channel_id, page).await;
         };
         let cached = || async {
-            match timed(store.config(), self.cached_page(&store, &channel.id, page)).await {
+            match timed(store.config(), self.cached_page(&store, channel_id, page)).await {
                 Ok(found) => found,
                 Err(e) => {
-                    tracing::warn!(error = %e, channel = %channel.id, "history store failed; reading Mattermost");
+                    tracing::warn!(error = %e, channel = %channel_id, "history store failed; reading Mattermost");
                     None
                 }
             }
@@ -372,7 +458,7 @@ impl ChatBackend for HistoryBackend {
         if let Some(found) = cached().await {
             return Ok(found);
         }
-        let lock = self.history.fill_lock(&channel.id);
+        let lock = self.history.fill_lock(channel_id);
         let _filling = lock.lock().await;
         if let Some(found) = cached().await {
             return Ok(found);
@@ -384,7 +470,7 @@ impl ChatBackend for HistoryBackend {
             .ok()
             .flatten();
         let Some(epoch) = epoch else {
-            return self.inner.messages(actor, &channel.id, page).await;
+            return self.inner.messages(actor, channel_id, page).await;
         };
         // An older page is read together with every newer post, as one page from the newest:
         // the window then grows from the newest post down with no gap, and the page is cut
@@ -399,21 +485,21 @@ impl ChatBackend for HistoryBackend {
             _ => page,
         };
         let fetched_at = crate::now_ms();
-        let found = match self.inner.messages(actor, &channel.id, fetch).await {
+        let found = match self.inner.messages(actor, channel_id, fetch).await {
             Ok(found) => found,
             // The newer posts do not fit the answer's budget: read the page alone, uncached.
             Err(BackendError::TooLarge(_)) if fetch.number != page.number => {
-                return self.inner.messages(actor, &channel.id, page).await;
+                return self.inner.messages(actor, channel_id, page).await;
             }
             Err(e) => return Err(e),
         };
         if let Err(e) = timed(
             store.config(),
-            self.fill(&store, &channel.id, &epoch, fetch, &found, fetched_at),
+            self.fill(&store, channel_id, &epoch, fetch, &found, fetched_at),
         )
         .await
         {
-            tracing::warn!(error = %e, channel = %channel.id, "history could not be cached");
+            tracing::warn!(error = %e, channel = %channel_id, "history could not be cached");
         }
         if fetch.number == page.number {
             return Ok(found);
@@ -422,13 +508,5 @@ impl ChatBackend for HistoryBackend {
         let older = newest_first.len()
             > usize::try_from(page.offset() + u64::from(page.size)).unwrap_or(usize::MAX);
         page_of(newest_first, page, older)
-    }
-
-    async fn issue_refresh_token(&self, login: &Login, ttl: Duration) -> BackendResult<String> {
-        self.inner.issue_refresh_token(login, ttl).await
-    }
-
-    async fn redeem_refresh_token(&self, token: &str) -> BackendResult<Option<Login>> {
-        self.inner.redeem_refresh_token(token).await
     }
 }

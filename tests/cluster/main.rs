@@ -5,9 +5,12 @@
 //! relay joining mid-stream, and with a gateway restarted mid-stream (its clients reconnect to
 //! another gateway and resume).
 //!
+//! `history.rs` runs the cluster with the ScyllaDB history tier.
+//!
 //! The variants run one at a time (each is a whole cluster on two cores).
 
 mod harness;
+mod history;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -107,17 +107,9 @@ impl QueryRoot {
             MessagePage::content_bytes,
         )
         .await?;
-        let tz = app.settings.time_zone;
-        Ok(Some(MessageListType {
-            has_next: Some(found.has_next),
-            has_previous: Some(found.has_previous),
-            data: Some(
-                found
-                    .posts
-                    .into_iter()
-                    .map(|p| Some(MessageQueryType::from_post(p, tz)))
-                    .collect(),
-            ),
-        }))
+        Ok(Some(MessageListType::from_page(
+            found,
+            app.settings.time_zone,
+        )))
     }
 }

@@ -10,7 +10,7 @@ use http::StatusCode;
 use mmsub_events::{EventAuthor, EventPost};
 use serde_json::json;
 
-use crate::backend::{BackendError, Post, User};
+use crate::backend::{BackendError, MessagePage, Post, User};
 
 /// graphene's `GenericScalar`: any JSON value.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +182,23 @@ pub struct MessageListType {
     pub has_next: Option<bool>,
     /// Older messages exist.
     pub has_previous: Option<bool>,
+}
+
+impl MessageListType {
+    /// A backend's page as the contract answers it, dates in `tz`.
+    pub fn from_page(found: MessagePage, tz: Tz) -> Self {
+        MessageListType {
+            has_next: Some(found.has_next),
+            has_previous: Some(found.has_previous),
+            data: Some(
+                found
+                    .posts
+                    .into_iter()
+                    .map(|p| Some(MessageQueryType::from_post(p, tz)))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// A channel.
