@@ -8,6 +8,9 @@
 #   scripts/history-bench.sh 10s 8           # run time and users
 #   MMSUB_BENCH_PROFILE=debug scripts/history-bench.sh 3s 4 --check   # what the test command runs
 #
+# MMSUB_HISTORY_SHAPE (default "--channels 20 --messages 200 --page-size 20 --pages 5") sets
+# the data and the pages read; see `loadtest history --help`.
+#
 # --check fails the run unless the tier variant's reads made (almost) no Mattermost post
 # request and the variant without it made at least one per page read.
 set -euo pipefail
@@ -62,7 +65,8 @@ variant() {
     sleep 0.1
   done
   echo "== $name: goose history reads, $users users for $run_time" >&2
-  "$bin/loadtest" history --url "$url" --mattermost-url "$mattermost" "${limit[@]}" \
+  # shellcheck disable=SC2086 # the shape is several flags
+  "$bin/loadtest" history --url "$url" --mattermost-url "$mattermost" "${limit[@]}" ${MMSUB_HISTORY_SHAPE:-} \
     -- --users "$users" --hatch-rate "$users" --run-time "$run_time" --quiet --no-reset-metrics --no-print-metrics \
     --report-file "$work/report-$name.html" 2>"$work/goose-$name.log" >"$work/out-$name.txt" || {
     echo "loadtest history failed ($name):" >&2; cat "$work/out-$name.txt" "$work/goose-$name.log" >&2; exit 1; }

@@ -74,6 +74,9 @@ r = json.loads(sys.argv[1])
 assert r["delivered"] == r["expected"] == 400 and r["lost"] == r["duplicates"] == r["out_of_order"] == 0, r' "$report"
 fi
 
+echo "== history reads under goose: serve on the Mattermost stand-in without and with the ScyllaDB stand-in"
+MMSUB_BENCH_PROFILE=debug MMSUB_HISTORY_SHAPE="--channels 5 --messages 60" scripts/history-bench.sh 3s 4 --check
+
 # The performance gate needs valgrind; install it where we can (root on Debian/Ubuntu).
 if ! command -v valgrind >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "== installing valgrind for the performance gate"

@@ -9,6 +9,7 @@
 //! - [`tier`]: [`History`], the tier's shared state (connection, live epoch, fill locks).
 //! - [`backend`]: [`HistoryBackend`], the [`ChatBackend`](mmsub_api::backend::ChatBackend)
 //!   that reads through the store.
+//! - `pages`: pages cut from newest-first rows, and deletions a fetched page reveals.
 //! - [`ingest`]: [`IngestHistory`], which keeps it current from the Mattermost ingest.
 
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod ingest;
+mod pages;
 pub mod schema;
 mod statements;
 pub mod store;

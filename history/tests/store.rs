@@ -4,10 +4,13 @@
 
 use std::time::Duration;
 
-use mmsub_api::backend::{Post, User};
+mod support;
+
+use mmsub_api::backend::Post;
 use mmsub_history::store::HistoryStore;
 use mmsub_history::HistoryConfig;
 use scylla_standin::Standin;
+use support::post;
 
 const MINUTE: i64 = 60_000;
 
@@ -34,22 +37,6 @@ async fn store(keyspace: &str) -> (Option<Standin>, HistoryStore) {
         .await
         .expect("connects and migrates");
     (standin, store)
-}
-
-fn post(channel: &str, id: &str, create_at: i64) -> Post {
-    Post {
-        id: id.into(),
-        channel_id: channel.into(),
-        message: format!("text of {id}"),
-        create_at,
-        post_type: String::new(),
-        author: User {
-            id: "u1".into(),
-            username: "alice".into(),
-            email: "alice@example.com".into(),
-            is_staff: false,
-        },
-    }
 }
 
 fn ids(posts: &[Post]) -> Vec<&str> {

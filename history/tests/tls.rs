@@ -3,16 +3,18 @@
 //! a configured name, and refuses an unknown authority, a wrong name and plaintext. These
 //! always run on the stand-in: the certificates are the test's own.
 
+mod support;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mmsub_api::backend::{Post, User};
 use mmsub_history::store::HistoryStore;
 use mmsub_history::tls::{Tls, TlsFiles};
 use mmsub_history::HistoryConfig;
 use rcgen::{BasicConstraints, Certificate, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use scylla_standin::Standin;
+use support::post;
 
 /// A certificate authority and the directory its files are written to.
 struct Authority {
@@ -93,28 +95,15 @@ fn tls(ca: PathBuf, server_name: Option<&str>) -> Tls {
     .unwrap()
 }
 
-fn post(id: &str) -> Post {
-    Post {
-        id: id.into(),
-        channel_id: "c".into(),
-        message: format!("text of {id}"),
-        create_at: mmsub_history::now_ms(),
-        post_type: String::new(),
-        author: User {
-            id: "u1".into(),
-            username: "alice".into(),
-            email: "alice@example.com".into(),
-            is_staff: false,
-        },
-    }
-}
-
 /// Connects, writes a post and reads it back as the last post.
 async fn round_trip(config: &HistoryConfig) {
     let store = HistoryStore::connect(config)
         .await
         .expect("connects over TLS and migrates");
-    store.write_post(&post("p1")).await.unwrap();
+    store
+        .write_post(&post("c", "p1", mmsub_history::now_ms()))
+        .await
+        .unwrap();
     let last = store
         .last_post("c")
         .await

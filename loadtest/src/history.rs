@@ -14,15 +14,13 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use goose::config::GooseConfiguration;
 use goose::prelude::*;
-use gumdrop::Options;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::client::{run_id, Client};
-use crate::http::{graphql, Account};
+use crate::http::{configuration, graphql, Account};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HistoryArgs {
@@ -114,17 +112,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let mut configuration = GooseConfiguration::parse_args_default(&args.goose)
-        .map_err(|e| anyhow::anyhow!("goose options: {e}"))?;
-    if configuration.host.is_empty() {
-        configuration.host = args.url.trim_end_matches('/').to_owned();
-    }
-    if configuration.run_time.is_empty() && configuration.iterations == 0 {
-        configuration.run_time = "30s".into();
-    }
-    if configuration.timeout.is_none() {
-        configuration.timeout = Some("10".into());
-    }
+    let configuration = configuration(&args.goose, &args.url)?;
     let started = Instant::now();
     let metrics = GooseAttack::initialize_with_config(configuration)?
         .register_scenario(

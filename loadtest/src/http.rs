@@ -32,19 +32,7 @@ pub(crate) struct Account {
 }
 
 pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
-    let mut configuration = GooseConfiguration::parse_args_default(&args.goose)
-        .map_err(|e| anyhow::anyhow!("goose options: {e}"))?;
-    if configuration.host.is_empty() {
-        configuration.host = args.url.trim_end_matches('/').to_owned();
-    }
-    if configuration.run_time.is_empty() && configuration.iterations == 0 {
-        // Bounded by default: a forgotten --run-time must not load a server forever.
-        configuration.run_time = "30s".into();
-    }
-    if configuration.timeout.is_none() {
-        configuration.timeout = Some("10".into());
-    }
-    GooseAttack::initialize_with_config(configuration)?
+    GooseAttack::initialize_with_config(configuration(&args.goose, &args.url)?)?
         .register_scenario(
             scenario!("chat")
                 .register_transaction(
@@ -77,6 +65,28 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         .execute()
         .await?;
     Ok(())
+}
+
+/// goose's options from `goose_args`, with this generator's defaults: `url` as the host, a
+/// 30 s run and a 10 s request timeout unless told otherwise.
+pub(crate) fn configuration(
+    goose_args: &[String],
+    url: &str,
+) -> anyhow::Result<GooseConfiguration> {
+    let mut configuration = GooseConfiguration::parse_args_default(goose_args)
+        .map_err(|e| anyhow::anyhow!("goose options: {e}"))?;
+    if configuration.host.is_empty() {
+        url.trim_end_matches('/')
+            .clone_into(&mut configuration.host);
+    }
+    if configuration.run_time.is_empty() && configuration.iterations == 0 {
+        // Bounded by default: a forgotten --run-time must not load a server forever.
+        configuration.run_time = "30s".into();
+    }
+    if configuration.timeout.is_none() {
+        configuration.timeout = Some("10".into());
+    }
+    Ok(configuration)
 }
 
 /// Posts one GraphQL operation; a response with `errors` counts as a failed request.

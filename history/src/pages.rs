@@ -1,0 +1,105 @@
+//! Pages cut from a channel's newest posts, and what a page fetched from Mattermost says about
+//! the stored ones: the read path's arithmetic, apart from its I/O in `backend.rs`.
+
+use std::collections::HashSet;
+
+use mmsub_api::backend::{BackendError, ByteCount, MessagePage, PageRequest, Post};
+
+use crate::error::HistoryError;
+use crate::store::HistoryStore;
+
+/// The newest rows a page needs: those before it, its own, and one more for `hasPrevious`;
+/// `None` past [`MAX_CACHED_ROWS`].
+pub(crate) fn rows_needed(page: PageRequest) -> Option<usize> {
+    let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
+    let need = offset.saturating_add(page.size as usize).saturating_add(1);
+    (need <= MAX_CACHED_ROWS).then_some(need)
+}
+
+/// A page cut from a channel's newest posts: `newest_first` holds every post from the newest
+/// down to at least the page's oldest, and `older` says whether posts older than the page
+/// exist.
+pub(crate) fn page_of(
+    newest_first: Vec<Post>,
+    page: PageRequest,
+    older: bool,
+) -> Result<MessagePage, BackendError> {
+    let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
+    let size = page.size as usize;
+    let has_previous = older;
+    let has_next = offset > 0 && !newest_first.is_empty();
+    let mut posts: Vec<Post> = newest_first.into_iter().skip(offset).take(size).collect();
+    posts.reverse();
+    ByteCount::new(page.max_bytes).add_all(posts.iter().map(Post::content_bytes))?;
+    Ok(MessagePage {
+        posts,
+        has_next,
+        has_previous,
+    })
+}
+
+/// Posts can be stored that Mattermost no longer has: deleted while no ingest heard it. A page
+/// Mattermost answered is the truth for what it covers, so stored posts it lacks are deleted:
+/// those between its oldest and newest post, and, on the newest page, those newer than its
+/// newest that are older than the fetch by more than [`IN_FLIGHT`] (younger ones may be posts
+/// Mattermost committed after answering).
+pub(crate) async fn forget_deleted(
+    store: &HistoryStore,
+    channel_id: &str,
+    page: PageRequest,
+    found: &MessagePage,
+    fetched_at: i64,
+) -> Result<(), HistoryError> {
+    let kept: HashSet<&str> = found.posts.iter().map(|p| p.id.as_str()).collect();
+    let oldest = found.posts.first().map(|p| (p.create_at, p.id.clone()));
+    let newest = found.posts.last().map(|p| (p.create_at, p.id.clone()));
+    let floor = match (&oldest, found.has_previous) {
+        (Some((at, _)), _) => *at,
+        // An empty newest page with nothing older: the channel has no posts at all.
+        (None, false) if page.number == 0 => i64::MIN,
+        (None, _) => return Ok(()),
+    };
+    let floor = floor.max(store.retention_floor(crate::now_ms()));
+    let limit = page.size as usize + 64;
+    let mut before: Option<(i64, String)> = None;
+    loop {
+        let stored = store
+            .newest(
+                channel_id,
+                before.as_ref().map(|(at, id)| (*at, id.as_str())),
+                floor,
+                limit,
+            )
+            .await?;
+        for post in &stored {
+            if kept.contains(post.id.as_str()) {
+                continue;
+            }
+            let position = (post.create_at, post.id.clone());
+            let inside = oldest.as_ref().is_some_and(|o| &position >= o)
+                && newest.as_ref().is_some_and(|n| &position <= n);
+            let above_and_settled = page.number == 0
+                && newest.as_ref().is_none_or(|n| &position > n)
+                && post.create_at < fetched_at - IN_FLIGHT;
+            if inside || above_and_settled {
+                store
+                    .delete_post(channel_id, &post.id, post.create_at, crate::now_ms())
+                    .await?;
+            }
+        }
+        match stored.last() {
+            Some(last) if stored.len() == limit => before = Some((last.create_at, last.id.clone())),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The most rows a cached page may read (its offset plus its size): deeper pages go to
+/// Mattermost, so no request makes the node hold a channel's whole history.
+pub(crate) const MAX_CACHED_ROWS: usize = 2_001;
+
+/// Cold channels of one `channelList` page read through the store at once.
+pub(crate) const COLD_READS_AT_ONCE: usize = 8;
+
+/// How long after a post's creation Mattermost may still be committing it (milliseconds).
+const IN_FLIGHT: i64 = 2_000;
