@@ -45,6 +45,9 @@ start() {
 }
 
 # Warnings only, but the line that gives each server's address.
+# User plus system CPU seconds a process has used (Linux /proc; 100 ticks a second).
+cpu() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
+
 export RUST_LOG="${RUST_LOG:-warn,mmsub=info}"
 # One load generator at 127.0.0.1 as one user: lift the per-client and per-user limits.
 export MMSUB_SEND_RATE_PER_USER=off MMSUB_LOGIN_RATE_PER_USER=off MMSUB_LOGIN_RATE_PER_CLIENT=off \
@@ -65,12 +68,14 @@ variant() {
     sleep 0.1
   done
   echo "== $name: goose history reads, $users users for $run_time" >&2
+  local serve_pid=${pids[-1]} mattermost_pid=${pids[-2]} scylla_pid=${scylla_pid:-}
   # shellcheck disable=SC2086 # the shape is several flags
   "$bin/loadtest" history --url "$url" --mattermost-url "$mattermost" "${limit[@]}" ${MMSUB_HISTORY_SHAPE:-} \
     -- --users "$users" --hatch-rate "$users" --run-time "$run_time" --quiet --no-reset-metrics --no-print-metrics \
     --report-file "$work/report-$name.html" 2>"$work/goose-$name.log" >"$work/out-$name.txt" || {
     echo "loadtest history failed ($name):" >&2; cat "$work/out-$name.txt" "$work/goose-$name.log" >&2; exit 1; }
   grep '^{' "$work/out-$name.txt" | tail -n 1 | tee "$work/summary-$name.json"
+  echo "   CPU seconds over setup and run: mmsub $(cpu "$serve_pid"), Mattermost stand-in $(cpu "$mattermost_pid")${scylla_pid:+, ScyllaDB stand-in $(cpu "$scylla_pid")}" >&2
   [ -n "${MMSUB_BENCH_REPORTS:-}" ] && cp "$work/report-$name.html" "$MMSUB_BENCH_REPORTS/history-$name.html"
   return 0
 }
@@ -79,6 +84,7 @@ limit=()
 variant mattermost
 start scylla 'listening on [0-9.:]*' "$bin/scylla-standin" 127.0.0.1:0
 scylla=${addr#listening on }
+scylla_pid=${pids[-1]}
 [ "$check" = --check ] && limit=(--max-post-requests-per-read 0.01)
 variant scylla MMSUB_SCYLLA_NODES="$scylla"
 
