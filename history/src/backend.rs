@@ -28,7 +28,7 @@ use mmsub_api::backend::{
 use crate::error::HistoryError;
 use crate::store::{Coverage, HistoryStore};
 
-use crate::pages::{forget_deleted, page_of, rows_needed, COLD_READS_AT_ONCE};
+use crate::pages::{forget_deleted, page_of, rows_needed, Known, COLD_READS_AT_ONCE};
 use crate::tier::{timed, History};
 
 /// The chat backend with its history cached.
@@ -83,12 +83,12 @@ impl HistoryBackend {
         epoch: &str,
         page: PageRequest,
         found: &MessagePage,
-        fetched_at: i64,
+        known: &Known,
     ) -> Result<(), HistoryError> {
         for post in &found.posts {
             store.write_post(post).await?;
         }
-        forget_deleted(store, channel_id, page, found, fetched_at).await?;
+        forget_deleted(store, channel_id, page, found, known).await?;
         let now = crate::now_ms();
         let oldest = found.posts.first();
         let (from_at, from_id) =
@@ -388,7 +388,16 @@ impl HistoryBackend {
             },
             _ => page,
         };
-        let fetched_at = crate::now_ms();
+        // What the store holds before the fetch was committed in Mattermost before it (a post
+        // is stored only after Mattermost answered its creation), so the fetch must show it
+        // unless it was deleted. Without this record nothing can be reconciled: no fill.
+        let known = match timed(store.config(), Known::read(&store, channel_id, fetch)).await {
+            Ok(known) => Some(known),
+            Err(e) => {
+                tracing::warn!(error = %e, channel = %channel_id, "history store failed; reading Mattermost");
+                None
+            }
+        };
         let found = match self.inner.messages(actor, channel_id, fetch).await {
             Ok(found) => found,
             // The newer posts do not fit the answer's budget: read the page alone, uncached.
@@ -397,13 +406,15 @@ impl HistoryBackend {
             }
             Err(e) => return Err(e),
         };
-        if let Err(e) = timed(
-            store.config(),
-            self.fill(&store, channel_id, &epoch, fetch, &found, fetched_at),
-        )
-        .await
-        {
-            tracing::warn!(error = %e, channel = %channel_id, "history could not be cached");
+        if let Some(known) = &known {
+            if let Err(e) = timed(
+                store.config(),
+                self.fill(&store, channel_id, &epoch, fetch, &found, known),
+            )
+            .await
+            {
+                tracing::warn!(error = %e, channel = %channel_id, "history could not be cached");
+            }
         }
         if fetch.number == page.number {
             return Ok(found);

@@ -38,17 +38,61 @@ pub(crate) fn page_of(
     })
 }
 
+/// The stored posts of a channel read just before a fetch from Mattermost: each was stored
+/// after Mattermost had committed it, so the fetch must show it unless it was deleted. Posts
+/// stored after this read may be ones Mattermost committed after answering, and are kept.
+#[derive(Debug, Default)]
+pub(crate) struct Known {
+    ids: HashSet<String>,
+    /// When the read was cut short by its limit: the oldest post it holds. Posts older than it
+    /// were stored long before the fetch (a post in flight is among the newest).
+    floor: Option<(i64, String)>,
+}
+
+impl Known {
+    /// Reads the newest posts stored for `channel_id`: as many as `fetch` covers and a margin.
+    pub(crate) async fn read(
+        store: &HistoryStore,
+        channel_id: &str,
+        fetch: PageRequest,
+    ) -> Result<Self, HistoryError> {
+        let limit = usize::try_from(fetch.offset() + u64::from(fetch.size))
+            .unwrap_or(usize::MAX)
+            .saturating_add(KNOWN_MARGIN);
+        let floor = store.retention_floor(crate::now_ms());
+        let stored = store.newest(channel_id, None, floor, limit).await?;
+        let floor = (stored.len() >= limit)
+            .then(|| stored.last().map(|p| (p.create_at, p.id.clone())))
+            .flatten();
+        Ok(Known {
+            ids: stored.into_iter().map(|p| p.id).collect(),
+            floor,
+        })
+    }
+
+    /// Whether `post` was stored before the fetch.
+    fn settled(&self, post: &Post) -> bool {
+        self.ids.contains(&post.id)
+            || self
+                .floor
+                .as_ref()
+                .is_some_and(|(at, id)| (post.create_at, post.id.as_str()) < (*at, id.as_str()))
+    }
+}
+
+/// Stored posts beyond a fetch's own that [`Known::read`] takes in.
+const KNOWN_MARGIN: usize = 64;
+
 /// Posts can be stored that Mattermost no longer has: deleted while no ingest heard it. A page
-/// Mattermost answered is the truth for what it covers, so stored posts it lacks are deleted:
-/// those between its oldest and newest post, and, on the newest page, those newer than its
-/// newest that are older than the fetch by more than [`IN_FLIGHT`] (younger ones may be posts
-/// Mattermost committed after answering).
+/// Mattermost answered is the truth for what it covers, so stored posts it lacks are deleted if
+/// they were stored before the fetch ([`Known`]): those between its oldest and newest post, and,
+/// on the newest page, those newer than its newest.
 pub(crate) async fn forget_deleted(
     store: &HistoryStore,
     channel_id: &str,
     page: PageRequest,
     found: &MessagePage,
-    fetched_at: i64,
+    known: &Known,
 ) -> Result<(), HistoryError> {
     let kept: HashSet<&str> = found.posts.iter().map(|p| p.id.as_str()).collect();
     let oldest = found.posts.first().map(|p| (p.create_at, p.id.clone()));
@@ -60,7 +104,7 @@ pub(crate) async fn forget_deleted(
         (None, _) => return Ok(()),
     };
     let floor = floor.max(store.retention_floor(crate::now_ms()));
-    let limit = page.size as usize + 64;
+    let limit = page.size as usize + KNOWN_MARGIN;
     let mut before: Option<(i64, String)> = None;
     loop {
         let stored = store
@@ -72,16 +116,14 @@ pub(crate) async fn forget_deleted(
             )
             .await?;
         for post in &stored {
-            if kept.contains(post.id.as_str()) {
+            if kept.contains(post.id.as_str()) || !known.settled(post) {
                 continue;
             }
             let position = (post.create_at, post.id.clone());
             let inside = oldest.as_ref().is_some_and(|o| &position >= o)
                 && newest.as_ref().is_some_and(|n| &position <= n);
-            let above_and_settled = page.number == 0
-                && newest.as_ref().is_none_or(|n| &position > n)
-                && post.create_at < fetched_at - IN_FLIGHT;
-            if inside || above_and_settled {
+            let above = page.number == 0 && newest.as_ref().is_none_or(|n| &position > n);
+            if inside || above {
                 store
                     .delete_post(channel_id, &post.id, post.create_at, crate::now_ms())
                     .await?;
@@ -100,6 +142,3 @@ pub(crate) const MAX_CACHED_ROWS: usize = 2_001;
 
 /// Cold channels of one `channelList` page read through the store at once.
 pub(crate) const COLD_READS_AT_ONCE: usize = 8;
-
-/// How long after a post's creation Mattermost may still be committing it (milliseconds).
-const IN_FLIGHT: i64 = 2_000;
