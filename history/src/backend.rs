@@ -75,7 +75,8 @@ impl HistoryBackend {
             .map_err(|e| HistoryError(e.to_string()))
     }
 
-    /// After a page came from the wrapped backend: cache its posts and extend the window.
+    /// After a newest page (`page.number` 0: every fill reads from the newest post) came from
+    /// the wrapped backend: cache its posts and widen the window to its oldest.
     async fn fill(
         &self,
         store: &HistoryStore,
@@ -85,6 +86,7 @@ impl HistoryBackend {
         found: &MessagePage,
         known: &Known,
     ) -> Result<(), HistoryError> {
+        debug_assert_eq!(page.number, 0, "fills read from the newest post");
         for post in &found.posts {
             store.write_post(post).await?;
         }
@@ -103,30 +105,12 @@ impl HistoryBackend {
             .coverage(channel_id)
             .await?
             .filter(|c| c.epoch == epoch);
-        let record = match (page.number, current) {
-            // The newest page reaches up to now: a window on its own, unless a wider one exists.
-            (0, Some(current))
-                if (current.from_at, &current.from_id) <= (extended.from_at, &extended.from_id) =>
-            {
-                return Ok(())
-            }
-            (0, _) => extended,
-            // An older page extends the window only when it touches it.
-            (_, Some(current)) => {
-                let newest = found.posts.last();
-                let touches = newest.is_some_and(|p| {
-                    (p.create_at, p.id.as_str()) >= (current.from_at, current.from_id.as_str())
-                });
-                if !touches
-                    || (current.from_at, &current.from_id) <= (extended.from_at, &extended.from_id)
-                {
-                    return Ok(());
-                }
-                extended
-            }
-            (_, None) => return Ok(()),
-        };
-        store.set_coverage(channel_id, &record).await
+        // The newest page reaches up to now: a window on its own, unless a wider one exists.
+        if current.is_some_and(|c| (c.from_at, &c.from_id) <= (extended.from_at, &extended.from_id))
+        {
+            return Ok(());
+        }
+        store.set_coverage(channel_id, &extended).await
     }
 }
 
@@ -373,15 +357,17 @@ impl HistoryBackend {
             .await
             .ok()
             .flatten();
-        let Some(epoch) = epoch else {
+        // A page deeper than a cached read may go is never served from the store, so it fills
+        // nothing: reconciling it would scan every stored post newer than it.
+        let (Some(epoch), Some(need)) = (epoch, rows_needed(page)) else {
             return self.inner.messages(actor, channel_id, page).await;
         };
         // An older page is read together with every newer post, as one page from the newest:
         // the window then grows from the newest post down with no gap, and the page is cut
-        // from the fetch.
-        // It reads the rows a warm read of the page will need, one older included.
-        let fetch = match rows_needed(page).and_then(|need| u32::try_from(need).ok()) {
-            Some(size) if page.number > 0 => PageRequest {
+        // from the fetch. It reads the rows a warm read of the page will need, one older
+        // included.
+        let fetch = match u32::try_from(need) {
+            Ok(size) if page.number > 0 => PageRequest {
                 number: 0,
                 size,
                 max_bytes: page.max_bytes,
