@@ -740,19 +740,24 @@ mod tests {
         assert!(err.contains("http://"), "{err}");
     }
 
+    /// A Mattermost backend's required settings.
+    const MATTERMOST: [&str; 6] = [
+        "--mattermost-server-url",
+        "https://chat.example.com",
+        "--mattermost-admin-login-id",
+        "admin",
+        "--mattermost-admin-login-password",
+        "secret-pass",
+    ];
+
     #[test]
     fn the_original_env_names_select_mattermost() {
-        let config = parse(&[
-            "--mattermost-server-url",
-            "https://chat.example.com",
-            "--mattermost-admin-login-id",
-            "admin",
-            "--mattermost-admin-login-password",
-            "secret-pass",
-            "--team",
-            "crew",
-        ])
-        .unwrap();
+        let args: Vec<&str> = MATTERMOST
+            .iter()
+            .copied()
+            .chain(["--team", "crew"])
+            .collect();
+        let config = parse(&args).unwrap();
         let mm = config.mattermost.expect("Mattermost backend");
         assert_eq!(mm.team, "crew");
         assert!(!format!("{mm:?}").contains("secret-pass"));
@@ -761,16 +766,8 @@ mod tests {
 
     #[test]
     fn scylla_flags_reach_the_history_settings_and_bad_tls_files_stop_start_up() {
-        let mattermost = [
-            "--mattermost-server-url",
-            "https://chat.example.com",
-            "--mattermost-admin-login-id",
-            "admin",
-            "--mattermost-admin-login-password",
-            "secret-pass",
-        ];
         let with = |extra: &[&str]| {
-            let args: Vec<&str> = mattermost.iter().chain(extra).copied().collect();
+            let args: Vec<&str> = MATTERMOST.iter().chain(extra).copied().collect();
             parse(&args)
         };
         let config = with(&[

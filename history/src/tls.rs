@@ -99,11 +99,6 @@ impl Tls {
         })
     }
 
-    /// The files it was loaded from.
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
-    }
-
     /// The configuration the driver's connections use.
     pub fn client_config(&self) -> Arc<ClientConfig> {
         self.config.clone()
