@@ -433,6 +433,10 @@ pub struct ClusterArgs {
     /// `fetch.wait.max.ms` of the relays: how long the broker may hold an empty fetch.
     #[arg(long, env = "MMSUB_KAFKA_FETCH_WAIT_MAX_MS", default_value_t = millis(KafkaSettings::default().fetch_wait_max))]
     pub kafka_fetch_wait_max_ms: u64,
+    /// librdkafka's `debug` contexts for diagnosis (`cgrp,fetch`, `all`), logged under the
+    /// `librdkafka` target at debug level (`RUST_LOG=librdkafka=debug`).
+    #[arg(long, env = "MMSUB_KAFKA_DEBUG", default_value = "")]
+    pub kafka_debug: String,
     /// Where a relay listens for gateways.
     #[arg(long, env = "MMSUB_RELAY_LISTEN", default_value_t = RelaySettings::default().listen)]
     pub relay_listen: SocketAddr,
@@ -499,6 +503,7 @@ impl ServeArgs {
                     publish_timeout: Duration::from_millis(cluster.kafka_publish_timeout_ms.max(1)),
                     linger: Duration::from_millis(cluster.kafka_linger_ms),
                     fetch_wait_max: Duration::from_millis(cluster.kafka_fetch_wait_max_ms.max(1)),
+                    debug: cluster.kafka_debug.clone(),
                 })
             }
         };
