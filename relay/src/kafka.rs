@@ -6,14 +6,15 @@
 //! acknowledged message is ever lost. The topic is created at start-up when missing, with the
 //! configured partition count, instead of relying on broker auto-creation.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use mmsub_events::bus::{Bus, BusError};
@@ -43,6 +44,9 @@ pub struct KafkaSettings {
     /// `auto.offset.reset` for a consumer group without committed offsets: `earliest` never
     /// skips a message; on a new group over a topic with history it forwards that history.
     pub offset_reset: String,
+    /// librdkafka's `debug` contexts (`cgrp,fetch,…`), logged at debug level under the
+    /// `librdkafka` target; empty for none.
+    pub debug: String,
 }
 
 impl Default for KafkaSettings {
@@ -58,6 +62,7 @@ impl Default for KafkaSettings {
             fetch_wait_max: Duration::from_millis(10),
             session_timeout: Duration::from_secs(6),
             offset_reset: "earliest".into(),
+            debug: String::new(),
         }
     }
 }
@@ -70,6 +75,9 @@ impl KafkaSettings {
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "mmsub")
             .set("broker.address.family", "v4");
+        if !self.debug.is_empty() {
+            config.set("debug", &self.debug);
+        }
         config
     }
 
@@ -97,8 +105,15 @@ impl KafkaSettings {
 }
 
 /// Publishes to the topic; see the module documentation.
+///
+/// An idempotent producer can fail for good: after a broker outage librdkafka may raise a
+/// *fatal* error (the broker fenced its producer id, or a sequence gap it cannot repair), and
+/// from then on every record fails at once. The bus then replaces the producer with a new one
+/// (a new producer id), so an API node serves again when the broker does, with no restart. The
+/// records the old producer held failed, and their mutations answered an error.
 pub struct KafkaBus {
-    producer: FutureProducer,
+    producer: RwLock<Arc<FutureProducer>>,
+    config: ClientConfig,
     topic: String,
     timeout: Duration,
 }
@@ -107,21 +122,64 @@ impl KafkaBus {
     /// Connects the producer and makes sure the topic exists.
     pub async fn connect(settings: &KafkaSettings) -> anyhow::Result<Self> {
         settings.ensure_topic().await?;
-        let producer = settings
-            .client_config()
+        let mut config = settings.client_config();
+        config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", settings.linger.as_millis().to_string())
             .set(
                 "message.timeout.ms",
                 settings.publish_timeout.as_millis().to_string(),
-            )
-            .create()?;
+            );
+        let producer = config.create()?;
         Ok(Self {
-            producer,
+            producer: RwLock::new(Arc::new(producer)),
+            config,
             topic: settings.topic.clone(),
             timeout: settings.publish_timeout,
         })
+    }
+
+    fn producer(&self) -> Arc<FutureProducer> {
+        self.producer
+            .read()
+            .expect("producer lock poisoned")
+            .clone()
+    }
+
+    /// Replaces `failed` if `error` says its producer id is no longer usable (a fatal error,
+    /// or the broker fenced it: tansu answers `ProducerFenced` to every later record after
+    /// requests timed out during an outage) and no other publish replaced it already.
+    fn renew_if_fenced(&self, failed: &Arc<FutureProducer>, error: &KafkaError) {
+        let (code, reason) = match (failed.client().fatal_error(), error.rdkafka_error_code()) {
+            (Some(fatal), _) => fatal,
+            (
+                None,
+                Some(
+                    code @ (RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::InvalidProducerIdMapping),
+                ),
+            ) => (code, error.to_string()),
+            _ => return,
+        };
+        let mut slot = self.producer.write().expect("producer lock poisoned");
+        if !Arc::ptr_eq(&slot, failed) {
+            return;
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(renewed) => {
+                tracing::warn!(?code, %reason, "the Kafka producer failed for good: replaced it with a new one");
+                let old = std::mem::replace(&mut *slot, Arc::new(renewed));
+                // Destroying a librdkafka client joins its threads: not on the runtime.
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            Err(e) => {
+                tracing::error!(?code, %reason, error = %e, "the Kafka producer failed for good and a new one could not be made; the next failed publish tries again");
+            }
+        }
     }
 }
 
@@ -132,18 +190,18 @@ impl Bus for KafkaBus {
             let record = FutureRecord::to(&self.topic)
                 .key(event.channel_id.as_bytes())
                 .payload(&payload);
-            match self
-                .producer
-                .send(record, Timeout::After(self.timeout))
-                .await
-            {
+            let producer = self.producer();
+            match producer.send(record, Timeout::After(self.timeout)).await {
                 Ok(delivery) => {
                     tracing::debug!(channel = %event.channel_name, post = %event.post.id, partition = delivery.partition, offset = delivery.offset, "published");
                     Ok(())
                 }
-                Err((e, _)) => Err(BusError::Unavailable(format!(
-                    "Kafka did not acknowledge the message: {e}"
-                ))),
+                Err((e, _)) => {
+                    self.renew_if_fenced(&producer, &e);
+                    Err(BusError::Unavailable(format!(
+                        "Kafka did not acknowledge the message: {e}"
+                    )))
+                }
             }
         })
     }
