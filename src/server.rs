@@ -86,13 +86,20 @@ impl Router {
         )
     }
 
-    /// Ready unless stopping, or a gateway with no relay to feed it.
+    /// Ready unless stopping, a gateway with no relay to feed it, or a relay not yet in its
+    /// consumer group.
     fn readiness(&self) -> HttpResponse {
         let relays = self.node.links.as_ref().map(|l| l.connected());
+        let joining = self.node.relay.as_ref().is_some_and(|r| !r.in_group());
         let (status, word) = if self.shutdown.is_cancelled() {
             (StatusCode::SERVICE_UNAVAILABLE, "stopping")
         } else if relays == Some(0) {
             (StatusCode::SERVICE_UNAVAILABLE, "no relay connected")
+        } else if joining {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "joining the consumer group",
+            )
         } else {
             (StatusCode::OK, "ready")
         };

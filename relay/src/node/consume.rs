@@ -79,6 +79,7 @@ impl ConsumerContext for RelayContext {
                 .lock()
                 .expect("progress lock poisoned")
                 .resume(&resume);
+            self.state.status.assigned.store(true, Ordering::Relaxed);
             tracing::info!(partitions = ?assigned, ?resume, "partitions assigned");
         }
     }

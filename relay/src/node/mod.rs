@@ -31,7 +31,7 @@ mod rereads;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -113,9 +113,19 @@ impl RelayNode {
 pub struct RelayStatus {
     partitions: AtomicUsize,
     gateways: AtomicUsize,
+    /// The group gave this relay its first assignment (possibly empty, with more relays than
+    /// partitions). Until then the relay forwards nothing, and a cluster started moments ago
+    /// would hold every message sent to it for the join delay plus the broker's initial
+    /// rebalance delay (3 s on tansu and by default on Apache Kafka).
+    assigned: AtomicBool,
 }
 
 impl RelayStatus {
+    /// Whether the relay is a member of the group with an assignment: ready to forward.
+    pub fn in_group(&self) -> bool {
+        self.assigned.load(Ordering::Relaxed)
+    }
+
     /// Partitions of the topic this relay owns now.
     pub fn partitions(&self) -> usize {
         self.partitions.load(Ordering::Relaxed)
