@@ -85,6 +85,28 @@ pub struct LatencyReport {
     pub max: u64,
 }
 
+impl LatencyReport {
+    fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+        }
+    }
+}
+
+/// The latency of the messages sent in one second of the run: a cluster that is slow only
+/// in its first seconds shows here, not in the whole run's percentiles.
+#[derive(Debug, Serialize)]
+pub struct SecondLatency {
+    /// Seconds since the run began, when the messages were sent.
+    pub second: usize,
+    pub deliveries: u64,
+    #[serde(flatten)]
+    pub latency: LatencyReport,
+}
+
 #[derive(Debug, Serialize)]
 pub struct FanoutReport {
     pub subscribers: usize,
@@ -102,6 +124,8 @@ pub struct FanoutReport {
     pub deliveries_per_sec: f64,
     /// From the mutation being sent to the frame being read, in microseconds.
     pub latency_us: LatencyReport,
+    /// The same, by the second each message was sent in.
+    pub latency_by_second_us: Vec<SecondLatency>,
     pub server_cpu_secs: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
     pub generator_cpu_secs: Option<f64>,
@@ -239,7 +263,8 @@ struct Seen {
     unique: u64,
     duplicates: u64,
     out_of_order: u64,
-    latencies_us: Vec<u32>,
+    /// Each delivery's latency, with the second of the run its message was sent in.
+    latencies_us: Vec<(u32, u16)>,
 }
 
 /// Finds `lt:<seq>:<nanos>` in a frame without parsing it.
@@ -292,8 +317,9 @@ async fn receive(
         };
         let now = epoch.elapsed().as_nanos() as u64;
         seen.received += 1;
-        seen.latencies_us
-            .push((now.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32);
+        let us = (now.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32;
+        let second = (sent / 1_000_000_000).min(u64::from(u16::MAX)) as u16;
+        seen.latencies_us.push((us, second));
         let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
         match bits.get_mut(word) {
             Some(w) if *w & bit == 0 => {
@@ -433,14 +459,20 @@ where
 
     let mut total = Seen::default();
     let mut latency = Histogram::<u64>::new(3)?;
+    let mut by_second: Vec<Histogram<u64>> = Vec::new();
     for r in receivers {
         let seen = r.await??;
         total.received += seen.received;
         total.unique += seen.unique;
         total.duplicates += seen.duplicates;
         total.out_of_order += seen.out_of_order;
-        for us in seen.latencies_us {
+        for (us, second) in seen.latencies_us {
             latency.record(u64::from(us))?;
+            let second = usize::from(second);
+            while by_second.len() <= second {
+                by_second.push(Histogram::new(3)?);
+            }
+            by_second[second].record(u64::from(us))?;
         }
     }
     reporter.abort();
@@ -466,12 +498,16 @@ where
         publish_secs,
         wall_secs: wall,
         deliveries_per_sec: total.received as f64 / wall,
-        latency_us: LatencyReport {
-            p50: latency.value_at_quantile(0.50),
-            p90: latency.value_at_quantile(0.90),
-            p99: latency.value_at_quantile(0.99),
-            max: latency.max(),
-        },
+        latency_us: LatencyReport::of(&latency),
+        latency_by_second_us: by_second
+            .iter()
+            .enumerate()
+            .map(|(second, h)| SecondLatency {
+                second,
+                deliveries: h.len(),
+                latency: LatencyReport::of(h),
+            })
+            .collect(),
         server_cpu_secs: server_cpu,
         server_cpu_us_per_delivery: server_cpu
             .filter(|_| total.received > 0)
