@@ -356,3 +356,41 @@ async fn pages_larger_than_mattermosts_are_read_in_its_pages_of_200() {
     assert_eq!(older.last().map(String::as_str), Some("p149"));
     assert_eq!(flags, (json!(true), json!(false)));
 }
+
+/// The stand-in's outage is a real one: a connection kept alive from before it is closed, and
+/// a new one is refused, until it comes back (a Mattermost that went down does not go on
+/// answering on old connections, which would hide a client that never reconnects).
+#[tokio::test]
+async fn the_standin_going_down_closes_kept_alive_connections_and_refuses_new_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut standin =
+        mattermost_standin::StandIn::start(mattermost_standin::StandInConfig::default()).await;
+    let request = b"GET /api/v4/system/ping HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut kept = tokio::net::TcpStream::connect(standin.addr).await.unwrap();
+    kept.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 "), "an answer");
+
+    standin.go_down();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = kept.write_all(request).await;
+        kept.read(&mut buf).await
+    })
+    .await
+    .expect("no hang on a closed connection");
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "the kept-alive connection is closed: {closed:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(standin.addr).await.is_err(),
+        "new connections are refused"
+    );
+
+    standin.come_back().await;
+    let mut again = tokio::net::TcpStream::connect(standin.addr).await.unwrap();
+    again.write_all(request).await.unwrap();
+    let n = again.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 "), "answers again");
+}

@@ -284,13 +284,36 @@ impl StandIn {
     }
 }
 
+/// Accepts and serves connections until aborted. Each connection runs in this task's
+/// `JoinSet`, so that aborting it ([`StandIn::go_down`]) closes every open connection too, as
+/// a Mattermost that went down does: a kept-alive connection must not go on answering.
 async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let app = Router::new()
         .route("/api/v4/websocket", get(websocket))
         .route("/standin/requests", get(request_counts))
         .fallback(any(rest))
         .with_state(shared);
-    let _ = axum::serve(listener, app).await;
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    // Out of descriptors, say: try again shortly rather than spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next() => {}
+        }
+    }
 }
 
 /// `GET /standin/requests`: requests per route since start, `{"total": N, "routes": {…}}`.
