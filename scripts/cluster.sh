@@ -4,6 +4,7 @@
 # 2 API nodes and 3 gateways, each its own `mmsub` process. Ctrl-C stops everything.
 #
 #   scripts/cluster.sh            # release build; logs in $MMSUB_CLUSTER_LOGS (default /tmp/mmsub-cluster)
+#   MMSUB_CLUSTER_PROFILE=debug scripts/cluster.sh   # the test build: quick to build, slow to run
 #
 # API nodes:  http://127.0.0.1:8101, :8102          (GraphQL at /graphql/)
 # Gateways:   http://127.0.0.1:8201, :8202, :8203   (WebSocket at /ws/graphql/)
@@ -13,8 +14,14 @@ cd "$(dirname "$0")/.."
 
 logs="${MMSUB_CLUSTER_LOGS:-/tmp/mmsub-cluster}"
 mkdir -p "$logs"
-cargo build --release --quiet --bin mmsub -p mmsub
-cargo build --release --quiet -p mattermost-standin
+profile="${MMSUB_CLUSTER_PROFILE:-release}"
+case "$profile" in
+  release) build=(--release); bin=./target/release ;;
+  debug) build=(); bin=./target/debug ;;
+  *) echo "MMSUB_CLUSTER_PROFILE is release or debug, not $profile" >&2; exit 2 ;;
+esac
+cargo build "${build[@]}" --quiet --bin mmsub -p mmsub
+cargo build "${build[@]}" --quiet -p mattermost-standin
 
 tansu="${MMSUB_TANSU:-}"
 if [ -z "$tansu" ]; then
@@ -26,9 +33,10 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT INT TERM
 start() { local name=$1; shift; "$@" >"$logs/$name.log" 2>&1 & pids+=($!); }
 
-start broker "$tansu" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/
+# The broker logs every request at info: keep it at warn whatever RUST_LOG the nodes get.
+start broker env RUST_LOG="${MMSUB_BROKER_LOG:-warn}" "$tansu" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/
 if [ -z "${MATTERMOST_SERVER_URL:-}" ]; then
-  start standin ./target/release/mattermost-standin 127.0.0.1:8065
+  start standin "$bin"/mattermost-standin 127.0.0.1:8065
   export MATTERMOST_SERVER_URL=http://127.0.0.1:8065 MATTERMOST_ADMIN_LOGIN_ID=admin MATTERMOST_ADMIN_LOGIN_PASSWORD='Admin-Passw0rd!'
 fi
 sleep 1
@@ -38,10 +46,10 @@ export MMSUB_JWT_SECRET="${MMSUB_JWT_SECRET:-local-cluster-secret-of-at-least-32
 # per-client and per-user limits a public node keeps (README "Limits").
 export MMSUB_SEND_RATE_PER_USER=off MMSUB_LOGIN_RATE_PER_USER=off MMSUB_LOGIN_RATE_PER_CLIENT=off \
   MMSUB_SIGNUP_RATE_PER_CLIENT=off MMSUB_MAX_WS_CONNECTIONS_PER_CLIENT=20000 MMSUB_MAX_HTTP_CONNECTIONS_PER_CLIENT=20000
-start relay1 ./target/release/mmsub relay --listen 127.0.0.1:8301 --relay-listen 127.0.0.1:7401
-start relay2 ./target/release/mmsub relay --listen 127.0.0.1:8302 --relay-listen 127.0.0.1:7402
-for i in 1 2; do start "api$i" ./target/release/mmsub api --listen "127.0.0.1:810$i"; done
-for i in 1 2 3; do start "gateway$i" ./target/release/mmsub gateway --listen "127.0.0.1:820$i"; done
+start relay1 "$bin"/mmsub relay --listen 127.0.0.1:8301 --relay-listen 127.0.0.1:7401
+start relay2 "$bin"/mmsub relay --listen 127.0.0.1:8302 --relay-listen 127.0.0.1:7402
+for i in 1 2; do start "api$i" "$bin"/mmsub api --listen "127.0.0.1:810$i"; done
+for i in 1 2 3; do start "gateway$i" "$bin"/mmsub gateway --listen "127.0.0.1:820$i"; done
 
 for port in 8101 8102 8201 8202 8203 8301 8302; do
   for _ in $(seq 1 200); do

@@ -120,6 +120,21 @@ impl Process {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`…) with `kill -s`.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.lock().unwrap();
+        let pid = child.as_ref().expect("the process runs").id();
+        let status = Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(
+            status.success(),
+            "kill -s {signal} {} ({pid}) failed",
+            self.name
+        );
+    }
+
     /// How the process ended, if it has (and was not killed here).
     pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.lock().unwrap();
@@ -155,6 +170,9 @@ impl Node {
 
 /// Partitions of the cluster's topic.
 pub const PARTITIONS: u32 = 6;
+
+/// How long an API node waits for the broker's acknowledgement before a mutation fails.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct Cluster {
     pub standin: StandIn,
@@ -220,6 +238,8 @@ impl Cluster {
             "--storage-engine",
             "memory://tansu/",
         ]);
+        // The broker logs every request at info, whatever the test runs with.
+        command.env("RUST_LOG", "warn");
         let broker = Process::spawn("broker", command, logs.path());
         wait_for_port(broker_port, &broker).await;
         let mut cluster = Self {
@@ -303,6 +323,10 @@ impl Cluster {
             )
             .env("MMSUB_KAFKA_PARTITIONS", PARTITIONS.to_string())
             .env("MMSUB_KAFKA_SESSION_TIMEOUT_MS", "3000")
+            .env(
+                "MMSUB_KAFKA_PUBLISH_TIMEOUT_MS",
+                PUBLISH_TIMEOUT.as_millis().to_string(),
+            )
             .env("MMSUB_RELAY_JOIN_DELAY_MS", "1000")
             .env("MMSUB_JWT_SECRET", JWT_SECRET)
             // The test's one publisher sends as fast as the cluster takes messages, and all

@@ -11,8 +11,9 @@ use futures::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::clients::{connect, graphql, texts, user, SUBSCRIPTION};
 use super::harness::{self, tansu_or_skip, Cluster};
-use super::{connect, graphql, texts, user, ONE_CLUSTER, SUBSCRIPTION};
+use super::ONE_CLUSTER;
 
 const PAGE: &str = "query($n: Int!, $s: Int!) { getMessageList(channelIdentifier: \"lobby\", page: { pageNumber: $n, pageSize: $s }) { data { id message } hasNext hasPrevious } }";
 const CHANNELS: &str = "query { channelList { data { channelName lastMessage { message } } } }";

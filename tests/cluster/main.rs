@@ -1,14 +1,20 @@
-//! The cluster test: a broker, 2 API nodes, 2 relays and 3 gateways as separate processes on
+//! The cluster tests: a broker, 2 API nodes, 2 relays and 3 gateways as separate processes on
 //! loopback; 300 subscribers over 30 channels spread across the gateways; 3,000 messages sent
-//! through both API nodes. Every subscriber must get every message of its channel exactly once
-//! and in order: with everything running, with a relay killed (`kill -9`) mid-stream, with a
-//! relay joining mid-stream, and with a gateway restarted mid-stream (its clients reconnect to
-//! another gateway and resume).
+//! through both API nodes, each channel's one after another. The fault matrix: each case
+//! injects one failure a third of the way in, while messages flow, and checks what mmsub
+//! promises (Kafka's): every subscriber gets every message whose mutation answered success
+//! exactly once and in order, and nothing that was not sent. Only a mutation that answered an
+//! error may be missing, and each case says which mutations may fail and how.
 //!
-//! `history.rs` runs the cluster with the ScyllaDB history tier.
+//! The cases: nothing; a relay `kill -9`; a relay joining; a gateway `kill -9` (its clients
+//! resume on another gateway with `afterMessageId`, and it comes back); the broker frozen
+//! (SIGSTOP) for 10 s; an API node `kill -9`; both relays killed, then one started again;
+//! Mattermost down for 10 s. `history.rs` runs the cluster with the ScyllaDB history tier
+//! (ScyllaDB lost and back is there).
 //!
-//! The variants run one at a time (each is a whole cluster on two cores).
+//! The cases run one at a time (each is a whole cluster on two cores).
 
+mod clients;
 mod harness;
 mod history;
 
@@ -16,70 +22,229 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use clients::SUBSCRIPTION;
+use clients::{connect, end_marker, graphql, incomplete, subscriber, texts, user, Seen};
+use futures::SinkExt;
 use harness::{tansu_or_skip, Cluster};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
 const SUBSCRIBERS: usize = 300;
 const CHANNELS: usize = 30;
 const MESSAGES: usize = 3_000;
 const PER_CHANNEL: usize = MESSAGES / CHANNELS;
-const PASSWORD: &str = "Str0ng!Pass";
-const DEADLINE: Duration = Duration::from_secs(120);
+const DEADLINE: Duration = Duration::from_secs(150);
+/// How long the broker stays frozen and Mattermost stays down.
+const OUTAGE: Duration = Duration::from_secs(10);
 
-const SUBSCRIPTION: &str = "subscription($c: String!, $a: String) {
-  onNewChatMessage(channelIdentifier: $c, afterMessageId: $a) { message { id message } }
-}";
-
-/// One variant at a time.
+/// One case at a time.
 static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What happens to the cluster while messages flow.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Fault {
     None,
     KillRelay,
     AddRelay,
-    RestartGateway,
+    /// `kill -9`; started again on the same port once two thirds are sent.
+    KillGateway,
+    /// SIGSTOP for [`OUTAGE`], then SIGCONT.
+    FreezeBroker,
+    /// `kill -9` of the first API node, for good.
+    KillApi,
+    /// Both relays `kill -9`; the first started again once half are sent.
+    KillBothRelays,
+    /// Mattermost refuses connections for [`OUTAGE`].
+    MattermostDown,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_subscriber_gets_every_message_once_in_order() {
-    run(
-        Fault::None,
-        "every_subscriber_gets_every_message_once_in_order",
-    )
-    .await;
+impl Fault {
+    /// Whether subscribers keep their one connection through it (no gateway goes away).
+    fn keeps_connections(self) -> bool {
+        !matches!(self, Fault::KillGateway)
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_killed_mid_stream_loses_and_duplicates_nothing() {
-    run(
-        Fault::KillRelay,
-        "a_relay_killed_mid_stream_loses_and_duplicates_nothing",
-    )
-    .await;
+macro_rules! case {
+    ($name:ident, $fault:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            run($fault, stringify!($name)).await;
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_joining_mid_stream_takes_partitions_without_loss() {
-    run(
-        Fault::AddRelay,
-        "a_relay_joining_mid_stream_takes_partitions_without_loss",
-    )
-    .await;
+case!(
+    every_subscriber_gets_every_message_once_in_order,
+    Fault::None
+);
+case!(
+    a_relay_killed_mid_stream_loses_and_duplicates_nothing,
+    Fault::KillRelay
+);
+case!(
+    a_relay_joining_mid_stream_takes_partitions_without_loss,
+    Fault::AddRelay
+);
+case!(
+    a_killed_gateways_clients_resume_on_another_gateway,
+    Fault::KillGateway
+);
+case!(
+    a_broker_frozen_for_10_s_fails_mutations_in_time_and_loses_nothing,
+    Fault::FreezeBroker
+);
+case!(
+    an_api_node_killed_mid_publish_loses_nothing_it_acknowledged,
+    Fault::KillApi
+);
+case!(
+    both_relays_killed_then_one_restarted_resumes_from_committed_offsets,
+    Fault::KillBothRelays
+);
+case!(
+    mattermost_down_for_10_s_fails_mutations_clearly_then_serves_again,
+    Fault::MattermostDown
+);
+
+/// A mutation that did not answer success.
+#[derive(Debug)]
+struct Failure {
+    /// The message's number in its channel ([`PER_CHANNEL`] for the end marker).
+    n: usize,
+    /// Which API node it went to.
+    api: usize,
+    sent_at: Instant,
+    took: Duration,
+    answer: String,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_gateways_clients_resume_on_another_gateway() {
-    run(
-        Fault::RestartGateway,
-        "a_restarted_gateways_clients_resume_on_another_gateway",
-    )
-    .await;
+/// What one channel's publisher sent: which messages were acknowledged, and the failures.
+#[derive(Debug)]
+struct Sent {
+    acked: Vec<bool>,
+    failures: Vec<Failure>,
+}
+
+/// Sends one message; `Err` with what came back unless it answered success.
+async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    channel: &str,
+    text: &str,
+) -> Result<(), String> {
+    let answer = http
+        .post(format!("{url}/graphql/"))
+        .header("Authorization", format!("JWT {token}"))
+        .timeout(Duration::from_secs(60))
+        .json(&json!({
+            "query": "mutation($c: String!, $t: String!) { textMessageSend(channelIdentifier: $c, textMessage: $t) { status message } }",
+            "variables": { "c": channel, "t": text },
+        }))
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let body: Value = answer
+        .json()
+        .await
+        .map_err(|e| format!("no JSON answer: {e}"))?;
+    if body["data"]["textMessageSend"]["status"] == "OK" {
+        Ok(())
+    } else {
+        Err(body.to_string())
+    }
+}
+
+/// One channel's publisher: its messages in order, alternating between the API nodes; a
+/// failed one is not sent again (a retry would post it twice), the next follows after a
+/// pause. Then the end marker, until acknowledged.
+async fn publish(
+    http: reqwest::Client,
+    apis: Vec<String>,
+    token: String,
+    k: usize,
+    channel: String,
+    attempts: Arc<AtomicUsize>,
+    deadline: Instant,
+) -> Sent {
+    let mut sent = Sent {
+        acked: vec![false; PER_CHANNEL],
+        failures: Vec::new(),
+    };
+    let mut n = 0;
+    let mut turn = k;
+    while n <= PER_CHANNEL {
+        assert!(
+            Instant::now() < deadline,
+            "{channel}: the end marker was never acknowledged: {:?}",
+            sent.failures.last()
+        );
+        let api = turn % apis.len();
+        turn += 1;
+        let text = if n < PER_CHANNEL {
+            format!("{channel}:{n}")
+        } else {
+            end_marker(&channel)
+        };
+        let sent_at = Instant::now();
+        let result = send(&http, &apis[api], &token, &channel, &text).await;
+        attempts.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) if n < PER_CHANNEL => sent.acked[n] = true,
+            Ok(()) => break,
+            Err(answer) => {
+                sent.failures.push(Failure {
+                    n,
+                    api,
+                    sent_at,
+                    took: sent_at.elapsed(),
+                    answer,
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if n == PER_CHANNEL {
+                    continue;
+                }
+            }
+        }
+        n += 1;
+    }
+    sent
+}
+
+/// What one subscriber received against what its channel's publisher sent: every acknowledged
+/// message, once, in order, and nothing that was not sent.
+fn check(channel: &str, got: &[String], sent: &Sent) -> Result<(), String> {
+    let mut last: Option<usize> = None;
+    for text in got {
+        let n = text
+            .strip_prefix(&format!("{channel}:"))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n < PER_CHANNEL)
+            .ok_or_else(|| format!("received {text:?}, which was not sent to {channel}"))?;
+        if last.is_some_and(|l| n <= l) {
+            return Err(format!(
+                "{text:?} after {channel}:{}: a duplicate or out of order",
+                last.unwrap()
+            ));
+        }
+        last = Some(n);
+    }
+    let lost: Vec<usize> = (0..PER_CHANNEL)
+        .filter(|n| sent.acked[*n] && !got.contains(&format!("{channel}:{n}")))
+        .collect();
+    if lost.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("acknowledged but never received: {lost:?}"))
+    }
+}
+
+/// When the fault began and ended.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Instant,
 }
 
 async fn run(fault: Fault, name: &str) {
@@ -130,42 +295,81 @@ async fn run(fault: Fault, name: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // Messages: each channel's in order, alternating between the two API nodes.
-    let sent = Arc::new(AtomicUsize::new(0));
+    // Messages: each channel's in order, alternating between the API nodes.
+    let attempts = Arc::new(AtomicUsize::new(0));
     let api_urls: Vec<String> = cluster.apis.iter().map(harness::Node::url).collect();
     let publishers: Vec<_> = channels
         .iter()
         .enumerate()
         .map(|(k, channel)| {
-            let (http, urls, token, channel, sent) =
-                (cluster.http.clone(), api_urls.clone(), publisher.clone(), channel.clone(), sent.clone());
-            tokio::spawn(async move {
-                for n in 0..PER_CHANNEL {
-                    let url = &urls[(n + k) % urls.len()];
-                    let body: Value = http
-                        .post(format!("{url}/graphql/"))
-                        .header("Authorization", format!("JWT {token}"))
-                        .json(&json!({
-                            "query": "mutation($c: String!, $t: String!) { textMessageSend(channelIdentifier: $c, textMessage: $t) { status } }",
-                            "variables": { "c": channel, "t": format!("{channel}:{n}") },
-                        }))
-                        .send()
-                        .await
-                        .expect("the API node answers")
-                        .json()
-                        .await
-                        .expect("a JSON answer");
-                    assert_eq!(body["data"]["textMessageSend"]["status"], "OK", "{body}");
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-            })
+            tokio::spawn(publish(
+                cluster.http.clone(),
+                api_urls.clone(),
+                publisher.clone(),
+                k,
+                channel.clone(),
+                attempts.clone(),
+                deadline,
+            ))
         })
         .collect();
 
     // The fault, a third of the way in.
-    while sent.load(Ordering::Relaxed) < MESSAGES / 3 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let sent_so_far = |share: usize| {
+        let attempts = attempts.clone();
+        async move {
+            while attempts.load(Ordering::Relaxed) < MESSAGES * share / 6 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    sent_so_far(2).await;
+    let start = Instant::now();
+    inject(fault, &mut cluster, sent_so_far).await;
+    let window = Window {
+        start,
+        end: Instant::now(),
+    };
+
+    let mut sent = Vec::new();
+    for p in publishers {
+        sent.push(p.await.expect("publisher"));
     }
+    for (i, s) in subscribers.into_iter().enumerate() {
+        let channel = &channels[i % CHANNELS];
+        let got = match tokio::time::timeout_at(deadline.into(), s).await {
+            Ok(got) => got.expect("subscriber task"),
+            Err(_) => panic!(
+                "subscriber {i} of {channel} did not get its channel's end in time\n{}\n{}\n{}",
+                incomplete(&seen, &channels, PER_CHANNEL),
+                cluster.status().await,
+                cluster.logs()
+            ),
+        };
+        if let Err(e) = check(channel, &got, &sent[i % CHANNELS]) {
+            panic!("subscriber {i} of {channel}: {e}\n{}", cluster.logs());
+        }
+        if fault.keeps_connections() {
+            let connections = seen[i].connections.load(Ordering::Relaxed);
+            assert_eq!(
+                connections,
+                1,
+                "subscriber {i} stayed connected through {fault:?}: {:?}",
+                seen[i].events.lock().unwrap()
+            );
+        }
+    }
+    let failures: Vec<&Failure> = sent.iter().flat_map(|s| &s.failures).collect();
+    check_failures(fault, &failures, window);
+    after(fault, &cluster, &resumed).await;
+}
+
+/// Injects `fault`; returns once it is over (or, for a lasting one, in place).
+async fn inject<F, Fut>(fault: Fault, cluster: &mut Cluster, sent_so_far: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     match fault {
         Fault::None => {}
         Fault::KillRelay => {
@@ -183,71 +387,138 @@ async fn run(fault: Fault, name: &str) {
             cluster.relays[0].process.kill();
         }
         Fault::AddRelay => cluster.start_spare_relay().await,
-        Fault::RestartGateway => {
+        Fault::KillGateway => {
             let port = cluster.gateways[0].http_port;
             cluster.gateways[0].process.kill();
-            while sent.load(Ordering::Relaxed) < 2 * MESSAGES / 3 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            sent_so_far(4).await;
             let restarted = cluster.spawn_node("gateway", 3, port, None);
             cluster.wait_ready(&restarted).await;
             cluster.gateways[0] = restarted;
         }
+        Fault::FreezeBroker => {
+            cluster.broker.signal("STOP");
+            tokio::time::sleep(OUTAGE).await;
+            cluster.broker.signal("CONT");
+        }
+        Fault::KillApi => cluster.apis[0].process.kill(),
+        Fault::KillBothRelays => {
+            for relay in &mut cluster.relays {
+                relay.process.kill();
+            }
+            sent_so_far(3).await;
+            let restarted = cluster.spawn_node(
+                "relay",
+                2,
+                harness::free_port(),
+                cluster.relays[0].relay_port,
+            );
+            cluster.wait_ready(&restarted).await;
+            cluster.relays[0] = restarted;
+        }
+        Fault::MattermostDown => {
+            cluster.standin.go_down();
+            tokio::time::sleep(OUTAGE).await;
+            cluster.standin.come_back().await;
+        }
     }
-    for p in publishers {
-        p.await.expect("publisher");
-    }
+}
 
-    for (i, s) in subscribers.into_iter().enumerate() {
-        let channel = &channels[i % CHANNELS];
-        let got = match tokio::time::timeout_at(deadline.into(), s).await {
-            Ok(got) => got.expect("subscriber task"),
-            Err(_) => panic!(
-                "subscriber {i} of {channel} did not get every message in time\n{}\n{}\n{}",
-                incomplete(&seen, &channels),
-                cluster.status().await,
+/// Which mutations may fail under `fault`, and how they must fail.
+fn check_failures(fault: Fault, failures: &[&Failure], window: Window) {
+    let publish_timeout = harness::PUBLISH_TIMEOUT;
+    match fault {
+        Fault::None
+        | Fault::KillRelay
+        | Fault::AddRelay
+        | Fault::KillGateway
+        | Fault::KillBothRelays => {
+            assert!(
+                failures.is_empty(),
+                "{fault:?} failed mutations: {failures:?}"
+            );
+        }
+        Fault::KillApi => {
+            assert!(
+                !failures.is_empty(),
+                "mutations to the killed API node failed"
+            );
+            for f in failures {
+                assert_eq!(
+                    f.api, 0,
+                    "the other API node serves on: message {} failed: {f:?}",
+                    f.n
+                );
+            }
+        }
+        Fault::FreezeBroker | Fault::MattermostDown => {
+            assert!(
+                !failures.is_empty(),
+                "{fault:?}: mutations during it failed"
+            );
+            // A mutation sent before the fault may fail once it began; none after it healed
+            // (plus the time one takes to fail).
+            let slack = publish_timeout + Duration::from_secs(5);
+            for f in failures {
+                assert!(
+                    f.sent_at + f.took >= window.start && f.sent_at <= window.end + slack,
+                    "{fault:?}: a mutation failed outside the fault: {f:?}"
+                );
+                // No hang: a frozen broker fails a mutation at the publish timeout.
+                assert!(
+                    f.took <= slack,
+                    "{fault:?}: a mutation took {:?} to fail: {f:?}",
+                    f.took
+                );
+                let want = if fault == Fault::FreezeBroker {
+                    "live delivery is unavailable"
+                } else {
+                    "Mattermost"
+                };
+                assert!(
+                    f.answer.contains(want),
+                    "{fault:?}: the error says what failed ({want:?}): {f:?}"
+                );
+            }
+        }
+    }
+}
+
+/// What must hold once every subscriber has everything.
+async fn after(fault: Fault, cluster: &Cluster, resumed: &AtomicUsize) {
+    match fault {
+        Fault::KillRelay | Fault::KillBothRelays => {
+            let survivor = if fault == Fault::KillRelay {
+                &cluster.relays[1]
+            } else {
+                &cluster.relays[0]
+            };
+            let owned =
+                cluster.readyz(survivor).await.expect("relay readyz")["partitions"].as_u64();
+            assert_eq!(
+                owned,
+                Some(u64::from(harness::PARTITIONS)),
+                "{} owns every partition",
+                survivor.process.name
+            );
+        }
+        Fault::AddRelay => {
+            let owned = cluster
+                .readyz(&cluster.relays[2])
+                .await
+                .expect("relay readyz")["partitions"]
+                .as_u64();
+            assert!(
+                owned.unwrap_or(0) > 0,
+                "the new relay took partitions\n{}",
                 cluster.logs()
-            ),
-        };
-        let want: Vec<String> = (0..PER_CHANNEL).map(|n| format!("{channel}:{n}")).collect();
-        assert_eq!(
-            got,
-            want,
-            "subscriber {i} of {channel}: every message once, in order\n{}",
-            cluster.logs()
-        );
-    }
-    if fault == Fault::KillRelay {
-        let owned = cluster
-            .readyz(&cluster.relays[1])
-            .await
-            .expect("relay readyz")["partitions"]
-            .as_u64();
-        assert_eq!(
-            owned,
-            Some(u64::from(harness::PARTITIONS)),
-            "the surviving relay owns every partition"
-        );
-    }
-    if fault == Fault::AddRelay {
-        let owned = cluster
-            .readyz(&cluster.relays[2])
-            .await
-            .expect("relay readyz")["partitions"]
-            .as_u64();
-        assert!(
-            owned.unwrap_or(0) > 0,
-            "the new relay took partitions\n{}",
-            cluster.logs()
-        );
-    }
-    if fault == Fault::RestartGateway {
-        // Gateway 0 held a third of the clients; each reconnected elsewhere and resumed.
-        assert!(
-            resumed.load(Ordering::Relaxed) >= SUBSCRIBERS / 3,
-            "clients resumed: {}",
-            resumed.load(Ordering::Relaxed)
-        );
+            );
+        }
+        Fault::KillGateway => {
+            // Gateway 0 held a third of the clients; each reconnected elsewhere and resumed.
+            let resumed = resumed.load(Ordering::Relaxed);
+            assert!(resumed >= SUBSCRIBERS / 3, "clients resumed: {resumed}");
+        }
+        Fault::None | Fault::FreezeBroker | Fault::KillApi | Fault::MattermostDown => {}
     }
 }
 
@@ -309,192 +580,4 @@ async fn the_ingest_role_brings_mattermost_posts_to_cluster_subscribers() {
         "made in Mattermost again",
     ];
     assert_eq!(got, want, "\n{}", cluster.logs());
-}
-
-/// The texts of up to `count` messages that arrive within `wait`.
-async fn texts(ws: &mut Socket, count: usize, wait: Duration) -> Vec<String> {
-    let mut got = Vec::new();
-    let until = Instant::now() + wait;
-    while got.len() < count {
-        let Ok(Some(Ok(frame))) = tokio::time::timeout_at(until.into(), ws.next()).await else {
-            break;
-        };
-        if let Message::Text(text) = frame {
-            let message: Value = serde_json::from_str(&text).unwrap();
-            if message["type"] == "next" {
-                let m = &message["payload"]["data"]["onNewChatMessage"]["message"]["message"];
-                got.push(m.as_str().unwrap().to_owned());
-            }
-        }
-    }
-    got
-}
-
-async fn graphql(
-    cluster: &Cluster,
-    url: &str,
-    query: &str,
-    variables: Value,
-    token: Option<&str>,
-) -> Value {
-    let mut request = cluster
-        .http
-        .post(format!("{url}/graphql/"))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.header("Authorization", format!("JWT {token}"));
-    }
-    request.send().await.unwrap().json().await.unwrap()
-}
-
-/// Registers `username` and returns a token.
-async fn user(cluster: &Cluster, api: &str, username: &str) -> String {
-    let created = graphql(cluster, api, "mutation($u: String!, $p: String!, $e: String!) { userCreate(username: $u, password: $p, email: $e) { status } }", json!({ "u": username, "p": PASSWORD, "e": format!("{username}@example.com") }), None).await;
-    assert_eq!(created["data"]["userCreate"]["status"], "OK", "{created}");
-    let token = graphql(
-        cluster,
-        api,
-        "mutation($u: String!, $p: String!) { tokenAuth(username: $u, password: $p) { token } }",
-        json!({ "u": username, "p": PASSWORD }),
-        None,
-    )
-    .await;
-    token["data"]["tokenAuth"]["token"]
-        .as_str()
-        .expect("a token")
-        .to_owned()
-}
-
-/// What one subscriber has received so far and how often it connected: on a timeout, which
-/// messages are missing where tells a lost event (every subscriber of a channel misses it) from
-/// a stalled connection.
-#[derive(Default)]
-struct Seen {
-    texts: std::sync::Mutex<Vec<String>>,
-    connections: AtomicUsize,
-    /// Anything but a message: failed connects, closes, frames of other types.
-    events: std::sync::Mutex<Vec<String>>,
-}
-
-impl Seen {
-    fn event(&self, what: String) {
-        self.events.lock().unwrap().push(what);
-    }
-}
-
-/// The subscribers that are still waiting: how many messages each has, the first it lacks,
-/// and its connections.
-fn incomplete(seen: &[Arc<Seen>], channels: &[String]) -> String {
-    let mut lines = Vec::new();
-    for (i, s) in seen.iter().enumerate() {
-        let channel = &channels[i % CHANNELS];
-        let texts = s.texts.lock().unwrap();
-        if texts.len() >= PER_CHANNEL {
-            continue;
-        }
-        let missing: Vec<usize> = (0..PER_CHANNEL)
-            .filter(|n| !texts.contains(&format!("{channel}:{n}")))
-            .take(5)
-            .collect();
-        let events = s.events.lock().unwrap();
-        lines.push(format!(
-            "subscriber {i} ({channel}, first gateway {}): {} of {PER_CHANNEL}, lacks {missing:?}…, connections {}, events {:?}",
-            i % 3,
-            texts.len(),
-            s.connections.load(Ordering::Relaxed),
-            &events[events.len().saturating_sub(5)..]
-        ));
-    }
-    format!(
-        "--- {} subscribers incomplete\n{}",
-        lines.len(),
-        lines.join("\n")
-    )
-}
-
-/// One client: subscribes on gateway `first`; when its connection drops it reconnects to the
-/// next gateway and resumes after the last message it got. Returns the message texts in the
-/// order received, once it has all of its channel's.
-async fn subscriber(
-    urls: Vec<String>,
-    first: usize,
-    token: String,
-    channel: String,
-    resumed: Arc<AtomicUsize>,
-    seen: Arc<Seen>,
-) -> Vec<String> {
-    let mut last_id: Option<String> = None;
-    let mut gateway = first;
-    loop {
-        let url = &urls[gateway % urls.len()];
-        match connect(url, &token).await {
-            Err(e) => seen.event(format!("connecting to {url}: {e}")),
-            Ok(mut ws) => {
-                seen.connections.fetch_add(1, Ordering::Relaxed);
-                if last_id.is_some() {
-                    resumed.fetch_add(1, Ordering::Relaxed);
-                }
-                let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION, "variables": { "c": channel, "a": last_id } } });
-                if let Err(e) = ws.send(Message::text(subscribe.to_string())).await {
-                    seen.event(format!("subscribing on {url}: {e}"));
-                }
-                loop {
-                    let text = match ws.next().await {
-                        Some(Ok(Message::Text(text))) => text,
-                        Some(Ok(other)) => {
-                            seen.event(format!("{url} sent {other:?}"));
-                            continue;
-                        }
-                        Some(Err(e)) => {
-                            seen.event(format!("reading from {url}: {e}"));
-                            break;
-                        }
-                        None => {
-                            seen.event(format!("{url} ended the stream"));
-                            break;
-                        }
-                    };
-                    let message: Value = serde_json::from_str(&text).expect("JSON");
-                    match message["type"].as_str() {
-                        Some("next") => {
-                            let m = &message["payload"]["data"]["onNewChatMessage"]["message"];
-                            let mut texts = seen.texts.lock().unwrap();
-                            texts.push(m["message"].as_str().expect("text").to_owned());
-                            last_id = Some(m["id"].as_str().expect("id").to_owned());
-                            if texts.len() >= PER_CHANNEL {
-                                return texts.clone();
-                            }
-                        }
-                        Some("ping") => {
-                            let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
-                        }
-                        Some("error") => panic!("subscription refused: {message}"),
-                        Some("complete") => {
-                            panic!("the server completed the subscription: {message}")
-                        }
-                        _ => seen.event(format!("{url} sent {message}")),
-                    }
-                }
-            }
-        }
-        gateway += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(url: &str, token: &str) -> anyhow::Result<Socket> {
-    let mut request = url.into_client_request()?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
-    ws.send(Message::text(json!({ "type": "connection_init", "payload": { "Authorization": format!("JWT {token}") } }).to_string())).await?;
-    match ws.next().await {
-        Some(Ok(Message::Text(text))) if text.contains("connection_ack") => Ok(ws),
-        other => anyhow::bail!("no connection_ack: {other:?}"),
-    }
 }
