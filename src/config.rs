@@ -257,6 +257,14 @@ pub struct ServeArgs {
     /// limit less 512.
     #[arg(long, env = "MMSUB_MAX_OPEN_CONNECTIONS", default_value_t = 0)]
     pub max_open_connections: usize,
+    /// On SIGTERM, how long an API or WebSocket node goes on serving, unready, before it
+    /// closes connections (WebSockets with 1001), so load balancers stop sending it clients.
+    #[arg(long, env = "MMSUB_SHUTDOWN_DRAIN_MS", default_value_t = millis(ConnectionSettings::default().shutdown_drain))]
+    pub shutdown_drain_ms: u64,
+    /// On SIGTERM, after the drain: the most in-flight requests, WebSocket closes and a
+    /// relay's last commit may take before the process exits anyway.
+    #[arg(long, env = "MMSUB_SHUTDOWN_TIMEOUT_MS", default_value_t = millis(ConnectionSettings::default().shutdown_timeout))]
+    pub shutdown_timeout_ms: u64,
     /// Proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For names the
     /// client. Default: none, the TCP peer is the client.
     #[arg(long, env = "MMSUB_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -619,6 +627,8 @@ impl ServeArgs {
                 0 => defaults.max_open_connections,
                 n => n,
             },
+            shutdown_drain: Duration::from_millis(self.shutdown_drain_ms),
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
         };
         Ok(ServerConfig {
             listen: self.listen,

@@ -37,15 +37,67 @@ pub struct RunningServer {
     pub local_addr: SocketAddr,
     /// Where gateways reach this node's relay (roles relay, and serve with `--bus kafka`).
     pub relay_addr: Option<SocketAddr>,
-    shutdown: CancellationToken,
+    router: Arc<Router>,
     accept_loop: JoinHandle<()>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl RunningServer {
-    /// Stops accepting, closes WebSocket sessions with 1001, and waits for the accept loop.
+    /// Stops the way SIGTERM does, each step bounded:
+    ///
+    /// 1. `/readyz` answers 503 "stopping" and, on an API or WebSocket node, everything goes on
+    ///    for the drain (`--shutdown-drain-ms`), so load balancers take the node out first;
+    /// 2. the listener closes; each HTTP connection finishes the request it is serving (an
+    ///    in-flight mutation answers) and then closes; every WebSocket session closes with
+    ///    1001 (going away), and its clients resume on another node; a relay commits what its
+    ///    gateways acknowledged and leaves the consumer group, so its partitions move at once
+    ///    instead of after the session timeout;
+    /// 3. it waits for all of that, at most `--shutdown-timeout-ms`.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
+        let limits = self.router.connections.clone();
+        self.router.stopping.cancel();
+        if self.router.role.serves_clients() && !limits.shutdown_drain.is_zero() {
+            tracing::info!(
+                drain_ms = limits.shutdown_drain.as_millis() as u64,
+                "stopping: unready, serving on for the drain"
+            );
+            tokio::time::sleep(limits.shutdown_drain).await;
+        }
+        self.router.shutdown.cancel();
         let _ = self.accept_loop.await;
+        let router = self.router.clone();
+        let finished = async move {
+            for task in self.tasks {
+                match task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "a task ended with an error while stopping");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a task failed while stopping"),
+                }
+            }
+            let websockets = || {
+                router
+                    .node
+                    .gateway
+                    .as_ref()
+                    .map_or(0, |g| g.open_connections())
+            };
+            while router.http_open.load(Ordering::Acquire) > 0 || websockets() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(limits.shutdown_timeout, finished)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_ms = limits.shutdown_timeout.as_millis() as u64,
+                "stopping: connections or tasks still open at the shutdown timeout; exiting anyway"
+            );
+        } else {
+            tracing::info!("stopped: every request answered and every connection closed");
+        }
     }
 }
 
@@ -53,7 +105,12 @@ struct Router {
     role: Role,
     node: Node,
     connections: Arc<ConnectionSettings>,
+    /// Cancelled first on shutdown: `/readyz` says "stopping".
+    stopping: CancellationToken,
+    /// Cancelled after the drain: the listener, connections, sessions and tasks stop.
     shutdown: CancellationToken,
+    /// HTTP connections open now (an upgraded one counts as a WebSocket instead).
+    http_open: Arc<AtomicUsize>,
 }
 
 impl Router {
@@ -91,7 +148,7 @@ impl Router {
     fn readiness(&self) -> HttpResponse {
         let relays = self.node.links.as_ref().map(|l| l.connected());
         let joining = self.node.relay.as_ref().is_some_and(|r| !r.in_group());
-        let (status, word) = if self.shutdown.is_cancelled() {
+        let (status, word) = if self.stopping.is_cancelled() {
             (StatusCode::SERVICE_UNAVAILABLE, "stopping")
         } else if relays == Some(0) {
             (StatusCode::SERVICE_UNAVAILABLE, "no relay connected")
@@ -124,22 +181,26 @@ impl Router {
 /// background.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
-    let node = roles::build(&config, &shutdown).await?;
+    let mut node = roles::build(&config, &shutdown).await?;
     let relay_addr = node.relay_addr;
-    let router = Router {
+    let tasks = std::mem::take(&mut node.tasks);
+    let router = Arc::new(Router {
         role: config.role,
         node,
         connections: Arc::new(config.connections.clone()),
+        stopping: CancellationToken::new(),
         shutdown: shutdown.clone(),
-    };
+        http_open: Arc::new(AtomicUsize::new(0)),
+    });
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
-    let accept_loop = tokio::spawn(accept(listener, Arc::new(router), shutdown.clone()));
+    let accept_loop = tokio::spawn(accept(listener, router.clone(), shutdown));
     Ok(RunningServer {
         local_addr,
         relay_addr,
-        shutdown,
+        router,
         accept_loop,
+        tasks,
     })
 }
 
@@ -156,7 +217,7 @@ impl Drop for OpenGuard {
 async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: CancellationToken) {
     let limits = router.connections.clone();
     let http_slots = ClientSlots::new(limits.max_http_per_client);
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = router.http_open.clone();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
@@ -202,6 +263,7 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
             None
         };
         let router = router.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _guard = guard;
             let _slot = slot;
@@ -214,7 +276,16 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
                     let client =
                         ClientAddr::of_request(&request, peer, &router.connections.trusted_proxies);
                     request.extensions_mut().insert(client);
-                    Ok::<_, Infallible>(router.route(request).await)
+                    let mut response = router.route(request).await;
+                    if router.stopping.is_cancelled() {
+                        // Draining: the client takes its next request elsewhere, instead of
+                        // racing the close of an idle kept-alive connection.
+                        response.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, Infallible>(response)
                 }
             });
             let connection = http1::Builder::new()
@@ -222,7 +293,17 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            if let Err(e) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = shutdown.cancelled() => {
+                    // Finish the request being served (its answer says `Connection: close`),
+                    // then close; an idle connection closes now.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         });

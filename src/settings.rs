@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use mmsub_api::backend::mattermost::ingest::IngestSettings;
 use mmsub_api::backend::mattermost::MattermostConfig;
@@ -23,6 +24,12 @@ pub struct ConnectionSettings {
     /// HTTP and WebSocket connections on the node together (503 beyond); kept below the
     /// process's open-file limit, with room for probes, the store and outbound links.
     pub max_open_connections: usize,
+    /// On shutdown: how long an API or WebSocket node keeps serving while its `/readyz` says
+    /// "stopping", so that load balancers stop sending it clients before it closes any.
+    pub shutdown_drain: Duration,
+    /// On shutdown, after the drain: how long in-flight requests, WebSocket closes and a
+    /// relay's last commit may take before the process exits anyway.
+    pub shutdown_timeout: Duration,
 }
 
 /// File descriptors kept free of client connections: the store, Kafka and Mattermost
@@ -43,6 +50,8 @@ impl Default for ConnectionSettings {
             trusted_proxies: TrustedProxies::default(),
             max_http_per_client: 256,
             max_open_connections: open_file_limit().saturating_sub(FD_HEADROOM).max(64),
+            shutdown_drain: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -146,5 +155,11 @@ impl Role {
     /// Whether the role holds WebSocket subscribers.
     pub fn serves_websockets(self) -> bool {
         matches!(self, Role::Serve | Role::Gateway)
+    }
+
+    /// Whether clients reach this role through a load balancer (GraphQL or WebSocket), which
+    /// must stop sending it clients before it stops: the roles that drain on shutdown.
+    pub fn serves_clients(self) -> bool {
+        matches!(self, Role::Serve | Role::Api | Role::Gateway)
     }
 }

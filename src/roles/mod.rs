@@ -44,6 +44,8 @@ pub struct Node {
     pub relay: Option<Arc<RelayStatus>>,
     /// Where gateways reach this node's relay.
     pub relay_addr: Option<SocketAddr>,
+    /// Work that must finish on shutdown (a relay's last commit and leaving its group).
+    pub tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 /// Builds the node of `config.role`; everything it starts stops with `shutdown`.

@@ -145,6 +145,7 @@ pub async fn start_relay(
     tracing::info!(addr = %relay.local_addr, "relay listening for gateways");
     node.relay_addr = Some(relay.local_addr);
     node.relay = Some(relay.status);
+    node.tasks.push(relay.task);
     Ok(())
 }
 

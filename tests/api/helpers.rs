@@ -82,6 +82,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServerConfig)) -> TestAp
     config.jwt_secret = Some(JWT_SECRET.into());
     // Keep-alive messages only where a test asks for them.
     config.gateway.keepalive_interval = Duration::ZERO;
+    // No load balancer to wait for when a test stops the server.
+    config.connections.shutdown_drain = Duration::ZERO;
     configure(&mut config);
     start(config, data_dir).await
 }

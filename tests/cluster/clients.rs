@@ -88,6 +88,8 @@ pub struct Seen {
     pub connections: AtomicUsize,
     /// Anything but a message: failed connects, closes, frames of other types.
     pub events: std::sync::Mutex<Vec<String>>,
+    /// The close codes servers ended its connections with.
+    pub close_codes: std::sync::Mutex<Vec<u16>>,
 }
 
 impl Seen {
@@ -156,6 +158,9 @@ pub async fn subscriber(
                     let text = match ws.next().await {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(other)) => {
+                            if let Message::Close(Some(frame)) = &other {
+                                seen.close_codes.lock().unwrap().push(frame.code.into());
+                            }
                             seen.event(format!("{url} sent {other:?}"));
                             continue;
                         }

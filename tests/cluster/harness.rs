@@ -135,6 +135,19 @@ impl Process {
         );
     }
 
+    /// Waits up to `limit` for the process to end by itself; its status, or `None` if it
+    /// still runs.
+    pub async fn wait_exit(&self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exit_status() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     /// How the process ended, if it has (and was not killed here).
     pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.lock().unwrap();
@@ -170,6 +183,9 @@ impl Node {
 
 /// Partitions of the cluster's topic.
 pub const PARTITIONS: u32 = 6;
+
+/// How long an API or WebSocket node serves on, unready, after SIGTERM.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
 /// How long an API node waits for the broker's acknowledgement before a mutation fails.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -328,6 +344,10 @@ impl Cluster {
                 PUBLISH_TIMEOUT.as_millis().to_string(),
             )
             .env("MMSUB_RELAY_JOIN_DELAY_MS", "1000")
+            .env(
+                "MMSUB_SHUTDOWN_DRAIN_MS",
+                SHUTDOWN_DRAIN.as_millis().to_string(),
+            )
             .env("MMSUB_JWT_SECRET", JWT_SECRET)
             // The test's one publisher sends as fast as the cluster takes messages, and all
             // of its clients come from 127.0.0.1: the per-user and per-client limits a public

@@ -9,7 +9,8 @@
 //! The cases: nothing; a relay `kill -9`; a relay joining; a gateway `kill -9` (its clients
 //! resume on another gateway with `afterMessageId`, and it comes back); the broker frozen
 //! (SIGSTOP) for 10 s; an API node `kill -9`; both relays killed, then one started again;
-//! Mattermost down for 10 s. `history.rs` runs the cluster with the ScyllaDB history tier
+//! Mattermost down for 10 s; and SIGTERM (graceful shutdown) to a gateway, an API node and a
+//! relay. `history.rs` runs the cluster with the ScyllaDB history tier
 //! (ScyllaDB lost and back is there).
 //!
 //! The cases run one at a time (each is a whole cluster on two cores).
@@ -56,12 +57,20 @@ enum Fault {
     KillBothRelays,
     /// Mattermost refuses connections for [`OUTAGE`].
     MattermostDown,
+    /// SIGTERM to the first gateway (it closes its sockets with 1001 after the drain); started
+    /// again on the same port once two thirds are sent.
+    StopGateway,
+    /// SIGTERM to the first API node, for good.
+    StopApi,
+    /// SIGTERM to the first relay: it commits, leaves the group and exits; the survivor
+    /// takes its partitions over.
+    StopRelay,
 }
 
 impl Fault {
     /// Whether subscribers keep their one connection through it (no gateway goes away).
     fn keeps_connections(self) -> bool {
-        !matches!(self, Fault::KillGateway)
+        !matches!(self, Fault::KillGateway | Fault::StopGateway)
     }
 }
 
@@ -106,6 +115,18 @@ case!(
     mattermost_down_for_10_s_fails_mutations_clearly_then_serves_again,
     Fault::MattermostDown
 );
+case!(
+    a_gateway_stopped_by_sigterm_closes_with_1001_and_its_clients_resume,
+    Fault::StopGateway
+);
+case!(
+    an_api_node_stopped_by_sigterm_answers_every_mutation_it_accepted,
+    Fault::StopApi
+);
+case!(
+    a_relay_stopped_by_sigterm_commits_leaves_and_loses_nothing,
+    Fault::StopRelay
+);
 
 /// A mutation that did not answer success.
 #[derive(Debug)]
@@ -114,6 +135,9 @@ struct Failure {
     n: usize,
     /// Which API node it went to.
     api: usize,
+    /// Its channel and text.
+    channel: String,
+    text: String,
     sent_at: Instant,
     took: Duration,
     answer: String,
@@ -144,7 +168,13 @@ async fn send(
         }))
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| {
+            if e.is_connect() {
+                format!("refused: {e}")
+            } else {
+                format!("request failed: {e:?}")
+            }
+        })?;
     let body: Value = answer
         .json()
         .await
@@ -197,6 +227,8 @@ async fn publish(
                 sent.failures.push(Failure {
                     n,
                     api,
+                    channel: channel.clone(),
+                    text: text.clone(),
                     sent_at,
                     took: sent_at.elapsed(),
                     answer,
@@ -349,6 +381,14 @@ async fn run(fault: Fault, name: &str) {
         if let Err(e) = check(channel, &got, &sent[i % CHANNELS]) {
             panic!("subscriber {i} of {channel}: {e}\n{}", cluster.logs());
         }
+        if fault == Fault::StopGateway && i % 3 == 0 {
+            let codes = seen[i].close_codes.lock().unwrap().clone();
+            assert_eq!(
+                codes,
+                [1001],
+                "subscriber {i} on the stopped gateway: closed with 1001 (going away)"
+            );
+        }
         if fault.keeps_connections() {
             let connections = seen[i].connections.load(Ordering::Relaxed);
             assert_eq!(
@@ -360,7 +400,9 @@ async fn run(fault: Fault, name: &str) {
         }
     }
     let failures: Vec<&Failure> = sent.iter().flat_map(|s| &s.failures).collect();
-    check_failures(fault, &failures, window);
+    check_failures(fault, &failures, window, |f| {
+        cluster.standin.has_post(&f.channel, &f.text)
+    });
     after(fault, &cluster, &resumed).await;
 }
 
@@ -420,22 +462,75 @@ where
             tokio::time::sleep(OUTAGE).await;
             cluster.standin.come_back().await;
         }
+        Fault::StopGateway => {
+            let port = cluster.gateways[0].http_port;
+            stop(&cluster.gateways[0].process).await;
+            sent_so_far(4).await;
+            let restarted = cluster.spawn_node("gateway", 3, port, None);
+            cluster.wait_ready(&restarted).await;
+            cluster.gateways[0] = restarted;
+        }
+        Fault::StopApi => stop(&cluster.apis[0].process).await,
+        Fault::StopRelay => stop(&cluster.relays[0].process).await,
+    }
+}
+
+/// SIGTERM, and the process must end by itself with success within its drain and timeout.
+async fn stop(process: &harness::Process) {
+    process.signal("TERM");
+    let limit = harness::SHUTDOWN_DRAIN + Duration::from_secs(15);
+    match process.wait_exit(limit).await {
+        Some(status) => assert!(
+            status.success(),
+            "{} stopped with {status}\n{}",
+            process.name,
+            process.log_tail()
+        ),
+        None => panic!(
+            "{} still runs {limit:?} after SIGTERM\n{}",
+            process.name,
+            process.log_tail()
+        ),
     }
 }
 
 /// Which mutations may fail under `fault`, and how they must fail.
-fn check_failures(fault: Fault, failures: &[&Failure], window: Window) {
+fn check_failures(
+    fault: Fault,
+    failures: &[&Failure],
+    window: Window,
+    posted: impl Fn(&Failure) -> bool,
+) {
     let publish_timeout = harness::PUBLISH_TIMEOUT;
     match fault {
         Fault::None
         | Fault::KillRelay
         | Fault::AddRelay
         | Fault::KillGateway
-        | Fault::KillBothRelays => {
+        | Fault::KillBothRelays
+        | Fault::StopGateway
+        | Fault::StopRelay => {
             assert!(
                 failures.is_empty(),
                 "{fault:?} failed mutations: {failures:?}"
             );
+        }
+        Fault::StopApi => {
+            // It answered everything it accepted: afterwards its address refuses, and no
+            // request it read went unanswered.
+            for f in failures {
+                assert_eq!(
+                    f.api, 0,
+                    "the other API node serves on: message {} failed: {f:?}",
+                    f.n
+                );
+                // Refused once its listener closed, or reset in its backlog at that moment:
+                // either way never read, so never posted.
+                assert!(
+                    f.answer.starts_with("refused") || !posted(f),
+                    "a mutation the stopped API node accepted (it is in Mattermost) got no answer: {f:?}"
+                );
+            }
         }
         Fault::KillApi => {
             assert!(
@@ -486,11 +581,11 @@ fn check_failures(fault: Fault, failures: &[&Failure], window: Window) {
 /// What must hold once every subscriber has everything.
 async fn after(fault: Fault, cluster: &Cluster, resumed: &AtomicUsize) {
     match fault {
-        Fault::KillRelay | Fault::KillBothRelays => {
-            let survivor = if fault == Fault::KillRelay {
-                &cluster.relays[1]
-            } else {
+        Fault::KillRelay | Fault::KillBothRelays | Fault::StopRelay => {
+            let survivor = if fault == Fault::KillBothRelays {
                 &cluster.relays[0]
+            } else {
+                &cluster.relays[1]
             };
             let owned =
                 cluster.readyz(survivor).await.expect("relay readyz")["partitions"].as_u64();
@@ -513,12 +608,16 @@ async fn after(fault: Fault, cluster: &Cluster, resumed: &AtomicUsize) {
                 cluster.logs()
             );
         }
-        Fault::KillGateway => {
+        Fault::KillGateway | Fault::StopGateway => {
             // Gateway 0 held a third of the clients; each reconnected elsewhere and resumed.
             let resumed = resumed.load(Ordering::Relaxed);
             assert!(resumed >= SUBSCRIBERS / 3, "clients resumed: {resumed}");
         }
-        Fault::None | Fault::FreezeBroker | Fault::KillApi | Fault::MattermostDown => {}
+        Fault::None
+        | Fault::FreezeBroker
+        | Fault::KillApi
+        | Fault::MattermostDown
+        | Fault::StopApi => {}
     }
 }
 

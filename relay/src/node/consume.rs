@@ -262,5 +262,9 @@ pub(super) async fn consume(
         }
     }
     let _ = committer.await;
+    // The last reference: closing the consumer revokes (committing what is done) and leaves
+    // the group, so the partitions move now rather than after the session timeout.
+    drop(consumer);
+    tracing::info!("relay committed and left the consumer group");
     Ok(())
 }

@@ -270,17 +270,30 @@ impl StandIn {
         id
     }
 
-    /// Whether the user has a post with this message (a test's view of Mattermost's data).
+    /// The posts of `channel` (a test's view of Mattermost's data).
     pub fn post_count(&self, channel: &str) -> usize {
+        self.channel_posts(channel, |posts| posts.len())
+    }
+
+    /// Whether `channel` has a post with exactly this message.
+    pub fn has_post(&self, channel: &str, message: &str) -> bool {
+        self.channel_posts(channel, |posts| posts.iter().any(|p| p.message == message))
+    }
+
+    /// `read` over the posts of `channel` (by name or id; none if there is no such channel).
+    fn channel_posts<T>(&self, channel: &str, read: impl FnOnce(&[&store::PostRec]) -> T) -> T {
         let store = self.shared.store.lock().unwrap();
-        let Some(c) = store
+        let id = store
             .channels
             .iter()
             .find(|c| c.name == channel || c.id == channel)
-        else {
-            return 0;
-        };
-        store.posts.iter().filter(|p| p.channel_id == c.id).count()
+            .map(|c| c.id.clone());
+        let posts: Vec<&store::PostRec> = store
+            .posts
+            .iter()
+            .filter(|p| Some(&p.channel_id) == id.as_ref())
+            .collect();
+        read(&posts)
     }
 }
 
