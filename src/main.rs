@@ -31,22 +31,31 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("mmsub {} listening on http://{addr}: /healthz and /readyz", role.name());
         }
     }
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    server.shutdown().await;
+    if terminated().await {
+        tracing::info!("SIGTERM: shutting down");
+        server.shutdown().await;
+    } else {
+        tracing::info!("interrupted: shutting down without the drain");
+        server.shutdown_now().await;
+    }
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGTERM (`true`: an orchestrator stops the node, so it drains first) or Ctrl-C
+/// (`false`: someone at a terminal, who wants it gone now).
+async fn terminated() -> bool {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => false,
+            _ = term.recv() => true,
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        false
+    }
 }

@@ -54,9 +54,18 @@ impl RunningServer {
     ///    instead of after the session timeout;
     /// 3. it waits for all of that, at most `--shutdown-timeout-ms`.
     pub async fn shutdown(self) {
+        self.stop(true).await;
+    }
+
+    /// [`RunningServer::shutdown`] without the drain: what Ctrl-C at a terminal wants.
+    pub async fn shutdown_now(self) {
+        self.stop(false).await;
+    }
+
+    async fn stop(self, drain: bool) {
         let limits = self.router.connections.clone();
         self.router.stopping.cancel();
-        if self.router.role.serves_clients() && !limits.shutdown_drain.is_zero() {
+        if drain && self.router.role.serves_clients() && !limits.shutdown_drain.is_zero() {
             tracing::info!(
                 drain_ms = limits.shutdown_drain.as_millis() as u64,
                 "stopping: unready, serving on for the drain"
