@@ -85,14 +85,7 @@ impl RunningServer {
                     Err(e) => tracing::warn!(error = %e, "a task failed while stopping"),
                 }
             }
-            let websockets = || {
-                router
-                    .node
-                    .gateway
-                    .as_ref()
-                    .map_or(0, |g| g.open_connections())
-            };
-            while router.http_open.load(Ordering::Acquire) > 0 || websockets() > 0 {
+            while router.http_open.load(Ordering::Acquire) > 0 || router.open_websockets() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
@@ -123,6 +116,14 @@ struct Router {
 }
 
 impl Router {
+    /// WebSocket connections open on this node (none without a gateway).
+    fn open_websockets(&self) -> usize {
+        self.node
+            .gateway
+            .as_ref()
+            .map_or(0, |g| g.open_connections())
+    }
+
     async fn route(&self, request: Request<Incoming>) -> HttpResponse {
         match request.uri().path() {
             "/graphql" | "/graphql/" => match &self.node.graphql {
@@ -250,11 +251,7 @@ async fn accept(listener: TcpListener, router: Arc<Router>, shutdown: Cancellati
         let _ = stream.set_nodelay(true);
         let in_http = open.fetch_add(1, Ordering::AcqRel) + 1;
         let guard = OpenGuard(open.clone());
-        let websockets = router
-            .node
-            .gateway
-            .as_ref()
-            .map_or(0, |g| g.open_connections());
+        let websockets = router.open_websockets();
         // A proxy carries many clients: it is capped by the total only.
         let slot = if limits.trusted_proxies.contains(peer.ip()) {
             Ok(None)
