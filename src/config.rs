@@ -27,6 +27,7 @@ use mmsub_history::{HistoryConfig, Replication};
 use mmsub_relay::kafka::KafkaSettings;
 use mmsub_relay::link::LinkSettings;
 use mmsub_relay::node::RelaySettings;
+use mmsub_relay::wire::{Heartbeat, WIRE_V1, WIRE_VERSION};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -466,6 +467,21 @@ pub struct ClusterArgs {
     /// How often relay names are resolved again.
     #[arg(long, env = "MMSUB_RELAY_RESOLVE_INTERVAL_MS", default_value_t = millis(LinkSettings::default().resolve_interval))]
     pub relay_resolve_interval_ms: u64,
+    /// A gateway whose relay queue stays full this long is disconnected (it gets what it
+    /// missed again when it reconnects).
+    #[arg(long, env = "MMSUB_RELAY_FORWARD_TIMEOUT_MS", default_value_t = millis(RelaySettings::default().forward_timeout))]
+    pub relay_forward_timeout_ms: u64,
+    /// Relays and gateways ping each other this often on a relay link.
+    #[arg(long, env = "MMSUB_RELAY_HEARTBEAT_MS", default_value_t = millis(Heartbeat::default().interval))]
+    pub relay_heartbeat_ms: u64,
+    /// A relay link silent this long is closed and connected again: the time to detect a
+    /// partition or a frozen peer.
+    #[arg(long, env = "MMSUB_RELAY_HEARTBEAT_TIMEOUT_MS", default_value_t = millis(Heartbeat::default().timeout))]
+    pub relay_heartbeat_timeout_ms: u64,
+    /// The newest relay-gateway wire version this node speaks. 1 makes it behave as a node of
+    /// the previous release (no hello, heartbeat or replay), for rolling-upgrade tests.
+    #[arg(long, env = "MMSUB_RELAY_WIRE_VERSION", default_value_t = WIRE_VERSION)]
+    pub relay_wire_version: u16,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -518,15 +534,37 @@ impl ServeArgs {
         if role == Role::Ingest && mattermost.is_none() {
             bail!("mmsub ingest reads Mattermost: set MATTERMOST_SERVER_URL, MATTERMOST_ADMIN_LOGIN_ID and MATTERMOST_ADMIN_LOGIN_PASSWORD");
         }
+        if !(WIRE_V1..=WIRE_VERSION).contains(&cluster.relay_wire_version) {
+            bail!(
+                "--relay-wire-version is {WIRE_V1} to {WIRE_VERSION} (got {})",
+                cluster.relay_wire_version
+            );
+        }
+        let heartbeat = Heartbeat {
+            interval: Duration::from_millis(cluster.relay_heartbeat_ms.max(10)),
+            timeout: Duration::from_millis(cluster.relay_heartbeat_timeout_ms),
+        };
+        if heartbeat.timeout < heartbeat.interval * 2 {
+            bail!(
+                "--relay-heartbeat-timeout-ms ({} ms) must be at least twice --relay-heartbeat-ms ({} ms), or one late ping closes a healthy link",
+                cluster.relay_heartbeat_timeout_ms,
+                heartbeat.interval.as_millis()
+            );
+        }
         let relay = RelaySettings {
             listen: cluster.relay_listen,
             join_delay: Duration::from_millis(cluster.relay_join_delay_ms),
             gateway_queue: cluster.relay_gateway_queue.max(1),
+            forward_timeout: Duration::from_millis(cluster.relay_forward_timeout_ms.max(1)),
+            heartbeat,
+            wire_version: cluster.relay_wire_version,
             ..RelaySettings::default()
         };
         let links = LinkSettings {
             relays: cluster.relays.clone(),
             resolve_interval: Duration::from_millis(cluster.relay_resolve_interval_ms.max(100)),
+            heartbeat,
+            wire_version: cluster.relay_wire_version,
             ..LinkSettings::default()
         };
         if cluster.relays.is_empty()

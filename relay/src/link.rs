@@ -13,6 +13,14 @@
 //!   and re-sends some events; the gateway keeps the newest offset delivered per partition and
 //!   drops anything at or below it. It acknowledges what it delivered, in batches, so relays
 //!   can commit.
+//! - **Nothing missed.** A version 2 link ([`wire`](crate::wire)) says `Hello` with the newest
+//!   offset delivered per partition, takes the relay's `Sent` marks (so "delivered" covers
+//!   partitions whose records were not for this gateway too), and reports its offsets to every
+//!   relay each heartbeat. A relay that finds this gateway behind on a partition it forwards
+//!   reads it again from Kafka for this gateway, before anything newer.
+//! - **Liveness.** On a version 2 link both sides ping each heartbeat interval; a link silent
+//!   for the heartbeat timeout is closed and connected again, so a partition that drops
+//!   packets is noticed within that time.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use crate::wire::{WireCodec, WireFrame};
+use crate::wire::{Heartbeat, WireCodec, WireFrame, WIRE_V1, WIRE_VERSION};
 use mmsub_events::bus::EventSink;
 use mmsub_events::event::MessageEvent;
 use mmsub_events::hub::{FanoutHub, InterestObserver};
@@ -46,6 +54,11 @@ pub struct LinkSettings {
     pub ready_timeout: Duration,
     /// How often delivered offsets are acknowledged.
     pub ack_interval: Duration,
+    /// Liveness of version 2 links.
+    pub heartbeat: Heartbeat,
+    /// The newest wire version this gateway speaks: [`WIRE_VERSION`], or 1 to behave as a
+    /// gateway of the previous release during a rolling upgrade.
+    pub wire_version: u16,
 }
 
 impl Default for LinkSettings {
@@ -57,6 +70,8 @@ impl Default for LinkSettings {
             reconnect_max: Duration::from_secs(1),
             ready_timeout: Duration::from_secs(10),
             ack_interval: Duration::from_millis(20),
+            heartbeat: Heartbeat::default(),
+            wire_version: WIRE_VERSION,
         }
     }
 }
@@ -144,6 +159,22 @@ impl RelayLinks {
         {
             self.connected.send_modify(|n| *n -= 1);
         }
+    }
+
+    /// The newest offset delivered, per partition (what a `Hello` and the heartbeat report).
+    fn delivered(&self) -> Vec<(i32, i64)> {
+        let delivered = self.delivered.lock().expect("offsets lock poisoned");
+        delivered.iter().map(|(p, o)| (*p, *o)).collect()
+    }
+
+    /// A relay's `Sent` mark: every event of `partition` up to `offset` this gateway watches
+    /// reached it. Returns whether that moved the partition on.
+    fn mark(&self, partition: i32, offset: i64) -> bool {
+        let mut delivered = self.delivered.lock().expect("offsets lock poisoned");
+        let newest = delivered.entry(partition).or_insert(-1);
+        let moved = offset > *newest;
+        *newest = (*newest).max(offset);
+        moved
     }
 
     /// An event from a relay: delivered unless this partition already got to `offset`.
@@ -256,7 +287,21 @@ async fn discover(links: Arc<RelayLinks>, settings: LinkSettings, shutdown: Canc
     }
 }
 
+/// How a link ended.
+enum LinkEnd {
+    /// `stop` was cancelled.
+    Stopped,
+    /// The relay closed it (or the connection failed), having answered `Hello` or not.
+    Closed { hello_answered: bool },
+    /// Nothing arrived for the heartbeat timeout.
+    Silent,
+}
+
 /// Keeps one relay connected, reconnecting with backoff, until `stop`.
+///
+/// A relay that closes the link twice in a row right after this gateway's `Hello`, without
+/// answering it, is taken for a version 1 relay (one not yet upgraded): the next links speak
+/// version 1 to it, until one ends, and then version 2 is tried again.
 async fn follow(
     links: Arc<RelayLinks>,
     addr: SocketAddr,
@@ -264,6 +309,7 @@ async fn follow(
     stop: CancellationToken,
 ) {
     let mut backoff = settings.reconnect_min;
+    let mut refused = 0u32;
     loop {
         let connected = tokio::select! {
             () = stop.cancelled() => return,
@@ -271,11 +317,39 @@ async fn follow(
         };
         match connected {
             Ok(stream) => {
-                tracing::info!(relay = %addr, "connected to relay");
+                let speak = if refused >= 2 {
+                    WIRE_V1
+                } else {
+                    settings.wire_version
+                };
+                tracing::info!(relay = %addr, version = speak, "connected to relay");
                 backoff = settings.reconnect_min;
                 let _ = stream.set_nodelay(true);
-                if let Err(e) = run_link(&links, stream, &settings, &stop).await {
-                    tracing::warn!(relay = %addr, error = %e, "relay link ended");
+                match run_link(&links, stream, &settings, speak, &stop).await {
+                    Ok(LinkEnd::Stopped) => return,
+                    Ok(LinkEnd::Closed { hello_answered }) => {
+                        tracing::warn!(relay = %addr, "relay link closed");
+                        refused = if speak >= 2 && !hello_answered {
+                            refused + 1
+                        } else {
+                            0
+                        };
+                        if refused == 2 {
+                            tracing::warn!(relay = %addr, "the relay closed the link at each hello: speaking wire version 1 to it (a relay of the previous release)");
+                        }
+                    }
+                    Ok(LinkEnd::Silent) => {
+                        tracing::warn!(
+                            relay = %addr,
+                            timeout_ms = settings.heartbeat.timeout.as_millis() as u64,
+                            "the relay link was silent past the heartbeat timeout; connecting again"
+                        );
+                        refused = 0;
+                    }
+                    Err(e) => {
+                        tracing::warn!(relay = %addr, error = %e, "relay link ended");
+                        refused = 0;
+                    }
                 }
             }
             Err(e) => tracing::debug!(relay = %addr, error = %e, "relay not reachable"),
@@ -292,12 +366,21 @@ async fn run_link(
     links: &Arc<RelayLinks>,
     stream: TcpStream,
     settings: &LinkSettings,
+    speak: u16,
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<LinkEnd> {
     let (mut sink, mut frames) = Framed::new(stream, WireCodec::default()).split();
     let (outgoing, mut to_send) = mpsc::unbounded_channel();
     let (confirmed_tx, confirmed) = watch::channel(0u64);
+    // The watches first: a version 2 relay replays what this gateway lacks of them when it
+    // reads the hello that follows.
     let id = links.attach(outgoing.clone(), confirmed);
+    if speak >= 2 {
+        let _ = outgoing.send(WireFrame::Hello {
+            version: speak,
+            delivered: links.delivered(),
+        });
+    }
     let writer = tokio::spawn(async move {
         while let Some(frame) = to_send.recv().await {
             sink.feed(frame).await?;
@@ -308,19 +391,43 @@ async fn run_link(
         }
         Ok::<_, crate::wire::WireError>(())
     });
+    // The version the link speaks once the relay answered (version 1 needs no answer).
+    let mut version = (speak < 2).then_some(WIRE_V1);
     let mut unacked: HashMap<i32, i64> = HashMap::new();
     let mut ack_tick = tokio::time::interval(settings.ack_interval);
+    let mut heartbeat = tokio::time::interval(settings.heartbeat.interval);
+    let mut heard = tokio::time::Instant::now();
     let result = loop {
+        let v2 = version.is_some_and(|v| v >= 2);
+        // A version 2 hello unanswered within the timeout counts as silence too.
+        let silence = async {
+            if speak >= 2 {
+                tokio::time::sleep_until(heard + settings.heartbeat.timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         let frame = tokio::select! {
-            () = stop.cancelled() => break Ok(()),
+            () = stop.cancelled() => break Ok(LinkEnd::Stopped),
+            () = silence => break Ok(LinkEnd::Silent),
             _ = ack_tick.tick() => {
                 for (partition, offset) in unacked.drain() {
                     let _ = outgoing.send(WireFrame::Ack { partition, offset });
                 }
                 continue;
             }
+            _ = heartbeat.tick(), if v2 => {
+                // The ping, and how far this gateway has every partition: a relay that is
+                // assigned a partition knows where this gateway stands on it.
+                let _ = outgoing.send(WireFrame::Ping);
+                for (partition, offset) in links.delivered() {
+                    let _ = outgoing.send(WireFrame::Ack { partition, offset });
+                }
+                continue;
+            }
             frame = frames.next() => frame,
         };
+        heard = tokio::time::Instant::now();
         match frame {
             Some(Ok(WireFrame::Event {
                 partition,
@@ -333,13 +440,36 @@ async fn run_link(
             Some(Ok(WireFrame::Watching { seq })) => {
                 confirmed_tx.send_modify(|c| *c = (*c).max(seq));
             }
+            Some(Ok(WireFrame::Hello {
+                version: theirs, ..
+            })) if speak >= 2 && version.is_none() => {
+                let agreed = theirs.clamp(WIRE_V1, speak);
+                tracing::info!(version = agreed, "relay answered hello");
+                version = Some(agreed);
+            }
+            Some(Ok(WireFrame::Sent { partition, offset })) if v2 => {
+                if links.mark(partition, offset) {
+                    unacked.insert(partition, offset);
+                }
+            }
+            Some(Ok(WireFrame::Ping)) if v2 => {}
             Some(Ok(other)) => {
                 break Err(anyhow::anyhow!(
-                    "the relay sent a gateway-only frame: {other:?}"
+                    "the relay sent a frame this link does not carry: {other:?}"
                 ))
             }
+            Some(Err(crate::wire::WireError::Io(e))) => {
+                tracing::debug!(error = %e, "relay link failed");
+                break Ok(LinkEnd::Closed {
+                    hello_answered: version.is_some(),
+                });
+            }
             Some(Err(e)) => break Err(e.into()),
-            None => break Ok(()),
+            None => {
+                break Ok(LinkEnd::Closed {
+                    hello_answered: version.is_some(),
+                })
+            }
         }
     };
     links.detach(id);

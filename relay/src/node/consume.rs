@@ -11,8 +11,10 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::replays::{Replayed, Replays};
 use super::rereads::{Next, Rereads, REREAD_DELAY};
 use super::{disconnect, RelaySettings, State};
 use crate::kafka::KafkaSettings;
@@ -79,6 +81,11 @@ impl ConsumerContext for RelayContext {
                 .lock()
                 .expect("progress lock poisoned")
                 .resume(&resume);
+            self.state
+                .assigned
+                .lock()
+                .expect("assigned lock poisoned")
+                .extend(&assigned);
             self.state.status.assigned.store(true, Ordering::Relaxed);
             tracing::info!(partitions = ?assigned, ?resume, "partitions assigned");
         }
@@ -105,6 +112,7 @@ pub(super) async fn consume(
     kafka: KafkaSettings,
     settings: RelaySettings,
     state: Arc<State>,
+    mut replay_requests: mpsc::Receiver<(u64, u16)>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     tokio::select! {
@@ -171,11 +179,44 @@ pub(super) async fn consume(
     };
 
     let mut rereads = Rereads::default();
+    let mut replays = Replays::default();
+    let mut marks = tokio::time::interval(settings.commit_interval);
+    let seek = |partition: i32, offset: i64| {
+        if let Err(e) = consumer.seek(
+            &kafka.topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(1),
+        ) {
+            tracing::warn!(partition, offset, error = %e, "seeking failed");
+        }
+    };
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => break,
+            Some((gateway, version)) = replay_requests.recv() => {
+                // Marks start only now, after the replay is planned: a mark sent before it
+                // would tell the gateway it has what the replay is about to send.
+                if let Some(link) = state.gateways.lock().expect("gateways lock poisoned").links.get_mut(&gateway) {
+                    link.version = version;
+                }
+                for (partition, from) in plan_replays(&state, &mut replays, Some(gateway), None) {
+                    seek(partition, from);
+                }
+                continue;
+            }
+            _ = marks.tick() => {
+                for (partition, from) in replay_assigned(&state, &mut replays) {
+                    seek(partition, from);
+                }
+                send_marks(&state, &replays);
+                continue;
+            }
             message = consumer.recv() => message,
         };
+        for (partition, from) in replay_assigned(&state, &mut replays) {
+            seek(partition, from);
+        }
         let message = match message {
             Ok(message) => message,
             Err(e) => {
@@ -185,6 +226,47 @@ pub(super) async fn consume(
             }
         };
         let (partition, offset) = (message.partition(), message.offset());
+        match replays.record(partition, offset) {
+            Replayed::No => {}
+            Replayed::Early => continue,
+            Replayed::GiveUp { resume } => {
+                drop(message);
+                seek(partition, resume);
+                continue;
+            }
+            Replayed::To(gateways) => {
+                if let Some(channel) = message.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                    let targets = state
+                        .gateways
+                        .lock()
+                        .expect("gateways lock poisoned")
+                        .watching_of(channel, &gateways);
+                    let payload =
+                        bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
+                    for (id, queue) in targets {
+                        tracing::debug!(partition, offset, gateway = id, "replaying");
+                        let frame = WireFrame::Event {
+                            partition,
+                            offset,
+                            payload: payload.clone(),
+                        };
+                        if queue
+                            .send_timeout(frame, settings.forward_timeout)
+                            .await
+                            .is_err()
+                        {
+                            tracing::warn!(
+                                gateway = id,
+                                "a gateway took nothing for too long: disconnecting it"
+                            );
+                            replays.gone(id);
+                            disconnect(&state, id);
+                        }
+                    }
+                }
+                continue;
+            }
+        }
         let expected = state
             .progress
             .lock()
@@ -257,6 +339,7 @@ pub(super) async fn consume(
                     gateway = id,
                     "a gateway took nothing for too long: disconnecting it"
                 );
+                replays.gone(id);
                 disconnect(&state, id);
             }
         }
@@ -267,4 +350,94 @@ pub(super) async fn consume(
     drop(consumer);
     tracing::info!("relay committed and left the consumer group");
     Ok(())
+}
+
+/// Partitions assigned since the last look: a previous owner may have committed past what a
+/// gateway had (it settles a gone gateway's records), so those gateways get the partition
+/// again from their mark. Runs before any record or mark of a new assignment.
+fn replay_assigned(state: &State, replays: &mut Replays) -> Vec<(i32, i64)> {
+    let assigned = std::mem::take(&mut *state.assigned.lock().expect("assigned lock poisoned"));
+    if assigned.is_empty() {
+        return Vec::new();
+    }
+    let assigned: HashSet<i32> = assigned.into_iter().collect();
+    replays.forget(&assigned);
+    plan_replays(state, replays, None, Some(&assigned))
+}
+
+/// Replays for version 2 gateways behind on partitions this relay forwards: `gateway` after
+/// its `Hello` (every partition), or every gateway for the `assigned` partitions. Returns the
+/// seeks to make.
+fn plan_replays(
+    state: &State,
+    replays: &mut Replays,
+    gateway: Option<u64>,
+    assigned: Option<&HashSet<i32>>,
+) -> Vec<(i32, i64)> {
+    let positions = state
+        .progress
+        .lock()
+        .expect("progress lock poisoned")
+        .positions();
+    let gateways = state.gateways.lock().expect("gateways lock poisoned");
+    let mut seeks = Vec::new();
+    for (id, link) in &gateways.links {
+        if link.version < 2 || gateway.is_some_and(|g| g != *id) {
+            continue;
+        }
+        for (partition, next) in &positions {
+            if assigned.is_some_and(|a| !a.contains(partition)) {
+                continue;
+            }
+            let Some(delivered) = link.delivered.get(partition) else {
+                continue;
+            };
+            if let Some(from) = replays.request(*partition, *id, *delivered, *next) {
+                tracing::info!(
+                    gateway = id,
+                    partition,
+                    from,
+                    until = next,
+                    "a gateway lacks part of a partition: reading it again for that gateway"
+                );
+                seeks.retain(|(p, _)| p != partition);
+                seeks.push((*partition, from));
+            }
+        }
+    }
+    seeks
+}
+
+/// Queues a `Sent` mark to every version 2 gateway for each partition that moved on since its
+/// last mark, except where it is still owed a replay. The consume loop calls this between
+/// records, so every event a mark covers was queued before it.
+fn send_marks(state: &State, replays: &Replays) {
+    let positions = state
+        .progress
+        .lock()
+        .expect("progress lock poisoned")
+        .positions();
+    let mut gateways = state.gateways.lock().expect("gateways lock poisoned");
+    for (id, link) in &mut gateways.links {
+        if link.version < 2 {
+            continue;
+        }
+        for (partition, next) in &positions {
+            let offset = next - 1;
+            if replays.owes(*partition, *id) || link.marked.get(partition) >= Some(&offset) {
+                continue;
+            }
+            // A full queue is a busy gateway: the next tick marks it.
+            if link
+                .queue
+                .try_send(WireFrame::Sent {
+                    partition: *partition,
+                    offset,
+                })
+                .is_ok()
+            {
+                link.marked.insert(*partition, offset);
+            }
+        }
+    }
 }

@@ -6,14 +6,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::{disconnect, RelaySettings, State};
-use crate::wire::{WireCodec, WireFrame};
+use super::{disconnect, GatewayLink, RelaySettings, State};
+use crate::wire::{WireCodec, WireFrame, WIRE_V1};
 
 pub(super) async fn accept(
     listener: TcpListener,
@@ -57,7 +59,7 @@ async fn serve_gateway(
         let mut gateways = state.gateways.lock().expect("gateways lock poisoned");
         gateways.next_id += 1;
         let id = gateways.next_id;
-        gateways.queues.insert(id, queue.clone());
+        gateways.links.insert(id, GatewayLink::new(queue.clone()));
         id
     };
     state.status.gateways.fetch_add(1, Ordering::Relaxed);
@@ -79,11 +81,38 @@ async fn serve_gateway(
             }
         }
     });
+    // Version 1 until the gateway's `Hello`: no pings, and no silence limit (a version 1
+    // gateway sends nothing while it has nothing to acknowledge).
+    let mut version = WIRE_V1;
+    let mut ping = tokio::time::interval(settings.heartbeat.interval);
+    let mut heard = Instant::now();
     loop {
+        let silence = async {
+            if version >= 2 {
+                tokio::time::sleep_until(heard + settings.heartbeat.timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         let frame = tokio::select! {
             () = shutdown.cancelled() => break,
+            () = silence => {
+                tracing::warn!(
+                    gateway = id,
+                    %peer,
+                    timeout_ms = settings.heartbeat.timeout.as_millis() as u64,
+                    "a gateway was silent past the heartbeat timeout; disconnecting it"
+                );
+                break;
+            }
+            _ = ping.tick(), if version >= 2 => {
+                // A full queue means frames are flowing already; the gateway hears those.
+                let _ = queue.try_send(WireFrame::Ping);
+                continue;
+            }
             frame = frames.next() => frame,
         };
+        heard = Instant::now();
         match frame {
             Some(Ok(WireFrame::Watch { seq, channel })) => {
                 state
@@ -110,17 +139,58 @@ async fn serve_gateway(
                 }
             }
             Some(Ok(WireFrame::Ack { partition, offset })) => {
+                if let Some(link) = state
+                    .gateways
+                    .lock()
+                    .expect("gateways lock poisoned")
+                    .links
+                    .get_mut(&id)
+                {
+                    link.has(partition, offset);
+                }
                 state
                     .progress
                     .lock()
                     .expect("progress lock poisoned")
                     .acked(id, partition, offset);
             }
+            Some(Ok(WireFrame::Hello {
+                version: theirs,
+                delivered,
+            })) if settings.wire_version >= 2 => {
+                version = theirs.clamp(WIRE_V1, settings.wire_version);
+                if let Some(link) = state
+                    .gateways
+                    .lock()
+                    .expect("gateways lock poisoned")
+                    .links
+                    .get_mut(&id)
+                {
+                    for (partition, offset) in delivered {
+                        link.has(partition, offset);
+                    }
+                }
+                tracing::info!(gateway = id, %peer, version, "gateway said hello");
+                let hello = WireFrame::Hello {
+                    version,
+                    delivered: Vec::new(),
+                };
+                if queue.send(hello).await.is_err() {
+                    break;
+                }
+                // Its watches came before the hello: the replay sends what it lacks of them.
+                // The consume loop sets the link's version when it plans that replay.
+                if state.replay_requests.send((id, version)).await.is_err() {
+                    break;
+                }
+            }
+            Some(Ok(WireFrame::Ping)) if version >= 2 => {}
             Some(Ok(other)) => {
                 tracing::warn!(
                     gateway = id,
                     ?other,
-                    "a gateway sent a relay-only frame; disconnecting it"
+                    version,
+                    "a gateway sent a frame this link does not carry; disconnecting it"
                 );
                 break;
             }

@@ -20,13 +20,17 @@
 //! from n, a few times (`MAX_REREADS`) before it goes on without.
 
 //!
+//! A gateway that missed events (its link dropped, or a partition moved here from a relay
+//! that committed past it) gets them again from Kafka: see [`replays`].
+//!
 //! The parts: [`consume`] (the consume loop and the rebalance hooks), [`rereads`] (gaps read
-//! again), [`progress`] (offsets owed and committed) and [`gateways`] (the TCP server for the
-//! gateways' links).
+//! again), [`replays`] (partitions read again for a gateway), [`progress`] (offsets owed and
+//! committed) and [`gateways`] (the TCP server for the gateways' links).
 
 mod consume;
 mod gateways;
 mod progress;
+mod replays;
 mod rereads;
 
 use std::collections::{HashMap, HashSet};
@@ -40,7 +44,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::KafkaSettings;
-use crate::wire::WireFrame;
+use crate::wire::{Heartbeat, WireFrame, WIRE_V1, WIRE_VERSION};
 use progress::Progress;
 
 /// The relay's own limits; each has a flag in the `mmsub` binary.
@@ -54,8 +58,13 @@ pub struct RelaySettings {
     pub gateway_queue: usize,
     /// A gateway whose queue stays full this long is disconnected.
     pub forward_timeout: Duration,
-    /// How often acknowledged offsets are committed.
+    /// How often acknowledged offsets are committed (and `Sent` marks go to gateways).
     pub commit_interval: Duration,
+    /// Liveness of version 2 links.
+    pub heartbeat: Heartbeat,
+    /// The newest wire version this relay speaks: [`WIRE_VERSION`], or 1 to behave as a
+    /// relay of the previous release during a rolling upgrade.
+    pub wire_version: u16,
 }
 
 impl Default for RelaySettings {
@@ -66,6 +75,8 @@ impl Default for RelaySettings {
             gateway_queue: 65_536,
             forward_timeout: Duration::from_secs(10),
             commit_interval: Duration::from_millis(200),
+            heartbeat: Heartbeat::default(),
+            wire_version: WIRE_VERSION,
         }
     }
 }
@@ -91,7 +102,14 @@ impl RelayNode {
         kafka.ensure_topic().await?;
         let listener = TcpListener::bind(settings.listen).await?;
         let local_addr = listener.local_addr()?;
-        let state = Arc::new(State::default());
+        let (replay_requests, requests) = mpsc::channel(REPLAY_REQUESTS);
+        let state = Arc::new(State {
+            gateways: Mutex::default(),
+            progress: Mutex::default(),
+            status: Arc::default(),
+            replay_requests,
+            assigned: Mutex::default(),
+        });
         let status = state.status.clone();
         tokio::spawn(gateways::accept(
             listener,
@@ -99,7 +117,7 @@ impl RelayNode {
             settings.clone(),
             shutdown.clone(),
         ));
-        let task = tokio::spawn(consume::consume(kafka, settings, state, shutdown));
+        let task = tokio::spawn(consume::consume(kafka, settings, state, requests, shutdown));
         Ok(RelayNode {
             local_addr,
             status,
@@ -137,19 +155,55 @@ impl RelayStatus {
     }
 }
 
+/// Replay requests waiting for the consume loop (one per gateway `Hello`; a full queue makes
+/// the next gateway's link wait).
+const REPLAY_REQUESTS: usize = 1024;
+
 /// What the relay knows: connected gateways, their interest, and what they still owe an ack for.
-#[derive(Default)]
 struct State {
     gateways: Mutex<Gateways>,
     progress: Mutex<Progress>,
     status: Arc<RelayStatus>,
+    /// A gateway said how far it has each partition: the consume loop replays what it lacks.
+    replay_requests: mpsc::Sender<(u64, u16)>,
+    /// Partitions assigned since the consume loop last looked: gateways behind on them (the
+    /// previous owner committed past them) get a replay.
+    assigned: Mutex<Vec<i32>>,
 }
 
 #[derive(Default)]
 struct Gateways {
     next_id: u64,
-    queues: HashMap<u64, mpsc::Sender<WireFrame>>,
+    links: HashMap<u64, GatewayLink>,
     watching: HashMap<String, HashSet<u64>>,
+}
+
+/// One connected gateway.
+struct GatewayLink {
+    queue: mpsc::Sender<WireFrame>,
+    /// The version the consume loop treats the link as: 1 until the gateway's `Hello` was
+    /// answered and its replay planned (only then may `Sent` marks go to it).
+    version: u16,
+    /// Per partition, the newest offset the gateway said it has (its `Hello` and its acks).
+    delivered: HashMap<i32, i64>,
+    /// Per partition, the newest `Sent` mark queued to it.
+    marked: HashMap<i32, i64>,
+}
+
+impl GatewayLink {
+    fn new(queue: mpsc::Sender<WireFrame>) -> Self {
+        Self {
+            queue,
+            version: WIRE_V1,
+            delivered: HashMap::new(),
+            marked: HashMap::new(),
+        }
+    }
+
+    fn has(&mut self, partition: i32, offset: i64) {
+        let delivered = self.delivered.entry(partition).or_insert(offset);
+        *delivered = (*delivered).max(offset);
+    }
 }
 
 impl Gateways {
@@ -158,7 +212,18 @@ impl Gateways {
             .get(channel)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.queues.get(id).map(|q| (*id, q.clone())))
+            .filter_map(|id| self.links.get(id).map(|l| (*id, l.queue.clone())))
+            .collect()
+    }
+
+    /// Those of `ids` that watch `channel`, with their queues.
+    fn watching_of(&self, channel: &str, ids: &[u64]) -> Vec<(u64, mpsc::Sender<WireFrame>)> {
+        let Some(watching) = self.watching.get(channel) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter(|id| watching.contains(id))
+            .filter_map(|id| self.links.get(id).map(|l| (*id, l.queue.clone())))
             .collect()
     }
 }
@@ -166,7 +231,7 @@ impl Gateways {
 /// Forgets gateway `id`: its interest and what it owed.
 fn disconnect(state: &State, id: u64) {
     let mut gateways = state.gateways.lock().expect("gateways lock poisoned");
-    gateways.queues.remove(&id);
+    gateways.links.remove(&id);
     gateways.watching.retain(|_, ids| {
         ids.remove(&id);
         !ids.is_empty()

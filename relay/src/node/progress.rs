@@ -42,6 +42,14 @@ impl Progress {
         self.partitions.get(&partition).and_then(|p| p.next)
     }
 
+    /// Per partition owned, the offset forwarded next.
+    pub(super) fn positions(&self) -> Vec<(i32, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(partition, p)| p.next.map(|next| (*partition, next)))
+            .collect()
+    }
+
     pub(super) fn forwarded(&mut self, partition: i32, offset: i64, gateways: &[u64]) {
         let progress = self.partitions.entry(partition).or_insert_with(|| {
             tracing::info!(partition, offset, "forwarding a partition from this offset");
