@@ -79,11 +79,17 @@ impl Default for LinkSettings {
 /// The gateway's side of the relay tier; see the module documentation.
 pub struct RelayLinks {
     hub: Arc<FanoutHub>,
-    state: Mutex<Interest>,
+    state: Arc<Mutex<Interest>>,
     /// Newest offset delivered, per partition.
     delivered: Mutex<HashMap<i32, i64>>,
     /// Links connected now (their count is part of the gateway's readiness).
     connected: watch::Sender<usize>,
+    /// Relays of the first discovery round that have not made their first connect attempt
+    /// yet (1 until the first round resolved). A subscription waits for 0: otherwise a
+    /// gateway that just started could admit one before its link to some relay attached, and
+    /// that relay's events in between would never reach it (it has no offsets for that relay's
+    /// partitions yet, so no catch-up could cover them).
+    first_attempts: watch::Sender<usize>,
     ready_timeout: Duration,
 }
 
@@ -110,9 +116,10 @@ impl RelayLinks {
     ) -> Arc<Self> {
         let links = Arc::new(Self {
             hub: hub.clone(),
-            state: Mutex::new(Interest::default()),
+            state: Arc::new(Mutex::new(Interest::default())),
             delivered: Mutex::new(HashMap::new()),
             connected: watch::Sender::new(0),
+            first_attempts: watch::Sender::new(1),
             ready_timeout: settings.ready_timeout,
         });
         hub.set_observer(links.clone());
@@ -228,14 +235,27 @@ impl InterestObserver for RelayLinks {
     }
 
     fn ready(&self, channel_id: &str) -> BoxFuture<'static, Result<(), String>> {
-        let (seq, confirmations) = {
-            let state = self.state.lock().expect("links lock poisoned");
-            let seq = state.watched.get(channel_id).copied().unwrap_or(0);
-            let confirmations: Vec<_> = state.links.values().map(|l| l.confirmed.clone()).collect();
-            (seq, confirmations)
-        };
+        let mut first_attempts = self.first_attempts.subscribe();
+        let links = self.state.clone();
+        let channel_id = channel_id.to_owned();
         let timeout = self.ready_timeout;
         Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let started = tokio::time::timeout_at(deadline, first_attempts.wait_for(|n| *n == 0))
+                .await
+                .is_ok();
+            if !started {
+                return Err(
+                    "The relays did not confirm the subscription in time; try again.".into(),
+                );
+            }
+            let (seq, confirmations) = {
+                let state = links.lock().expect("links lock poisoned");
+                let seq = state.watched.get(&channel_id).copied().unwrap_or(0);
+                let confirmations: Vec<_> =
+                    state.links.values().map(|l| l.confirmed.clone()).collect();
+                (seq, confirmations)
+            };
             if confirmations.is_empty() {
                 return Err("No relay is reachable from this gateway; try again shortly.".into());
             }
@@ -244,7 +264,7 @@ impl InterestObserver for RelayLinks {
                     // A link that drops meanwhile re-sends everything when it reconnects.
                     let _ = c.wait_for(|confirmed| *confirmed >= seq).await;
                 }));
-            tokio::time::timeout(timeout, all)
+            tokio::time::timeout_at(deadline, all)
                 .await
                 .map(|_| ())
                 .map_err(|_| {
@@ -257,6 +277,7 @@ impl InterestObserver for RelayLinks {
 /// Resolves the relay entries now and every `resolve_interval`; one link task per address.
 async fn discover(links: Arc<RelayLinks>, settings: LinkSettings, shutdown: CancellationToken) {
     let mut running: HashMap<SocketAddr, CancellationToken> = HashMap::new();
+    let mut first_round = true;
     loop {
         let mut found = HashSet::new();
         for entry in &settings.relays {
@@ -273,13 +294,23 @@ async fn discover(links: Arc<RelayLinks>, settings: LinkSettings, shutdown: Canc
             }
             keep
         });
+        if first_round {
+            links.first_attempts.send_replace(found.len());
+        }
         for addr in found {
             running.entry(addr).or_insert_with(|| {
                 let stop = shutdown.child_token();
-                tokio::spawn(follow(links.clone(), addr, settings.clone(), stop.clone()));
+                tokio::spawn(follow(
+                    links.clone(),
+                    addr,
+                    settings.clone(),
+                    stop.clone(),
+                    first_round,
+                ));
                 stop
             });
         }
+        first_round = false;
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(settings.resolve_interval) => {}
@@ -307,9 +338,17 @@ async fn follow(
     addr: SocketAddr,
     settings: LinkSettings,
     stop: CancellationToken,
+    mut first_attempt: bool,
 ) {
     let mut backoff = settings.reconnect_min;
     let mut refused = 0u32;
+    let first_done = |first_attempt: &mut bool| {
+        if std::mem::take(first_attempt) {
+            links
+                .first_attempts
+                .send_modify(|n| *n = n.saturating_sub(1));
+        }
+    };
     loop {
         let connected = tokio::select! {
             () = stop.cancelled() => return,
@@ -325,7 +364,8 @@ async fn follow(
                 tracing::info!(relay = %addr, version = speak, "connected to relay");
                 backoff = settings.reconnect_min;
                 let _ = stream.set_nodelay(true);
-                match run_link(&links, stream, &settings, speak, &stop).await {
+                let attached = || first_done(&mut first_attempt);
+                match run_link(&links, stream, &settings, speak, &stop, attached).await {
                     Ok(LinkEnd::Stopped) => return,
                     Ok(LinkEnd::Closed { hello_answered }) => {
                         tracing::warn!(relay = %addr, "relay link closed");
@@ -352,7 +392,10 @@ async fn follow(
                     }
                 }
             }
-            Err(e) => tracing::debug!(relay = %addr, error = %e, "relay not reachable"),
+            Err(e) => {
+                first_done(&mut first_attempt);
+                tracing::debug!(relay = %addr, error = %e, "relay not reachable");
+            }
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -368,6 +411,7 @@ async fn run_link(
     settings: &LinkSettings,
     speak: u16,
     stop: &CancellationToken,
+    attached: impl FnOnce(),
 ) -> anyhow::Result<LinkEnd> {
     let (mut sink, mut frames) = Framed::new(stream, WireCodec::default()).split();
     let (outgoing, mut to_send) = mpsc::unbounded_channel();
@@ -375,6 +419,7 @@ async fn run_link(
     // The watches first: a version 2 relay replays what this gateway lacks of them when it
     // reads the hello that follows.
     let id = links.attach(outgoing.clone(), confirmed);
+    attached();
     if speak >= 2 {
         let _ = outgoing.send(WireFrame::Hello {
             version: speak,

@@ -17,6 +17,7 @@
 //!
 //! The cases run one at a time (each is a whole cluster on two cores).
 
+mod chaos;
 mod clients;
 mod harness;
 mod history;

@@ -1,9 +1,10 @@
 //! A loopback TCP proxy the test controls, for a network partition between a gateway and a
-//! relay. While partitioned, bytes from either side are read and dropped, and an end that
-//! closes is not told to the other: to both peers the network just goes silent, as when
-//! packets are lost (a SIGSTOP freezes a process instead, and a refused connect is no partition
-//! at all). New connections are accepted and go silent too. Healing forwards again; the
-//! connections the peers gave up on meanwhile are closed.
+//! relay. While partitioned nothing gets through, and an end that closes is not told to the
+//! other: to both peers the network just goes silent, as when packets are lost (a SIGSTOP
+//! freezes a process instead, and a refused connect is no partition at all). What was sent
+//! meanwhile is held, as TCP retransmits it, and arrives in order when the partition heals:
+//! TCP never loses bytes in the middle of a connection that goes on. New connections are
+//! accepted and go silent too. Connections a peer gave up on meanwhile are closed at the heal.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,7 +83,8 @@ impl Drop for Proxy {
     }
 }
 
-/// One direction. While partitioned, what arrives is dropped, and an end of stream is kept
+/// One direction. While partitioned, what arrives is held (in order, up to [`HOLD_BYTES`],
+/// then the proxy stops reading, as a full TCP window would), and an end of stream is kept
 /// from the other side until the partition heals.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
@@ -92,9 +94,25 @@ async fn pipe(
     client: bool,
 ) {
     let mut buffer = vec![0u8; 64 * 1024];
+    let mut held: Vec<u8> = Vec::new();
     loop {
-        let n = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => {
+        if !partitioned.load(Ordering::SeqCst) && !held.is_empty() {
+            let bytes = std::mem::take(&mut held);
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        if held.len() >= HOLD_BYTES {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        }
+        // Wake now and then while partitioned, so a heal is noticed without new bytes.
+        let read =
+            tokio::time::timeout(std::time::Duration::from_millis(50), from.read(&mut buffer))
+                .await;
+        let n = match read {
+            Err(_) => continue,
+            Ok(Ok(0) | Err(_)) => {
                 closes.lock().unwrap().push(Closed {
                     client,
                     at: Instant::now(),
@@ -102,11 +120,13 @@ async fn pipe(
                 while partitioned.load(Ordering::SeqCst) {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
+                let _ = to.write_all(&held).await;
                 return;
             }
-            Ok(n) => n,
+            Ok(Ok(n)) => n,
         };
         if partitioned.load(Ordering::SeqCst) {
+            held.extend_from_slice(&buffer[..n]);
             continue;
         }
         if to.write_all(&buffer[..n]).await.is_err() {
@@ -114,3 +134,6 @@ async fn pipe(
         }
     }
 }
+
+/// What one direction holds during a partition before it stops reading.
+const HOLD_BYTES: usize = 4 << 20;

@@ -1,0 +1,450 @@
+//! The chaos soak: the cluster under steady load for a bounded time while faults of every kind
+//! in the matrix are injected one at a time from a seeded schedule. Each fault lasts longer
+//! than its detection time (the heartbeat and session timeouts) and mutations are sent during
+//! it; then it is healed (a killed or stopped node is started again on its ports) and the
+//! cluster gets a moment before the next. At the end every publisher sends its channel's end
+//! marker, every subscriber reads to it, and one JSON line is printed: the seed, messages
+//! acknowledged and delivered, lost, duplicated, out of order, and every fault with its time.
+//!
+//! `MMSUB_CHAOS_SECS` bounds the run (default 300, five minutes); the suite's test command runs
+//! a short one. `MMSUB_CHAOS_SEED` replays a schedule; `MMSUB_CHAOS_REPORT` also writes the
+//! line to that file.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::clients::{end_marker, graphql, subscriber, user, Seen};
+use super::harness::{self, tansu_or_skip, Cluster, Options, HEARTBEAT_TIMEOUT};
+use super::{send, stop, ONE_CLUSTER};
+
+const CHANNELS: usize = 20;
+const SUBSCRIBERS: usize = 120;
+/// How long a fault lasts: past the heartbeat timeout and the relays' session timeout (3 s).
+const HOLD: Duration = Duration::from_secs(6);
+/// Time between healing one fault and injecting the next.
+const CALM: Duration = Duration::from_secs(2);
+/// How long, after the run, every subscriber has to read to its channel's end.
+const DRAIN: Duration = Duration::from_secs(120);
+
+/// Every kind of fault in the matrix that can be healed in place.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Chaos {
+    KillRelay,
+    StopRelay,
+    KillGateway,
+    StopGateway,
+    FreezeGateway,
+    PartitionLink,
+    FreezeBroker,
+    KillApi,
+    StopApi,
+    MattermostDown,
+}
+
+const KINDS: [Chaos; 10] = [
+    Chaos::KillRelay,
+    Chaos::StopRelay,
+    Chaos::KillGateway,
+    Chaos::StopGateway,
+    Chaos::FreezeGateway,
+    Chaos::PartitionLink,
+    Chaos::FreezeBroker,
+    Chaos::KillApi,
+    Chaos::StopApi,
+    Chaos::MattermostDown,
+];
+
+/// splitmix64: a seeded schedule needs no more than this.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Every kind once, in a seeded order: a run of ten faults covers them all.
+    fn round(&mut self) -> Vec<Chaos> {
+        let mut kinds = KINDS.to_vec();
+        for i in (1..kinds.len()).rev() {
+            kinds.swap(i, self.below(i + 1));
+        }
+        kinds
+    }
+}
+
+/// One channel's publisher: numbered messages until `stop`, alternating API nodes; a failed
+/// one is not sent again. Then the end marker, until acknowledged.
+async fn publish(
+    http: reqwest::Client,
+    apis: Vec<String>,
+    token: String,
+    channel: String,
+    acked: Arc<Mutex<Vec<bool>>>,
+    failed: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut turn = 0usize;
+    let mut n = 0usize;
+    let deadline = Instant::now() + DRAIN * 10;
+    loop {
+        let ending = stop.load(Ordering::Relaxed);
+        let text = if ending {
+            end_marker(&channel)
+        } else {
+            format!("{channel}:{n}")
+        };
+        let api = &apis[turn % apis.len()];
+        turn += 1;
+        match send(&http, api, &token, &channel, &text).await {
+            Ok(()) if ending => return,
+            Ok(()) => acked.lock().unwrap().push(true),
+            Err(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{channel}: sending never recovered"
+                );
+                failed.fetch_add(1, Ordering::Relaxed);
+                if !ending {
+                    acked.lock().unwrap().push(false);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if !ending {
+            n += 1;
+            // A steady, modest rate: the point is the faults, not the ceiling.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Injects `kind`, holds it, heals it; returns what was hit.
+async fn inject(kind: Chaos, cluster: &mut Cluster, rng: &mut Rng) -> String {
+    let relay = rng.below(cluster.relays.len());
+    let gateway = rng.below(cluster.gateways.len());
+    let api = rng.below(cluster.apis.len());
+    match kind {
+        Chaos::KillRelay | Chaos::StopRelay => {
+            if kind == Chaos::KillRelay {
+                cluster.relays[relay].process.kill();
+            } else {
+                stop(&cluster.relays[relay].process).await;
+            }
+            tokio::time::sleep(HOLD).await;
+            let port = cluster.relays[relay].relay_port;
+            let node = cluster.spawn_node("relay", relay, harness::free_port(), port);
+            cluster.wait_ready(&node).await;
+            cluster.relays[relay] = node;
+            format!("relay{relay}")
+        }
+        Chaos::KillGateway | Chaos::StopGateway => {
+            let port = cluster.gateways[gateway].http_port;
+            if kind == Chaos::KillGateway {
+                cluster.gateways[gateway].process.kill();
+            } else {
+                stop(&cluster.gateways[gateway].process).await;
+            }
+            tokio::time::sleep(HOLD).await;
+            let node = cluster.spawn_node("gateway", gateway, port, None);
+            cluster.wait_ready(&node).await;
+            cluster.gateways[gateway] = node;
+            format!("gateway{gateway}")
+        }
+        Chaos::FreezeGateway => {
+            cluster.gateways[gateway].process.signal("STOP");
+            tokio::time::sleep(HOLD).await;
+            cluster.gateways[gateway].process.signal("CONT");
+            format!("gateway{gateway}")
+        }
+        Chaos::PartitionLink => {
+            let proxy = cluster.proxy.as_ref().expect("a partitionable cluster");
+            proxy.partition();
+            tokio::time::sleep(HOLD).await;
+            proxy.heal();
+            "gateway0-relay0".into()
+        }
+        Chaos::FreezeBroker => {
+            cluster.broker.signal("STOP");
+            tokio::time::sleep(HOLD).await;
+            cluster.broker.signal("CONT");
+            "broker".into()
+        }
+        Chaos::KillApi | Chaos::StopApi => {
+            let port = cluster.apis[api].http_port;
+            if kind == Chaos::KillApi {
+                cluster.apis[api].process.kill();
+            } else {
+                stop(&cluster.apis[api].process).await;
+            }
+            tokio::time::sleep(HOLD).await;
+            let node = cluster.spawn_node("api", api, port, None);
+            cluster.wait_ready(&node).await;
+            cluster.apis[api] = node;
+            format!("api{api}")
+        }
+        Chaos::MattermostDown => {
+            cluster.standin.go_down();
+            tokio::time::sleep(HOLD).await;
+            cluster.standin.come_back().await;
+            "mattermost".into()
+        }
+    }
+}
+
+/// What the subscribers got against what was acknowledged.
+#[derive(Default, Debug)]
+struct Tally {
+    /// Deliveries owed: each acknowledged message once per subscriber of its channel.
+    owed: usize,
+    delivered: usize,
+    lost: usize,
+    duplicates: usize,
+    out_of_order: usize,
+    /// Received but never acknowledged (a mutation that failed may still have been posted,
+    /// so this is counted, not an error).
+    unacknowledged: usize,
+    /// Received but never sent at all.
+    unsent: usize,
+    /// For the first subscribers that lack something: who, and which messages.
+    samples: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, who: &str, channel: &str, got: &[String], acked: &[bool]) {
+        let mut seen = vec![false; acked.len()];
+        let mut last: Option<usize> = None;
+        for text in got {
+            let Some(n) = text
+                .strip_prefix(&format!("{channel}:"))
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n < acked.len())
+            else {
+                self.unsent += 1;
+                continue;
+            };
+            if seen[n] {
+                self.duplicates += 1;
+                continue;
+            }
+            seen[n] = true;
+            if last.is_some_and(|l| n < l) {
+                self.out_of_order += 1;
+            }
+            last = Some(n);
+            if acked[n] {
+                self.delivered += 1;
+            } else {
+                self.unacknowledged += 1;
+            }
+        }
+        let mut lacks = Vec::new();
+        for (n, acked) in acked.iter().enumerate() {
+            if *acked {
+                self.owed += 1;
+                if !seen[n] {
+                    self.lost += 1;
+                    lacks.push(n);
+                }
+            }
+        }
+        if !lacks.is_empty() && self.samples.len() < 20 {
+            self.samples.push(format!(
+                "{who} lacks {} of {channel}: {:?}",
+                lacks.len(),
+                &lacks[..lacks.len().min(12)]
+            ));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
+    let name = "chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged";
+    let Some(tansu) = tansu_or_skip(name) else {
+        return;
+    };
+    let secs: u64 = std::env::var("MMSUB_CHAOS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let seed: u64 = std::env::var("MMSUB_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        });
+    eprintln!("chaos soak: seed {seed}, {secs} s (MMSUB_CHAOS_SEED={seed} replays this schedule)");
+    let _one = ONE_CLUSTER.lock().await;
+    let options = Options {
+        partitionable: true,
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start_with(&tansu, 2, 2, 3, options).await;
+    let api = cluster.apis[0].url();
+    let publisher = user(&cluster, &api, "publisher").await;
+    let reader = user(&cluster, &api, "reader").await;
+    let mut channels = Vec::new();
+    for k in 0..CHANNELS {
+        let name = format!("chaos-{k}");
+        let data = graphql(&cluster, &api, "mutation($n: String!) { channelCreate(channelName: $n, members: [\"reader\"]) { status } }", json!({ "n": name }), Some(&publisher)).await;
+        assert_eq!(data["data"]["channelCreate"]["status"], "OK", "{data}");
+        channels.push(name);
+    }
+    let ws_urls: Vec<String> = cluster
+        .gateways
+        .iter()
+        .map(|g| format!("ws://127.0.0.1:{}/ws/graphql/", g.http_port))
+        .collect();
+    let resumed = Arc::new(AtomicUsize::new(0));
+    let seen: Vec<Arc<Seen>> = (0..SUBSCRIBERS).map(|_| Arc::default()).collect();
+    let subscribers: Vec<_> = (0..SUBSCRIBERS)
+        .map(|i| {
+            tokio::spawn(subscriber(
+                ws_urls.clone(),
+                i % 3,
+                reader.clone(),
+                channels[i % CHANNELS].clone(),
+                resumed.clone(),
+                seen[i].clone(),
+            ))
+        })
+        .collect();
+    let live_by = Instant::now() + Duration::from_secs(60);
+    while cluster.live_subscriptions().await < SUBSCRIBERS as u64 {
+        assert!(
+            Instant::now() < live_by,
+            "subscriptions did not become live"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let stop_sending = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let api_urls: Vec<String> = cluster.apis.iter().map(harness::Node::url).collect();
+    let acked: Vec<Arc<Mutex<Vec<bool>>>> = (0..CHANNELS).map(|_| Arc::default()).collect();
+    let publishers: Vec<_> = channels
+        .iter()
+        .enumerate()
+        .map(|(k, channel)| {
+            tokio::spawn(publish(
+                cluster.http.clone(),
+                api_urls.clone(),
+                publisher.clone(),
+                channel.clone(),
+                acked[k].clone(),
+                failed.clone(),
+                stop_sending.clone(),
+            ))
+        })
+        .collect();
+
+    // The schedule: rounds of every kind in a seeded order, until the time is up.
+    let began = Instant::now();
+    let until = began + Duration::from_secs(secs);
+    let mut rng = Rng(seed);
+    let mut faults = Vec::new();
+    tokio::time::sleep(CALM).await;
+    'schedule: loop {
+        for kind in rng.round() {
+            if Instant::now() + HOLD + CALM > until {
+                break 'schedule;
+            }
+            let at = began.elapsed();
+            let target = inject(kind, &mut cluster, &mut rng).await;
+            faults.push(json!({
+                "kind": format!("{kind:?}"),
+                "target": target,
+                "at_ms": at.as_millis() as u64,
+                "healed_ms": began.elapsed().as_millis() as u64,
+            }));
+            tokio::time::sleep(CALM).await;
+        }
+    }
+    stop_sending.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+
+    let mut tally = Tally::default();
+    let drained_by = Instant::now() + DRAIN;
+    for (i, s) in subscribers.into_iter().enumerate() {
+        let channel = &channels[i % CHANNELS];
+        let got = match tokio::time::timeout_at(drained_by.into(), s).await {
+            Ok(got) => got.expect("subscriber task"),
+            Err(_) => panic!(
+                "chaos seed {seed}: subscriber {i} of {channel} did not get its channel's end\n{}\nfaults: {faults:?}\n{}",
+                super::clients::incomplete(&seen, &channels, 0),
+                cluster.logs()
+            ),
+        };
+        let who = format!(
+            "subscriber {i} (first gateway {}, connections {})",
+            i % 3,
+            seen[i].connections.load(Ordering::Relaxed)
+        );
+        tally.add(&who, channel, &got, &acked[i % CHANNELS].lock().unwrap());
+    }
+    let acknowledged: usize = acked
+        .iter()
+        .map(|a| a.lock().unwrap().iter().filter(|a| **a).count())
+        .sum();
+    let line = json!({
+        "seed": seed,
+        "secs": secs,
+        "heartbeat_timeout_ms": HEARTBEAT_TIMEOUT.as_millis() as u64,
+        "subscribers": SUBSCRIBERS,
+        "channels": CHANNELS,
+        "acknowledged": acknowledged,
+        "deliveries_owed": tally.owed,
+        "delivered": tally.delivered,
+        "lost": tally.lost,
+        "duplicates": tally.duplicates,
+        "out_of_order": tally.out_of_order,
+        "unsent": tally.unsent,
+        "failed_mutations": failed.load(Ordering::Relaxed),
+        "delivered_though_failed": tally.unacknowledged,
+        "resumes": resumed.load(Ordering::Relaxed),
+        "faults": faults,
+    })
+    .to_string();
+    println!("{line}");
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("MMSUB_CHAOS_REPORT") {
+        std::fs::write(path, format!("{line}\n")).expect("the chaos report is written");
+    }
+    assert_eq!(
+        (
+            tally.lost,
+            tally.duplicates,
+            tally.out_of_order,
+            tally.unsent
+        ),
+        (0, 0, 0, 0),
+        "chaos seed {seed}: lost, duplicates, out of order, unsent: {line}\n{}\n{}",
+        tally.samples.join("\n"),
+        cluster.logs()
+    );
+    assert_eq!(tally.delivered, tally.owed, "{line}");
+    assert!(acknowledged > 0, "messages were acknowledged: {line}");
+    // A round is every kind once, in the seed's order.
+    if secs >= 150 {
+        assert!(
+            faults.len() >= KINDS.len(),
+            "every kind of fault ran in {secs} s: {line}"
+        );
+    }
+}
