@@ -197,9 +197,7 @@ pub(super) async fn consume(
             Some((gateway, version)) = replay_requests.recv() => {
                 // Marks start only now, after the replay is planned: a mark sent before it
                 // would tell the gateway it has what the replay is about to send.
-                if let Some(link) = state.gateways.lock().expect("gateways lock poisoned").links.get_mut(&gateway) {
-                    link.version = version;
-                }
+                state.with_link(gateway, |link| link.version = version);
                 for (partition, from) in plan_replays(&state, &mut replays, Some(gateway), None) {
                     seek(partition, from);
                 }
@@ -243,26 +241,9 @@ pub(super) async fn consume(
                         .watching_of(channel, &gateways);
                     let payload =
                         bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
-                    for (id, queue) in targets {
-                        tracing::debug!(partition, offset, gateway = id, "replaying");
-                        let frame = WireFrame::Event {
-                            partition,
-                            offset,
-                            payload: payload.clone(),
-                        };
-                        if queue
-                            .send_timeout(frame, settings.forward_timeout)
-                            .await
-                            .is_err()
-                        {
-                            tracing::warn!(
-                                gateway = id,
-                                "a gateway took nothing for too long: disconnecting it"
-                            );
-                            replays.gone(id);
-                            disconnect(&state, id);
-                        }
-                    }
+                    tracing::debug!(partition, offset, gateways = ?gateways, "replaying");
+                    let event = (partition, offset, payload);
+                    send_event(&state, &mut replays, &settings, targets, event).await;
                 }
                 continue;
             }
@@ -324,25 +305,8 @@ pub(super) async fn consume(
                 .forwarded(partition, offset, &ids);
             targets
         };
-        for (id, queue) in targets {
-            let frame = WireFrame::Event {
-                partition,
-                offset,
-                payload: payload.clone(),
-            };
-            if queue
-                .send_timeout(frame, settings.forward_timeout)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    gateway = id,
-                    "a gateway took nothing for too long: disconnecting it"
-                );
-                replays.gone(id);
-                disconnect(&state, id);
-            }
-        }
+        let event = (partition, offset, payload);
+        send_event(&state, &mut replays, &settings, targets, event).await;
     }
     let _ = committer.await;
     // The last reference: closing the consumer revokes (committing what is done) and leaves
@@ -350,6 +314,36 @@ pub(super) async fn consume(
     drop(consumer);
     tracing::info!("relay committed and left the consumer group");
     Ok(())
+}
+
+/// Queues one event to each target; a gateway whose queue stays full past the forward
+/// timeout is disconnected (when it comes back it is sent what it missed).
+async fn send_event(
+    state: &State,
+    replays: &mut Replays,
+    settings: &RelaySettings,
+    targets: Vec<(u64, mpsc::Sender<WireFrame>)>,
+    (partition, offset, payload): (i32, i64, bytes::Bytes),
+) {
+    for (id, queue) in targets {
+        let frame = WireFrame::Event {
+            partition,
+            offset,
+            payload: payload.clone(),
+        };
+        if queue
+            .send_timeout(frame, settings.forward_timeout)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                gateway = id,
+                "a gateway took nothing for too long: disconnecting it"
+            );
+            replays.gone(id);
+            disconnect(state, id);
+        }
+    }
 }
 
 /// Partitions assigned since the last look: a previous owner may have committed past what a

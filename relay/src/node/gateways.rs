@@ -139,15 +139,7 @@ async fn serve_gateway(
                 }
             }
             Some(Ok(WireFrame::Ack { partition, offset })) => {
-                if let Some(link) = state
-                    .gateways
-                    .lock()
-                    .expect("gateways lock poisoned")
-                    .links
-                    .get_mut(&id)
-                {
-                    link.has(partition, offset);
-                }
+                state.with_link(id, |link| link.has(partition, offset));
                 state
                     .progress
                     .lock()
@@ -159,17 +151,11 @@ async fn serve_gateway(
                 delivered,
             })) if settings.wire_version >= 2 => {
                 version = theirs.clamp(WIRE_V1, settings.wire_version);
-                if let Some(link) = state
-                    .gateways
-                    .lock()
-                    .expect("gateways lock poisoned")
-                    .links
-                    .get_mut(&id)
-                {
+                state.with_link(id, |link| {
                     for (partition, offset) in delivered {
                         link.has(partition, offset);
                     }
-                }
+                });
                 tracing::info!(gateway = id, %peer, version, "gateway said hello");
                 let hello = WireFrame::Hello {
                     version,

@@ -171,6 +171,21 @@ struct State {
     assigned: Mutex<Vec<i32>>,
 }
 
+impl State {
+    /// Runs `f` on gateway `id`'s link, if it is still connected.
+    fn with_link(&self, id: u64, f: impl FnOnce(&mut GatewayLink)) {
+        if let Some(link) = self
+            .gateways
+            .lock()
+            .expect("gateways lock poisoned")
+            .links
+            .get_mut(&id)
+        {
+            f(link);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Gateways {
     next_id: u64,
