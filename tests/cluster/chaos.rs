@@ -364,6 +364,13 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
                 break 'schedule;
             }
             let at = began.elapsed();
+            eprintln!(
+                "chaos: {kind:?} at {:?} after the start ({:?} since the epoch)",
+                at,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+            );
             let target = inject(kind, &mut cluster, &mut rng).await;
             faults.push(json!({
                 "kind": format!("{kind:?}"),
@@ -384,7 +391,11 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
     for (i, s) in subscribers.into_iter().enumerate() {
         let channel = &channels[i % CHANNELS];
         let got = match tokio::time::timeout_at(drained_by.into(), s).await {
-            Ok(got) => got.expect("subscriber task"),
+            Ok(Ok(got)) => got,
+            Ok(Err(e)) => panic!(
+                "chaos seed {seed}: subscriber {i} of {channel} failed: {e}\nfaults: {faults:?}\n{}",
+                cluster.logs()
+            ),
             Err(_) => panic!(
                 "chaos seed {seed}: subscriber {i} of {channel} did not get its channel's end\n{}\nfaults: {faults:?}\n{}",
                 super::clients::incomplete(&seen, &channels, 0),

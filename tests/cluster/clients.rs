@@ -93,8 +93,19 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// Records `what` with the wall-clock time (UTC, as the nodes' logs show it).
     fn event(&self, what: String) {
-        self.events.lock().unwrap().push(what);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let (secs, millis) = (now.as_secs() % 86_400, now.subsec_millis());
+        let stamp = format!(
+            "{:02}:{:02}:{:02}.{millis:03}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
+        self.events.lock().unwrap().push(format!("{stamp} {what}"));
     }
 }
 
@@ -187,7 +198,14 @@ pub async fn subscriber(
                         Some("ping") => {
                             let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
                         }
-                        Some("error") => panic!("subscription refused: {message}"),
+                        Some("error") => {
+                            seen.event(format!("{url} refused the subscription: {message}"));
+                            panic!(
+                                "subscription refused: {message}; connections {}, last events {:?}",
+                                seen.connections.load(Ordering::Relaxed),
+                                seen.events.lock().unwrap()
+                            )
+                        }
                         Some("complete") => {
                             panic!("the server completed the subscription: {message}")
                         }
