@@ -20,10 +20,13 @@
 //!
 //! **Versions.** Version 1 is the first five frames. Version 2 adds the last three, which make
 //! a link's loss detectable and repairable:
-//! - A gateway sends its initial watches, then `Hello` with its version and, per partition, the
-//!   newest offset it delivered. A version 1 relay does not know `Hello` and closes the link;
-//!   the gateway then speaks version 1 to it (and tries version 2 again after that link ends),
-//!   so both directions of a rolling upgrade work.
+//! - A gateway sends its initial watches and a probe watch of the empty channel (which no event
+//!   has; an `Unwatch` follows it). Once the relay answered anything, the gateway sends `Hello`
+//!   with its version and, per partition, the newest offset it delivered. A version 1 relay
+//!   does not know `Hello` and closes the link; after two such closes the gateway speaks
+//!   version 1 to it (and tries version 2 again after that link ends), so both directions of a
+//!   rolling upgrade work. A link closed before the relay answered anything (a relay down
+//!   behind a proxy that accepted the connection) does not count towards that.
 //! - A version 2 relay answers `Hello` with its own version; the link speaks the lower one. A
 //!   gateway that sends `W` without a `Hello` is version 1, and gets only version 1 frames.
 //! - On a version 2 link each side sends `Ping` every heartbeat interval and closes a link that

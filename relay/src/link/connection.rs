@@ -18,17 +18,20 @@ use crate::wire::{WireCodec, WireFrame, WIRE_V1};
 enum LinkEnd {
     /// `stop` was cancelled.
     Stopped,
-    /// The relay closed it (or the connection failed), having answered `Hello` or not.
-    Closed { hello_answered: bool },
+    /// The relay closed it (or the connection failed), having answered `Hello` or not, and
+    /// having sent anything at all or not.
+    Closed { hello_answered: bool, heard: bool },
     /// Nothing arrived for the heartbeat timeout.
     Silent,
 }
 
 /// Keeps one relay connected, reconnecting with backoff, until `stop`.
 ///
-/// A relay that closes the link twice in a row right after this gateway's `Hello`, without
-/// answering it, is taken for a version 1 relay (one not yet upgraded): the next links speak
-/// version 1 to it, until one ends, and then version 2 is tried again.
+/// A relay that answered this gateway's watches and then closed the link twice in a row at its
+/// `Hello`, without answering it, is taken for a version 1 relay (one not yet upgraded): the
+/// next links speak version 1 to it, until one ends, and then version 2 is tried again. A link
+/// closed before the relay said anything is not counted: that is a relay that is down behind
+/// something that accepted the connection (a proxy, a sidecar), not an old relay.
 pub(super) async fn follow(
     links: Arc<RelayLinks>,
     addr: SocketAddr,
@@ -58,17 +61,24 @@ pub(super) async fn follow(
                     settings.wire_version
                 };
                 tracing::info!(relay = %addr, version = speak, "connected to relay");
-                backoff = settings.reconnect_min;
                 let _ = stream.set_nodelay(true);
                 let attached = || first_done(&mut first_attempt);
                 match run_link(&links, stream, &settings, speak, &stop, attached).await {
                     Ok(LinkEnd::Stopped) => return,
-                    Ok(LinkEnd::Closed { hello_answered }) => {
+                    Ok(LinkEnd::Closed {
+                        hello_answered,
+                        heard,
+                    }) => {
                         tracing::warn!(relay = %addr, "relay link closed");
-                        refused = if speak >= 2 && !hello_answered {
-                            refused + 1
-                        } else {
-                            0
+                        if hello_answered || speak < 2 && heard {
+                            // A link that worked: the next attempt comes soon.
+                            backoff = settings.reconnect_min;
+                        }
+                        refused = match (speak >= 2, hello_answered, heard) {
+                            (true, false, true) => refused + 1,
+                            // Said nothing at all: down, not old; the count stands.
+                            (true, false, false) => refused,
+                            _ => 0,
                         };
                         if refused == 2 {
                             tracing::warn!(relay = %addr, "the relay closed the link at each hello: speaking wire version 1 to it (a relay of the previous release)");
@@ -81,6 +91,7 @@ pub(super) async fn follow(
                             "the relay link was silent past the heartbeat timeout; connecting again"
                         );
                         refused = 0;
+                        backoff = settings.reconnect_min;
                     }
                     Err(e) => {
                         tracing::warn!(relay = %addr, error = %e, "relay link ended");
@@ -117,11 +128,19 @@ async fn run_link(
     let id = links.attach(outgoing.clone(), confirmed);
     attached();
     if speak >= 2 {
-        let _ = outgoing.send(WireFrame::Hello {
-            version: speak,
-            delivered: links.delivered(),
+        // A watch every relay answers, of a channel no event has (channel ids are never
+        // empty): the `Hello` goes out once the relay said something, so a relay that closes
+        // at the `Hello` is known to be a relay, and an old one.
+        let _ = outgoing.send(WireFrame::Watch {
+            seq: 0,
+            channel: String::new(),
+        });
+        let _ = outgoing.send(WireFrame::Unwatch {
+            channel: String::new(),
         });
     }
+    let mut hello_sent = speak < 2;
+    let mut heard_any = false;
     let writer = tokio::spawn(async move {
         while let Some(frame) = to_send.recv().await {
             sink.feed(frame).await?;
@@ -169,6 +188,13 @@ async fn run_link(
             frame = frames.next() => frame,
         };
         heard = tokio::time::Instant::now();
+        if !std::mem::replace(&mut heard_any, true) && !hello_sent {
+            hello_sent = true;
+            let _ = outgoing.send(WireFrame::Hello {
+                version: speak,
+                delivered: links.delivered(),
+            });
+        }
         match frame {
             Some(Ok(WireFrame::Event {
                 partition,
@@ -202,13 +228,15 @@ async fn run_link(
             Some(Err(crate::wire::WireError::Io(e))) => {
                 tracing::debug!(error = %e, "relay link failed");
                 break Ok(LinkEnd::Closed {
-                    hello_answered: version.is_some(),
+                    hello_answered: version.is_some() && speak >= 2,
+                    heard: heard_any,
                 });
             }
             Some(Err(e)) => break Err(e.into()),
             None => {
                 break Ok(LinkEnd::Closed {
-                    hello_answered: version.is_some(),
+                    hello_answered: version.is_some() && speak >= 2,
+                    heard: heard_any,
                 })
             }
         }
