@@ -124,7 +124,7 @@ async fn publish(
         if !ending {
             n += 1;
             // A steady, modest rate: the point is the faults, not the ceiling.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -200,6 +200,58 @@ async fn inject(kind: Chaos, cluster: &mut Cluster, rng: &mut Rng) -> String {
             "mattermost".into()
         }
     }
+}
+
+/// How long a subscriber may hear nothing before the monitor reports it: past every fault's
+/// hold and its detection time.
+const SILENT: Duration = Duration::from_secs(10);
+/// A subscriber silent this long while its channel is being sent to has stalled: the soak
+/// stops and fails (a connected subscriber must not fall this far behind, and past about a
+/// thousand messages it could not even resume).
+const STALLED: Duration = Duration::from_secs(45);
+
+/// Watches the subscribers while messages are sent: every second, who has heard nothing for
+/// [`SILENT`] (printed, with the gateways they are on, so a stall can be matched to the faults
+/// and the nodes' logs). Returns the longest silence, and a description of the first stall.
+async fn monitor(
+    seen: Vec<Arc<Seen>>,
+    began: Instant,
+    stop: Arc<AtomicBool>,
+) -> (Duration, Option<String>) {
+    let mut longest = Duration::ZERO;
+    let mut reported = Instant::now() - SILENT;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        let mut silent = [0usize; 3];
+        let mut worst = (Duration::ZERO, 0);
+        for (i, s) in seen.iter().enumerate() {
+            let quiet = now - s.last_message.lock().unwrap().unwrap_or(began);
+            longest = longest.max(quiet);
+            if quiet > worst.0 {
+                worst = (quiet, i);
+            }
+            if quiet > SILENT {
+                silent[s.gateway.load(Ordering::Relaxed) % 3] += 1;
+            }
+        }
+        let line = format!(
+            "at {:?}, subscribers silent for over {SILENT:?} by gateway: {silent:?}; longest {:?} (subscriber {}, on gateway {})",
+            began.elapsed(),
+            worst.0,
+            worst.1,
+            seen[worst.1].gateway.load(Ordering::Relaxed)
+        );
+        if worst.0 > STALLED {
+            stop.store(true, Ordering::Relaxed);
+            return (longest, Some(line));
+        }
+        if silent.iter().sum::<usize>() > 0 && now - reported >= Duration::from_secs(5) {
+            reported = now;
+            eprintln!("chaos: {line}");
+        }
+    }
+    (longest, None)
 }
 
 /// What the subscribers got against what was acknowledged.
@@ -291,6 +343,9 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
     let _one = ONE_CLUSTER.lock().await;
     let options = Options {
         partitionable: true,
+        // A 30-minute run puts some 100,000 records on each partition, which tansu's memory
+        // storage takes about 100 ms per fetch to read (and answers empty past the wait).
+        fetch_wait_max: Some(Duration::from_millis(1000)),
         ..Options::default()
     };
     let mut cluster = Cluster::start_with(&tansu, 2, 2, 3, options).await;
@@ -355,12 +410,14 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
     // The schedule: rounds of every kind in a seeded order, until the time is up.
     let began = Instant::now();
     let until = began + Duration::from_secs(secs);
+    let halt = Arc::new(AtomicBool::new(false));
+    let watch = tokio::spawn(monitor(seen.clone(), began, halt.clone()));
     let mut rng = Rng(seed);
     let mut faults = Vec::new();
     tokio::time::sleep(CALM).await;
     'schedule: loop {
         for kind in rng.round() {
-            if Instant::now() + HOLD + CALM > until {
+            if Instant::now() + HOLD + CALM > until || halt.load(Ordering::Relaxed) {
                 break 'schedule;
             }
             let at = began.elapsed();
@@ -380,6 +437,15 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
             }));
             tokio::time::sleep(CALM).await;
         }
+    }
+    halt.store(true, Ordering::Relaxed);
+    let (longest_silence, stall) = watch.await.expect("the monitor");
+    if let Some(stall) = stall {
+        panic!(
+            "chaos seed {seed}: a subscriber stalled: {stall}\nfaults: {faults:?}\n{}\n{}",
+            super::clients::incomplete(&seen, &channels, 0),
+            cluster.logs()
+        );
     }
     stop_sending.store(true, Ordering::Relaxed);
     for p in publishers {
@@ -429,6 +495,7 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
         "failed_mutations": failed.load(Ordering::Relaxed),
         "delivered_though_failed": tally.unacknowledged,
         "resumes": resumed.load(Ordering::Relaxed),
+        "longest_silence_ms": longest_silence.as_millis() as u64,
         "faults": faults,
     })
     .to_string();

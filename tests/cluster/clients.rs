@@ -90,6 +90,10 @@ pub struct Seen {
     pub events: std::sync::Mutex<Vec<String>>,
     /// The close codes servers ended its connections with.
     pub close_codes: std::sync::Mutex<Vec<u16>>,
+    /// When the last message arrived, and on which gateway (index into the URLs) the
+    /// subscriber is now: the soak's monitor reports who goes silent, and where.
+    pub last_message: std::sync::Mutex<Option<Instant>>,
+    pub gateway: AtomicUsize,
 }
 
 impl Seen {
@@ -154,6 +158,7 @@ pub async fn subscriber(
     let mut gateway = first;
     loop {
         let url = &urls[gateway % urls.len()];
+        seen.gateway.store(gateway % urls.len(), Ordering::Relaxed);
         match connect(url, &token).await {
             Err(e) => seen.event(format!("connecting to {url}: {e}")),
             Ok(mut ws) => {
@@ -188,6 +193,7 @@ pub async fn subscriber(
                     match message["type"].as_str() {
                         Some("next") => {
                             let m = &message["payload"]["data"]["onNewChatMessage"]["message"];
+                            *seen.last_message.lock().unwrap() = Some(Instant::now());
                             let mut texts = seen.texts.lock().unwrap();
                             texts.push(m["message"].as_str().expect("text").to_owned());
                             last_id = Some(m["id"].as_str().expect("id").to_owned());

@@ -226,7 +226,10 @@ pub(super) async fn consume(
         let (partition, offset) = (message.partition(), message.offset());
         match replays.record(partition, offset) {
             Replayed::No => {}
-            Replayed::Early => continue,
+            Replayed::Early => {
+                tracing::debug!(partition, offset, "fetched before a replay's seek: dropped");
+                continue;
+            }
             Replayed::GiveUp { resume } => {
                 drop(message);
                 seek(partition, resume);
@@ -254,7 +257,10 @@ pub(super) async fn consume(
             .expect("progress lock poisoned")
             .expected(partition);
         match rereads.next(partition, offset, expected) {
-            Next::AlreadyForwarded => continue,
+            Next::AlreadyForwarded => {
+                tracing::debug!(partition, offset, "already forwarded: dropped");
+                continue;
+            }
             Next::ReadAgain { from, attempt } => {
                 tracing::warn!(
                     partition,
