@@ -20,9 +20,14 @@
 //!
 //! **Versions.** Version 1 is the first five frames. Version 2 adds the last three, which make
 //! a link's loss detectable and repairable:
-//! - A gateway sends its initial watches and a probe watch of the empty channel (which no event
-//!   has; an `Unwatch` follows it). Once the relay answered anything, the gateway sends `Hello`
-//!   with its version and, per partition, the newest offset it delivered. A version 1 relay
+//! - A gateway first sends a probe watch of the empty channel (which no event has; an `Unwatch`
+//!   follows it), then its watches. Once the relay answered anything, the gateway sends `Hello`
+//!   with its version and, per partition, the newest offset it delivered. A version 2 relay
+//!   takes the probe as the announcement of a `Hello`: it sends that link no live event until
+//!   it has planned the hello's replay, and the replay starts no later than the first event it
+//!   withheld (a live event sent first would move the gateway's mark past the replay, and the
+//!   gateway would drop the replay as repeats). A probe with no `Hello` within the heartbeat
+//!   timeout closes the link. A version 1 relay
 //!   does not know `Hello` and closes the link; after two such closes the gateway speaks
 //!   version 1 to it (and tries version 2 again after that link ends), so both directions of a
 //!   rolling upgrade work. A link closed before the relay answered anything (a relay down

@@ -123,14 +123,13 @@ async fn run_link(
     let (mut sink, mut frames) = Framed::new(stream, WireCodec::default()).split();
     let (outgoing, mut to_send) = mpsc::unbounded_channel();
     let (confirmed_tx, confirmed) = watch::channel(0u64);
-    // The watches first: a version 2 relay replays what this gateway lacks of them when it
-    // reads the hello that follows.
-    let id = links.attach(outgoing.clone(), confirmed);
-    attached();
     if speak >= 2 {
-        // A watch every relay answers, of a channel no event has (channel ids are never
+        // First a watch every relay answers, of a channel no event has (channel ids are never
         // empty): the `Hello` goes out once the relay said something, so a relay that closes
-        // at the `Hello` is known to be a relay, and an old one.
+        // at the `Hello` is known to be a relay, and an old one. A version 2 relay also takes
+        // it as the announcement of a hello, and sends no live event until it has planned the
+        // replay that hello asks for: one that came first would move this gateway's mark
+        // past the replay, whose events would then be dropped as repeats.
         let _ = outgoing.send(WireFrame::Watch {
             seq: 0,
             channel: String::new(),
@@ -139,6 +138,10 @@ async fn run_link(
             channel: String::new(),
         });
     }
+    // Then the watches: a version 2 relay replays what this gateway lacks of them when it
+    // reads the hello that follows.
+    let id = links.attach(outgoing.clone(), confirmed);
+    attached();
     let mut hello_sent = speak < 2;
     let mut heard_any = false;
     let writer = tokio::spawn(async move {

@@ -197,7 +197,12 @@ pub(super) async fn consume(
             Some((gateway, version)) = replay_requests.recv() => {
                 // Marks start only now, after the replay is planned: a mark sent before it
                 // would tell the gateway it has what the replay is about to send.
-                state.with_link(gateway, |link| link.version = version);
+                // The hold ends here too, in the loop that forwards: no live event reaches
+                // the gateway between its hello and the replay that answers it.
+                state.with_link(gateway, |link| {
+                    link.version = version;
+                    link.release();
+                });
                 for (partition, from) in plan_replays(&state, &mut replays, Some(gateway), None) {
                     seek(partition, from);
                 }
@@ -300,8 +305,8 @@ pub(super) async fn consume(
         // Both locks at once (gateways first, as in `disconnect`): a gateway that disconnects
         // is either not a target or settles what it owes.
         let targets = {
-            let gateways = state.gateways.lock().expect("gateways lock poisoned");
-            let targets = gateways.targets(channel);
+            let mut gateways = state.gateways.lock().expect("gateways lock poisoned");
+            let targets = gateways.targets(channel, partition, offset);
             let ids: Vec<u64> = targets.iter().map(|(id, _)| *id).collect();
             tracing::debug!(partition, offset, channel, gateways = ?ids, "forwarding");
             state
@@ -368,7 +373,7 @@ fn replay_assigned(state: &State, replays: &mut Replays) -> Vec<(i32, i64)> {
 /// Replays for version 2 gateways behind on partitions this relay forwards: `gateway` after
 /// its `Hello` (every partition), or every gateway for the `assigned` partitions. Returns the
 /// seeks to make.
-fn plan_replays(
+pub(super) fn plan_replays(
     state: &State,
     replays: &mut Replays,
     gateway: Option<u64>,

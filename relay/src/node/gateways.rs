@@ -86,10 +86,15 @@ async fn serve_gateway(
     let mut version = WIRE_V1;
     let mut ping = tokio::time::interval(settings.heartbeat.interval);
     let mut heard = Instant::now();
+    // Set by the probe watch a version 2 gateway sends before its `Hello`: the link is held
+    // (no live events) until the hello's replay is planned, so the hello must come in time.
+    let mut hello_due: Option<Instant> = None;
     loop {
         let silence = async {
             if version >= 2 {
                 tokio::time::sleep_until(heard + settings.heartbeat.timeout).await;
+            } else if let Some(due) = hello_due {
+                tokio::time::sleep_until(due).await;
             } else {
                 std::future::pending::<()>().await;
             }
@@ -97,12 +102,12 @@ async fn serve_gateway(
         let frame = tokio::select! {
             () = shutdown.cancelled() => break,
             () = silence => {
-                tracing::warn!(
-                    gateway = id,
-                    %peer,
-                    timeout_ms = settings.heartbeat.timeout.as_millis() as u64,
-                    "a gateway was silent past the heartbeat timeout; disconnecting it"
-                );
+                let timeout_ms = settings.heartbeat.timeout.as_millis() as u64;
+                if version >= 2 {
+                    tracing::warn!(gateway = id, %peer, timeout_ms, "a gateway was silent past the heartbeat timeout; disconnecting it");
+                } else {
+                    tracing::warn!(gateway = id, %peer, timeout_ms, "a gateway announced a hello and sent none within the heartbeat timeout; disconnecting it");
+                }
                 break;
             }
             _ = ping.tick(), if version >= 2 => {
@@ -115,6 +120,11 @@ async fn serve_gateway(
         heard = Instant::now();
         match frame {
             Some(Ok(WireFrame::Watch { seq, channel })) => {
+                if channel.is_empty() && settings.wire_version >= 2 && version < 2 {
+                    // The probe: a `Hello` follows once this is answered.
+                    state.with_link(id, GatewayLink::hold);
+                    hello_due.get_or_insert(heard + settings.heartbeat.timeout);
+                }
                 state
                     .gateways
                     .lock()
@@ -151,6 +161,7 @@ async fn serve_gateway(
                 delivered,
             })) if settings.wire_version >= 2 => {
                 version = theirs.clamp(WIRE_V1, settings.wire_version);
+                hello_due = None;
                 state.with_link(id, |link| {
                     for (partition, offset) in delivered {
                         link.has(partition, offset);

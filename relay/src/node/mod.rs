@@ -203,6 +203,11 @@ struct GatewayLink {
     delivered: HashMap<i32, i64>,
     /// Per partition, the newest `Sent` mark queued to it.
     marked: HashMap<i32, i64>,
+    /// The gateway sent the probe watch that precedes a version 2 `Hello`: until the consume
+    /// loop has planned that hello's replay, no live event goes to it (one that did would
+    /// move its per-partition mark past what the replay then sends, and it would drop those
+    /// as repeats). `Some` holds, per partition, the first offset withheld.
+    held: Option<HashMap<i32, i64>>,
 }
 
 impl GatewayLink {
@@ -212,6 +217,7 @@ impl GatewayLink {
             version: WIRE_V1,
             delivered: HashMap::new(),
             marked: HashMap::new(),
+            held: None,
         }
     }
 
@@ -219,15 +225,54 @@ impl GatewayLink {
         let delivered = self.delivered.entry(partition).or_insert(offset);
         *delivered = (*delivered).max(offset);
     }
+
+    /// A `Hello` is coming: withhold live events until its replay is planned.
+    fn hold(&mut self) {
+        self.held.get_or_insert_with(HashMap::new);
+    }
+
+    /// Whether the link takes a live event of `partition` at `offset` now; a held link
+    /// remembers the first one it did not take.
+    fn takes(&mut self, partition: i32, offset: i64) -> bool {
+        match &mut self.held {
+            None => true,
+            Some(held) => {
+                held.entry(partition).or_insert(offset);
+                false
+            }
+        }
+    }
+
+    /// The hold ends as its replay is planned: what was withheld counts as not delivered, so
+    /// the replay covers it.
+    fn release(&mut self) {
+        for (partition, first) in self.held.take().unwrap_or_default() {
+            let lacks = first - 1;
+            let delivered = self.delivered.entry(partition).or_insert(lacks);
+            *delivered = (*delivered).min(lacks);
+        }
+    }
 }
 
 impl Gateways {
-    fn targets(&self, channel: &str) -> Vec<(u64, mpsc::Sender<WireFrame>)> {
-        self.watching
-            .get(channel)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.links.get(id).map(|l| (*id, l.queue.clone())))
+    /// The gateways a live event of `channel` at `partition`/`offset` goes to: those watching
+    /// it, except links held for their `Hello` (which note it).
+    fn targets(
+        &mut self,
+        channel: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Vec<(u64, mpsc::Sender<WireFrame>)> {
+        let Some(watching) = self.watching.get(channel) else {
+            return Vec::new();
+        };
+        watching
+            .iter()
+            .filter_map(|id| {
+                let link = self.links.get_mut(id)?;
+                link.takes(partition, offset)
+                    .then(|| (*id, link.queue.clone()))
+            })
             .collect()
     }
 
@@ -256,4 +301,81 @@ fn disconnect(state: &State, id: u64) {
         .lock()
         .expect("progress lock poisoned")
         .gone(id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with_link() -> (State, u64) {
+        let (replay_requests, _) = mpsc::channel(1);
+        let state = State {
+            gateways: Mutex::default(),
+            progress: Mutex::default(),
+            status: Arc::default(),
+            replay_requests,
+            assigned: Mutex::default(),
+        };
+        let (queue, _) = mpsc::channel(16);
+        let mut gateways = state.gateways.lock().unwrap();
+        gateways.links.insert(7, GatewayLink::new(queue));
+        gateways.watching.entry("c".into()).or_default().insert(7);
+        drop(gateways);
+        (state, 7)
+    }
+
+    /// Forwards offsets `range` of partition 0 (channel "c") live; returns who got each.
+    fn forward(state: &State, range: std::ops::Range<i64>) -> Vec<Vec<u64>> {
+        range
+            .map(|offset| {
+                let mut gateways = state.gateways.lock().unwrap();
+                let ids: Vec<u64> = gateways
+                    .targets("c", 0, offset)
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
+                state.progress.lock().unwrap().forwarded(0, offset, &ids);
+                ids
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_link_held_for_its_hello_gets_what_it_was_withheld_from_the_replay() {
+        let (state, id) = state_with_link();
+        assert_eq!(forward(&state, 0..5), vec![vec![id]; 5]);
+        // The probe, then the hello saying it has up to 7 (it got 5..8 from a previous
+        // owner of the partition): live events in between are withheld, not sent.
+        state.with_link(id, GatewayLink::hold);
+        assert_eq!(forward(&state, 5..12), vec![Vec::<u64>::new(); 7]);
+        state.with_link(id, |link| {
+            link.has(0, 7);
+            link.version = 2;
+            link.release();
+        });
+        let mut replays = replays::Replays::default();
+        // The replay starts at the first offset withheld, not past the hello's mark.
+        assert_eq!(
+            consume::plan_replays(&state, &mut replays, Some(id), None),
+            vec![(0, 5)]
+        );
+        assert!(replays.owes(0, id));
+        // Released: live events flow again.
+        assert_eq!(forward(&state, 12..13), vec![vec![id]]);
+    }
+
+    #[test]
+    fn a_held_link_with_nothing_withheld_needs_no_replay() {
+        let (state, id) = state_with_link();
+        forward(&state, 0..3);
+        state.with_link(id, GatewayLink::hold);
+        state.with_link(id, |link| {
+            link.has(0, 2);
+            link.version = 2;
+            link.release();
+        });
+        let mut replays = replays::Replays::default();
+        assert!(consume::plan_replays(&state, &mut replays, Some(id), None).is_empty());
+        assert!(!replays.owes(0, id));
+    }
 }
