@@ -103,13 +103,7 @@ impl RelayNode {
         let listener = TcpListener::bind(settings.listen).await?;
         let local_addr = listener.local_addr()?;
         let (replay_requests, requests) = mpsc::channel(REPLAY_REQUESTS);
-        let state = Arc::new(State {
-            gateways: Mutex::default(),
-            progress: Mutex::default(),
-            status: Arc::default(),
-            replay_requests,
-            assigned: Mutex::default(),
-        });
+        let state = Arc::new(State::new(replay_requests));
         let status = state.status.clone();
         tokio::spawn(gateways::accept(
             listener,
@@ -172,6 +166,17 @@ struct State {
 }
 
 impl State {
+    /// A relay that knows no gateway and owns no partition yet.
+    fn new(replay_requests: mpsc::Sender<(u64, u16)>) -> Self {
+        Self {
+            gateways: Mutex::default(),
+            progress: Mutex::default(),
+            status: Arc::default(),
+            replay_requests,
+            assigned: Mutex::default(),
+        }
+    }
+
     /// Runs `f` on gateway `id`'s link, if it is still connected.
     fn with_link(&self, id: u64, f: impl FnOnce(&mut GatewayLink)) {
         if let Some(link) = self
@@ -309,13 +314,7 @@ mod tests {
 
     fn state_with_link() -> (State, u64) {
         let (replay_requests, _) = mpsc::channel(1);
-        let state = State {
-            gateways: Mutex::default(),
-            progress: Mutex::default(),
-            status: Arc::default(),
-            replay_requests,
-            assigned: Mutex::default(),
-        };
+        let state = State::new(replay_requests);
         let (queue, _) = mpsc::channel(16);
         let mut gateways = state.gateways.lock().unwrap();
         gateways.links.insert(7, GatewayLink::new(queue));
