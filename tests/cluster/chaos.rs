@@ -522,6 +522,14 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
         cluster.logs()
     );
     assert_eq!(tally.delivered, tally.owed, "{line}");
+    // Every node is this build: a link that fell back to the previous release's wire (which has
+    // no hello and no heartbeat, so a partition of it loses what it held) took a relay that was
+    // down for an old one.
+    assert_eq!(
+        cluster.nodes_that_logged("speaking wire version 1"),
+        Vec::<String>::new(),
+        "chaos seed {seed}: nodes that fell back to relay wire version 1 with no old node in the cluster"
+    );
     assert!(acknowledged > 0, "messages were acknowledged: {line}");
     // A round is every kind once, in the seed's order.
     if secs >= 150 {

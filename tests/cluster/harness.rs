@@ -589,6 +589,21 @@ impl Cluster {
         total
     }
 
+    /// The nodes (by process name) whose whole log, restarts included, has a line with `text`.
+    pub fn nodes_that_logged(&self, text: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.logs.path())
+            .map(|dir| dir.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|path| {
+                std::fs::read_to_string(path).is_ok_and(|log| log.lines().any(|l| l.contains(text)))
+            })
+            .filter_map(|path| Some(path.file_stem()?.to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Every node's recent log lines, for a failure message.
     pub fn logs(&self) -> String {
         let nodes = self

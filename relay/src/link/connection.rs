@@ -190,13 +190,18 @@ async fn run_link(
             }
             frame = frames.next() => frame,
         };
-        heard = tokio::time::Instant::now();
-        if !std::mem::replace(&mut heard_any, true) && !hello_sent {
-            hello_sent = true;
-            let _ = outgoing.send(WireFrame::Hello {
-                version: speak,
-                delivered: links.delivered(),
-            });
+        // Only a frame is the relay saying something: an end of stream or a reset is what a
+        // proxy or a sidecar in front of a relay that is down gives too, and taking it for
+        // speech would make the count below take a relay that is down for an old one.
+        if let Some(Ok(_)) = frame {
+            heard = tokio::time::Instant::now();
+            if !std::mem::replace(&mut heard_any, true) && !hello_sent {
+                hello_sent = true;
+                let _ = outgoing.send(WireFrame::Hello {
+                    version: speak,
+                    delivered: links.delivered(),
+                });
+            }
         }
         match frame {
             Some(Ok(WireFrame::Event {
@@ -247,4 +252,59 @@ async fn run_link(
     links.detach(id);
     writer.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use mmsub_events::hub::FanoutHub;
+    use tokio::net::TcpListener;
+    use tokio_util::codec::Framed;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::link::{LinkSettings, RelayLinks};
+    use crate::wire::{WireCodec, WireFrame};
+
+    /// A relay that is down behind something that accepts connections for it (a proxy, a
+    /// sidecar, a load balancer) closes every link before a word. That is no old relay: the
+    /// gateway goes on speaking version 2, whose hello and heartbeat it needs to lose nothing
+    /// (a version 1 link has neither, and a partition of it went unnoticed in the chaos soak).
+    #[tokio::test]
+    async fn a_relay_down_behind_a_proxy_is_not_taken_for_one_of_the_previous_release() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let settings = LinkSettings {
+            relays: vec![listener.local_addr().unwrap().to_string()],
+            reconnect_max: Duration::from_millis(100),
+            ..LinkSettings::default()
+        };
+        let stop = CancellationToken::new();
+        let _links = RelayLinks::start(FanoutHub::new(), settings, stop.clone());
+        let accept = || async {
+            tokio::time::timeout(Duration::from_secs(10), listener.accept())
+                .await
+                .expect("the gateway connects again")
+                .unwrap()
+                .0
+        };
+        // Two closes in a row at the hello are what an old relay does.
+        for _ in 0..2 {
+            drop(accept().await);
+        }
+        let mut frames = Framed::new(accept().await, WireCodec::default());
+        let first = tokio::time::timeout(Duration::from_secs(2), frames.next())
+            .await
+            .expect("a version 2 link speaks first (its probe); a version 1 link without watches says nothing")
+            .expect("a frame")
+            .expect("a well-formed frame");
+        assert_eq!(
+            first,
+            WireFrame::Watch {
+                seq: 0,
+                channel: String::new()
+            }
+        );
+        stop.cancel();
+    }
 }
