@@ -166,7 +166,8 @@ async fn history_is_served_from_scylla_across_the_cluster() {
     let requests = cluster.standin.take_requests();
     assert!(
         post_reads(&requests).is_empty(),
-        "warm reads on API nodes and the gateway asked Mattermost for posts: {requests:?}"
+        "warm reads on API nodes and the gateway asked Mattermost for posts: {requests:?}\n{}",
+        cluster.logs()
     );
 
     // A post deleted in Mattermost leaves history on both nodes, through the ingest.
