@@ -238,6 +238,10 @@ pub struct ServeArgs {
         default_value_t = GatewaySettings::default().max_connections_per_client
     )]
     pub max_ws_connections_per_client: usize,
+    /// Lifetime of the access tokens this node issues, and the longest it accepts (plus 60 s).
+    /// django-graphql-jwt's `JWT_EXPIRATION_DELTA`; every node of a cluster needs the same.
+    #[arg(long, env = "MMSUB_ACCESS_TOKEN_TTL_SECS", default_value_t = ApiSettings::default().access_token_ttl.as_secs())]
+    pub access_token_ttl_secs: u64,
     /// Seconds a WebSocket connection outlives its token's expiry unrenewed (then 4403).
     #[arg(long, env = "MMSUB_WS_TOKEN_GRACE_SECS", default_value_t = 0)]
     pub ws_token_grace_secs: u64,
@@ -609,6 +613,10 @@ impl ServeArgs {
                 "--max-resume-bytes",
                 self.max_resume_bytes.min(usize::MAX as u64) as usize,
             ),
+            (
+                "--access-token-ttl-secs",
+                self.access_token_ttl_secs.min(usize::MAX as u64) as usize,
+            ),
         ] {
             if value == 0 {
                 bail!("{name} must be at least 1");
@@ -628,6 +636,7 @@ impl ServeArgs {
             signup_rate_per_client: self.signup_rate_per_client,
             max_password_checks_per_request: self.max_password_checks_per_request.max(1),
             send_rate_per_user: self.send_rate_per_user,
+            access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
             max_query_depth: self.max_query_depth,
             max_query_complexity: self.max_query_complexity,
             max_body_bytes: self.max_body_bytes,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::clients::{end_marker, graphql, subscriber, user, Seen};
+use super::clients::{end_marker, graphql, subscriber, user, Login, Seen};
 use super::harness::{self, tansu_or_skip, Cluster, Options, HEARTBEAT_TIMEOUT};
 use super::{send, stop, ONE_CLUSTER};
 
@@ -28,6 +28,10 @@ const HOLD: Duration = Duration::from_secs(6);
 const CALM: Duration = Duration::from_secs(2);
 /// How long, after the run, every subscriber has to read to its channel's end.
 const DRAIN: Duration = Duration::from_secs(120);
+/// The nodes' access-token lifetime: far shorter than the contract's 30 minutes, so that even
+/// the suite's short run sees every socket closed at its token's expiry (4403) and resumed with
+/// a renewed one, and a long run is not bounded by the lifetime.
+const TOKEN_TTL: Duration = Duration::from_secs(90);
 
 /// Every kind of fault in the matrix that can be healed in place.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -88,7 +92,7 @@ impl Rng {
 async fn publish(
     http: reqwest::Client,
     apis: Vec<String>,
-    token: String,
+    login: Arc<Login>,
     channel: String,
     acked: Arc<Mutex<Vec<bool>>>,
     failed: Arc<AtomicUsize>,
@@ -108,7 +112,7 @@ async fn publish(
         };
         let api = &apis[turn % apis.len()];
         turn += 1;
-        match send(&http, api, &token, &channel, &text).await {
+        match send(&http, api, &login.token(), &channel, &text).await {
             Ok(()) if ending => return,
             Ok(()) => {
                 last_success = Instant::now();
@@ -351,6 +355,7 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
         // A 30-minute run puts some 100,000 records on each partition, which tansu's memory
         // storage takes about 100 ms per fetch to read (and answers empty past the wait).
         fetch_wait_max: Some(Duration::from_millis(1000)),
+        access_token_ttl: Some(TOKEN_TTL),
         ..Options::default()
     };
     let mut cluster = Cluster::start_with(&tansu, 2, 2, 3, options).await;
@@ -364,6 +369,16 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
         assert_eq!(data["data"]["channelCreate"]["status"], "OK", "{data}");
         channels.push(name);
     }
+    // Both tokens are renewed three times a lifetime; a socket keeps the token it connected
+    // with, so it is closed when that one expires and connects again with the newest.
+    let (publisher, reader) = (
+        Login::new(&cluster, publisher),
+        Login::new(&cluster, reader),
+    );
+    let renewers = [
+        publisher.keep_renewed(TOKEN_TTL / 3),
+        reader.keep_renewed(TOKEN_TTL / 3),
+    ];
     let ws_urls: Vec<String> = cluster
         .gateways
         .iter()
@@ -480,6 +495,20 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
         );
         tally.add(&who, channel, &got, &acked[i % CHANNELS].lock().unwrap());
     }
+    for renewer in renewers {
+        renewer.abort();
+    }
+    let expiry_closes: usize = seen
+        .iter()
+        .map(|s| {
+            s.close_codes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| **c == 4403)
+                .count()
+        })
+        .sum();
     let acknowledged: usize = acked
         .iter()
         .map(|a| a.lock().unwrap().iter().filter(|a| **a).count())
@@ -500,6 +529,10 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
         "failed_mutations": failed.load(Ordering::Relaxed),
         "delivered_though_failed": tally.unacknowledged,
         "resumes": resumed.load(Ordering::Relaxed),
+        "token_ttl_secs": TOKEN_TTL.as_secs(),
+        "token_renewals": publisher.renewals.load(Ordering::Relaxed) + reader.renewals.load(Ordering::Relaxed),
+        "closed_at_token_expiry": expiry_closes,
+        "resumes_refused_while_mattermost_down": seen.iter().map(|s| s.unavailable.load(Ordering::Relaxed)).sum::<usize>(),
         "longest_silence_ms": longest_silence.as_millis() as u64,
         "faults": faults,
     })
@@ -531,6 +564,14 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
         "chaos seed {seed}: nodes that fell back to relay wire version 1 with no old node in the cluster"
     );
     assert!(acknowledged > 0, "messages were acknowledged: {line}");
+    // Sockets outlive their token's expiry by nothing: a run longer than the lifetime has
+    // subscribers closed with 4403, which resumed with a renewed token (the tally above).
+    if Duration::from_secs(secs) > TOKEN_TTL {
+        assert!(
+            expiry_closes > 0,
+            "sockets were closed at their token's expiry: {line}"
+        );
+    }
     // A round is every kind once, in the seed's order.
     if secs >= 150 {
         assert!(

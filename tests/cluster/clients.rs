@@ -79,6 +79,90 @@ pub async fn user(cluster: &Cluster, api: &str, username: &str) -> String {
         .to_owned()
 }
 
+/// A user's access token, exchanged for a new one (`refreshToken(token:)`, through whichever
+/// API node answers) before it expires: publishers send with the current one, and a subscriber
+/// whose socket a gateway closed at expiry (4403) connects again with it and resumes.
+pub struct Login {
+    http: reqwest::Client,
+    apis: Vec<String>,
+    token: std::sync::Mutex<String>,
+    /// One renewal at a time: subscribers closed at the same expiry renew once.
+    renewing: tokio::sync::Mutex<()>,
+    pub renewals: AtomicUsize,
+}
+
+impl Login {
+    pub fn new(cluster: &Cluster, token: String) -> Arc<Self> {
+        Arc::new(Self {
+            http: cluster.http.clone(),
+            apis: cluster.apis.iter().map(super::harness::Node::url).collect(),
+            token: std::sync::Mutex::new(token),
+            renewing: tokio::sync::Mutex::new(()),
+            renewals: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn token(&self) -> String {
+        self.token.lock().unwrap().clone()
+    }
+
+    /// Replaces `stale` (unless it was replaced already), trying the API nodes in turn for up
+    /// to a minute: a node may be down for a fault, and refreshing a JWT needs no Mattermost.
+    pub async fn renew(&self, stale: &str) -> anyhow::Result<()> {
+        let _one = self.renewing.lock().await;
+        if self.token() != stale {
+            return Ok(());
+        }
+        let query = "mutation($t: String) { refreshToken(token: $t) { token } }";
+        let until = Instant::now() + Duration::from_secs(60);
+        let mut attempt = 0usize;
+        loop {
+            let api = &self.apis[attempt % self.apis.len()];
+            attempt += 1;
+            let answer = self
+                .http
+                .post(format!("{api}/graphql/"))
+                .timeout(Duration::from_secs(10))
+                .json(&json!({ "query": query, "variables": { "t": stale } }))
+                .send()
+                .await;
+            let error = match answer {
+                Ok(answer) => match answer.json::<Value>().await {
+                    Ok(body) => match body["data"]["refreshToken"]["token"].as_str() {
+                        Some(token) => {
+                            token.clone_into(&mut self.token.lock().unwrap());
+                            self.renewals.fetch_add(1, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        None => body.to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            anyhow::ensure!(
+                Instant::now() < until,
+                "the token was not renewed for a minute: {error}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Renews the token every `every` until the task is aborted.
+    pub fn keep_renewed(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let login = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let token = login.token();
+                if let Err(e) = login.renew(&token).await {
+                    eprintln!("renewing a token: {e}");
+                }
+            }
+        })
+    }
+}
+
 /// What one subscriber has received so far and how often it connected: on a timeout, which
 /// messages are missing where tells a lost event (every subscriber of a channel misses it) from
 /// a stalled connection.
@@ -94,6 +178,8 @@ pub struct Seen {
     /// subscriber is now: the soak's monitor reports who goes silent, and where.
     pub last_message: std::sync::Mutex<Option<Instant>>,
     pub gateway: AtomicUsize,
+    /// Subscriptions refused as unavailable for now (503), then tried again.
+    pub unavailable: AtomicUsize,
 }
 
 impl Seen {
@@ -144,12 +230,13 @@ pub fn incomplete(seen: &[Arc<Seen>], channels: &[String], per_channel: usize) -
 }
 
 /// One client: subscribes on gateway `first`; when its connection drops it reconnects to the
-/// next gateway and resumes after the last message it got. Returns the message texts in the
+/// next gateway and resumes after the last message it got, with `login`'s current token (a
+/// socket closed because its token expired, 4403, renews it first if nobody has). Returns the message texts in the
 /// order received, once its channel's [`end_marker`] arrived (which is not among them).
 pub async fn subscriber(
     urls: Vec<String>,
     first: usize,
-    token: String,
+    login: Arc<Login>,
     channel: String,
     resumed: Arc<AtomicUsize>,
     seen: Arc<Seen>,
@@ -159,8 +246,17 @@ pub async fn subscriber(
     loop {
         let url = &urls[gateway % urls.len()];
         seen.gateway.store(gateway % urls.len(), Ordering::Relaxed);
+        let token = login.token();
         match connect(url, &token).await {
-            Err(e) => seen.event(format!("connecting to {url}: {e}")),
+            Err(e) => {
+                if e.to_string().contains("4403") {
+                    seen.close_codes.lock().unwrap().push(4403);
+                    if let Err(e) = login.renew(&token).await {
+                        seen.event(format!("renewing the token: {e}"));
+                    }
+                }
+                seen.event(format!("connecting to {url}: {e}"));
+            }
             Ok(mut ws) => {
                 seen.connections.fetch_add(1, Ordering::Relaxed);
                 if last_id.is_some() {
@@ -175,7 +271,13 @@ pub async fn subscriber(
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(other)) => {
                             if let Message::Close(Some(frame)) = &other {
-                                seen.close_codes.lock().unwrap().push(frame.code.into());
+                                let code: u16 = frame.code.into();
+                                seen.close_codes.lock().unwrap().push(code);
+                                if code == 4403 {
+                                    if let Err(e) = login.renew(&token).await {
+                                        seen.event(format!("renewing the token: {e}"));
+                                    }
+                                }
                             }
                             seen.event(format!("{url} sent {other:?}"));
                             continue;
@@ -203,6 +305,17 @@ pub async fn subscriber(
                         }
                         Some("ping") => {
                             let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
+                        }
+                        Some("error")
+                            if message["payload"][0]["extensions"]["statusCode"] == 503 =>
+                        {
+                            // A resume reads the history it missed from Mattermost (this
+                            // cluster has no ScyllaDB), and Mattermost is down for a fault:
+                            // a clear, retriable refusal. Try again in a moment.
+                            seen.event(format!("{url} could not resume now: {message}"));
+                            seen.unavailable.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            break;
                         }
                         Some("error") => {
                             seen.event(format!("{url} refused the subscription: {message}"));

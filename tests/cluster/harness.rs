@@ -255,6 +255,8 @@ pub struct Cluster {
     pub wire_v1: Vec<String>,
     /// [`Options::fetch_wait_max`].
     fetch_wait_max: Option<Duration>,
+    /// [`Options::access_token_ttl`].
+    access_token_ttl: Option<Duration>,
     /// With [`Options::partitionable`], gateway 0's link to relay 0 runs through this proxy.
     pub proxy: Option<Proxy>,
     pub http: reqwest::Client,
@@ -275,6 +277,9 @@ pub struct Options {
     /// reads a fetch in time proportional to the partition's length and answers empty when
     /// the wait ends first (about 1 ms per thousand batches here), so a long run needs more.
     pub fetch_wait_max: Option<Duration>,
+    /// Every node's access-token lifetime, when not the contract's 30 minutes: a run longer
+    /// than it shows its clients' sockets closed at expiry (4403) and their renewal.
+    pub access_token_ttl: Option<Duration>,
 }
 
 impl Cluster {
@@ -352,6 +357,7 @@ impl Cluster {
             spare_relay_port: free_port(),
             wire_v1: options.wire_v1,
             fetch_wait_max: options.fetch_wait_max,
+            access_token_ttl: options.access_token_ttl,
             proxy: None,
             http: reqwest::Client::new(),
             logs,
@@ -471,6 +477,9 @@ impl Cluster {
                 "MMSUB_KAFKA_FETCH_WAIT_MAX_MS",
                 wait.as_millis().to_string(),
             );
+        }
+        if let Some(ttl) = self.access_token_ttl {
+            command.env("MMSUB_ACCESS_TOKEN_TTL_SECS", ttl.as_secs().to_string());
         }
         if let Some(scylla) = &self.scylla {
             // The stand-in runs in the test process, in a debug build, beside another cluster

@@ -386,15 +386,16 @@ async fn run(fault: Fault, name: &str) {
         .collect();
     let resumed = Arc::new(AtomicUsize::new(0));
     let seen: Vec<Arc<Seen>> = (0..SUBSCRIBERS).map(|_| Arc::default()).collect();
+    let reader = clients::Login::new(&cluster, reader.clone());
     let subscribers: Vec<_> = (0..SUBSCRIBERS)
         .map(|i| {
-            let (urls, token, channel) = (
+            let (urls, login, channel) = (
                 ws_urls.clone(),
                 reader.clone(),
                 channels[i % CHANNELS].clone(),
             );
             let (resumed, seen) = (resumed.clone(), seen[i].clone());
-            tokio::spawn(subscriber(urls, i % 3, token, channel, resumed, seen))
+            tokio::spawn(subscriber(urls, i % 3, login, channel, resumed, seen))
         })
         .collect();
     let deadline = Instant::now() + DEADLINE;

@@ -14,7 +14,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::replays::{Replayed, Replays};
+use super::catch_up;
 use super::rereads::{Next, Rereads, REREAD_DELAY};
 use super::{disconnect, RelaySettings, State};
 use crate::kafka::KafkaSettings;
@@ -36,6 +36,17 @@ impl ConsumerContext for RelayContext {
                 .iter()
                 .map(rdkafka::topic_partition_list::TopicPartitionListElem::partition)
                 .collect();
+            // Their catch-ups are the next owner's.
+            for link in self
+                .state
+                .gateways
+                .lock()
+                .expect("gateways lock poisoned")
+                .links
+                .values_mut()
+            {
+                link.catching_up.retain(|p, _| !revoked.contains(p));
+            }
             let mut progress = self.state.progress.lock().expect("progress lock poisoned");
             let offsets = progress.take_commits(Some(&revoked));
             progress.forget(&revoked);
@@ -179,47 +190,42 @@ pub(super) async fn consume(
     };
 
     let mut rereads = Rereads::default();
-    let mut replays = Replays::default();
     let mut marks = tokio::time::interval(settings.commit_interval);
-    let seek = |partition: i32, offset: i64| {
-        if let Err(e) = consumer.seek(
-            &kafka.topic,
-            partition,
-            Offset::Offset(offset),
-            Duration::from_secs(1),
-        ) {
-            tracing::warn!(partition, offset, error = %e, "seeking failed");
+    // Catch-ups run beside this loop, each with a consumer of its own.
+    let start = |plans: Vec<catch_up::Plan>| {
+        for plan in plans {
+            tokio::spawn(catch_up::catch_up(
+                kafka.clone(),
+                settings.clone(),
+                state.clone(),
+                plan,
+                shutdown.child_token(),
+            ));
         }
     };
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => break,
             Some((gateway, version)) = replay_requests.recv() => {
-                // Marks start only now, after the replay is planned: a mark sent before it
-                // would tell the gateway it has what the replay is about to send.
+                // Marks start only now, after the catch-up is planned: a mark sent before it
+                // would tell the gateway it has what the catch-up is about to send.
                 // The hold ends here too, in the loop that forwards: no live event reaches
-                // the gateway between its hello and the replay that answers it.
+                // the gateway between its hello and the catch-up that answers it.
                 state.with_link(gateway, |link| {
                     link.version = version;
                     link.release();
                 });
-                for (partition, from) in plan_replays(&state, &mut replays, Some(gateway), None) {
-                    seek(partition, from);
-                }
+                start(catch_up::plan(&state, Some(gateway), None));
                 continue;
             }
             _ = marks.tick() => {
-                for (partition, from) in replay_assigned(&state, &mut replays) {
-                    seek(partition, from);
-                }
-                send_marks(&state, &replays);
+                start(catch_up_assigned(&state));
+                send_marks(&state);
                 continue;
             }
             message = consumer.recv() => message,
         };
-        for (partition, from) in replay_assigned(&state, &mut replays) {
-            seek(partition, from);
-        }
+        start(catch_up_assigned(&state));
         let message = match message {
             Ok(message) => message,
             Err(e) => {
@@ -229,33 +235,6 @@ pub(super) async fn consume(
             }
         };
         let (partition, offset) = (message.partition(), message.offset());
-        match replays.record(partition, offset) {
-            Replayed::No => {}
-            Replayed::Early => {
-                tracing::debug!(partition, offset, "fetched before a replay's seek: dropped");
-                continue;
-            }
-            Replayed::GiveUp { resume } => {
-                drop(message);
-                seek(partition, resume);
-                continue;
-            }
-            Replayed::To(gateways) => {
-                if let Some(channel) = message.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                    let targets = state
-                        .gateways
-                        .lock()
-                        .expect("gateways lock poisoned")
-                        .watching_of(channel, &gateways);
-                    let payload =
-                        bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
-                    tracing::debug!(partition, offset, gateways = ?gateways, "replaying");
-                    let event = (partition, offset, payload);
-                    send_event(&state, &mut replays, &settings, targets, event).await;
-                }
-                continue;
-            }
-        }
         let expected = state
             .progress
             .lock()
@@ -317,7 +296,7 @@ pub(super) async fn consume(
             targets
         };
         let event = (partition, offset, payload);
-        send_event(&state, &mut replays, &settings, targets, event).await;
+        send_event(&state, &settings, targets, event).await;
     }
     let _ = committer.await;
     // The last reference: closing the consumer revokes (committing what is done) and leaves
@@ -331,7 +310,6 @@ pub(super) async fn consume(
 /// timeout is disconnected (when it comes back it is sent what it missed).
 async fn send_event(
     state: &State,
-    replays: &mut Replays,
     settings: &RelaySettings,
     targets: Vec<(u64, mpsc::Sender<WireFrame>)>,
     (partition, offset, payload): (i32, i64, bytes::Bytes),
@@ -351,85 +329,42 @@ async fn send_event(
                 gateway = id,
                 "a gateway took nothing for too long: disconnecting it"
             );
-            replays.gone(id);
             disconnect(state, id);
         }
     }
 }
 
 /// Partitions assigned since the last look: a previous owner may have committed past what a
-/// gateway had (it settles a gone gateway's records), so those gateways get the partition
-/// again from their mark. Runs before any record or mark of a new assignment.
-fn replay_assigned(state: &State, replays: &mut Replays) -> Vec<(i32, i64)> {
+/// gateway had (it settles a gone gateway's records), so those gateways are caught up on the
+/// partition from their mark. Runs before any record or mark of a new assignment.
+fn catch_up_assigned(state: &State) -> Vec<catch_up::Plan> {
     let assigned = std::mem::take(&mut *state.assigned.lock().expect("assigned lock poisoned"));
     if assigned.is_empty() {
         return Vec::new();
     }
     let assigned: HashSet<i32> = assigned.into_iter().collect();
-    replays.forget(&assigned);
-    plan_replays(state, replays, None, Some(&assigned))
-}
-
-/// Replays for version 2 gateways behind on partitions this relay forwards: `gateway` after
-/// its `Hello` (every partition), or every gateway for the `assigned` partitions. Returns the
-/// seeks to make.
-pub(super) fn plan_replays(
-    state: &State,
-    replays: &mut Replays,
-    gateway: Option<u64>,
-    assigned: Option<&HashSet<i32>>,
-) -> Vec<(i32, i64)> {
-    let positions = state
-        .progress
-        .lock()
-        .expect("progress lock poisoned")
-        .positions();
-    let gateways = state.gateways.lock().expect("gateways lock poisoned");
-    let mut seeks = Vec::new();
-    for (id, link) in &gateways.links {
-        if link.version < 2 || gateway.is_some_and(|g| g != *id) {
-            continue;
-        }
-        for (partition, next) in &positions {
-            if assigned.is_some_and(|a| !a.contains(partition)) {
-                continue;
-            }
-            let Some(delivered) = link.delivered.get(partition) else {
-                continue;
-            };
-            if let Some(from) = replays.request(*partition, *id, *delivered, *next) {
-                tracing::info!(
-                    gateway = id,
-                    partition,
-                    from,
-                    until = next,
-                    "a gateway lacks part of a partition: reading it again for that gateway"
-                );
-                seeks.retain(|(p, _)| p != partition);
-                seeks.push((*partition, from));
-            }
-        }
-    }
-    seeks
+    catch_up::plan(state, None, Some(&assigned))
 }
 
 /// Queues a `Sent` mark to every version 2 gateway for each partition that moved on since its
-/// last mark, except where it is still owed a replay. The consume loop calls this between
-/// records, so every event a mark covers was queued before it.
-fn send_marks(state: &State, replays: &Replays) {
+/// last mark, except where a catch-up still owes it part of the partition. The consume loop
+/// calls this between records, so every event a mark covers was queued before it.
+fn send_marks(state: &State) {
     let positions = state
         .progress
         .lock()
         .expect("progress lock poisoned")
         .positions();
     let mut gateways = state.gateways.lock().expect("gateways lock poisoned");
-    for (id, link) in &mut gateways.links {
+    for link in gateways.links.values_mut() {
         if link.version < 2 {
             continue;
         }
         for (partition, next) in &positions {
             let offset = next - 1;
-            if replays.owes(*partition, *id) || link.marked.get(partition) >= Some(&offset) {
+            if link.catching_up.contains_key(partition)
+                || link.marked.get(partition) >= Some(&offset)
+            {
                 continue;
             }
             // A full queue is a busy gateway: the next tick marks it.

@@ -21,16 +21,17 @@
 
 //!
 //! A gateway that missed events (its link dropped, or a partition moved here from a relay
-//! that committed past it) gets them again from Kafka: see [`replays`].
+//! that committed past it) gets them again from Kafka, without holding back anyone else's:
+//! see [`catch_up`].
 //!
 //! The parts: [`consume`] (the consume loop and the rebalance hooks), [`rereads`] (gaps read
-//! again), [`replays`] (partitions read again for a gateway), [`progress`] (offsets owed and
+//! again), [`catch_up`] (partitions read again for a gateway), [`progress`] (offsets owed and
 //! committed) and [`gateways`] (the TCP server for the gateways' links).
 
+mod catch_up;
 mod consume;
 mod gateways;
 mod progress;
-mod replays;
 mod rereads;
 
 use std::collections::{HashMap, HashSet};
@@ -213,6 +214,9 @@ struct GatewayLink {
     /// move its per-partition mark past what the replay then sends, and it would drop those
     /// as repeats). `Some` holds, per partition, the first offset withheld.
     held: Option<HashMap<i32, i64>>,
+    /// Partitions a catch-up is reading again for this gateway: until it hands one back, no
+    /// live event of it goes to the gateway (the catch-up sends them, in offset order).
+    catching_up: HashMap<i32, catch_up::Cursor>,
 }
 
 impl GatewayLink {
@@ -223,6 +227,7 @@ impl GatewayLink {
             delivered: HashMap::new(),
             marked: HashMap::new(),
             held: None,
+            catching_up: HashMap::new(),
         }
     }
 
@@ -237,8 +242,12 @@ impl GatewayLink {
     }
 
     /// Whether the link takes a live event of `partition` at `offset` now; a held link
-    /// remembers the first one it did not take.
+    /// remembers the first one it did not take, and one being caught up on the partition gets
+    /// it from the catch-up.
     fn takes(&mut self, partition: i32, offset: i64) -> bool {
+        if self.catching_up.contains_key(&partition) {
+            return false;
+        }
         match &mut self.held {
             None => true,
             Some(held) => {
@@ -261,7 +270,8 @@ impl GatewayLink {
 
 impl Gateways {
     /// The gateways a live event of `channel` at `partition`/`offset` goes to: those watching
-    /// it, except links held for their `Hello` (which note it).
+    /// it, except links held for their `Hello` (which note it) and links a catch-up is reading
+    /// the partition again for.
     fn targets(
         &mut self,
         channel: &str,
@@ -278,17 +288,6 @@ impl Gateways {
                 link.takes(partition, offset)
                     .then(|| (*id, link.queue.clone()))
             })
-            .collect()
-    }
-
-    /// Those of `ids` that watch `channel`, with their queues.
-    fn watching_of(&self, channel: &str, ids: &[u64]) -> Vec<(u64, mpsc::Sender<WireFrame>)> {
-        let Some(watching) = self.watching.get(channel) else {
-            return Vec::new();
-        };
-        ids.iter()
-            .filter(|id| watching.contains(id))
-            .filter_map(|id| self.links.get(id).map(|l| (*id, l.queue.clone())))
             .collect()
     }
 }
@@ -352,15 +351,19 @@ mod tests {
             link.version = 2;
             link.release();
         });
-        let mut replays = replays::Replays::default();
-        // The replay starts at the first offset withheld, not past the hello's mark.
+        // The catch-up starts at the first offset withheld, not past the hello's mark.
+        let plans = catch_up::plan(&state, Some(id), None);
+        assert_eq!(plans.len(), 1);
         assert_eq!(
-            consume::plan_replays(&state, &mut replays, Some(id), None),
-            vec![(0, 5)]
+            (plans[0].gateway, plans[0].partitions.clone()),
+            (id, vec![(0, 5)])
         );
-        assert!(replays.owes(0, id));
-        // Released: live events flow again.
-        assert_eq!(forward(&state, 12..13), vec![vec![id]]);
+        // Until the catch-up hands the partition back, live events of it are the catch-up's.
+        assert_eq!(forward(&state, 12..13), vec![Vec::<u64>::new()]);
+        state.with_link(id, |link| {
+            link.catching_up.clear();
+        });
+        assert_eq!(forward(&state, 13..14), vec![vec![id]]);
     }
 
     #[test]
@@ -373,8 +376,7 @@ mod tests {
             link.version = 2;
             link.release();
         });
-        let mut replays = replays::Replays::default();
-        assert!(consume::plan_replays(&state, &mut replays, Some(id), None).is_empty());
-        assert!(!replays.owes(0, id));
+        assert!(catch_up::plan(&state, Some(id), None).is_empty());
+        assert_eq!(forward(&state, 3..4), vec![vec![id]]);
     }
 }
