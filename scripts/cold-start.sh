@@ -17,25 +17,15 @@ cd "$(dirname "$0")/.."
 runs="${1:-2}"
 cargo build --release --quiet -p mmsub-loadtest
 work=$(mktemp -d)
-cluster=""
-trap '[ -n "$cluster" ] && kill -- -"$cluster" 2>/dev/null; rm -rf "$work"' EXIT INT TERM
+. scripts/lib/fresh-cluster.sh
+trap 'stop_cluster; rm -rf "$work"' EXIT INT TERM
 
 for run in $(seq 1 "$runs"); do
-  # Its own process group, so that stopping it stops every node.
-  MMSUB_CLUSTER_LOGS="$work/logs-$run" setsid scripts/cluster.sh >"$work/cluster-$run.out" 2>&1 &
-  cluster=$!
-  for _ in $(seq 1 6000); do
-    grep -q "cluster ready" "$work/cluster-$run.out" && break
-    kill -0 "$cluster" 2>/dev/null || { cat "$work/cluster-$run.out" >&2; exit 1; }
-    sleep 0.1
-  done
-  grep -q "cluster ready" "$work/cluster-$run.out" || { echo "the cluster did not become ready" >&2; exit 1; }
+  start_cluster "$run"
   ./target/release/loadtest fanout --url http://127.0.0.1:8101,http://127.0.0.1:8102 \
     --ws-url http://127.0.0.1:8201,http://127.0.0.1:8202,http://127.0.0.1:8203 \
     --subscribers 300 --channels 30 --messages 10000 --rate 1000 2>/dev/null >"$work/fanout-$run.json"
-  kill -- -"$cluster" 2>/dev/null || true
-  wait "$cluster" 2>/dev/null || true
-  cluster=""
+  stop_cluster
   python3 - "$run" "$work/fanout-$run.json" <<'EOF'
 import json, sys
 run, path = sys.argv[1], sys.argv[2]

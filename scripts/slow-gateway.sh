@@ -26,25 +26,17 @@ cd "$(dirname "$0")/.."
 pairs="${1:-2}"
 cargo build --release --quiet -p mmsub-loadtest
 work=$(mktemp -d)
-cluster=""
-trap '[ -n "$cluster" ] && kill -- -"$cluster" 2>/dev/null; rm -rf "$work"' EXIT INT TERM
+. scripts/lib/fresh-cluster.sh
+trap 'stop_cluster; rm -rf "$work"' EXIT INT TERM
 lt=./target/release/loadtest
 api=http://127.0.0.1:8101,http://127.0.0.1:8102
 
 # One run on a fresh cluster: $1 names it, $2 is "frozen" or "calm".
 run() {
   local name=$1 case=$2
-  MMSUB_CLUSTER_LOGS="$work/logs-$name" setsid scripts/cluster.sh >"$work/cluster-$name.out" 2>&1 &
-  cluster=$!
-  for _ in $(seq 1 6000); do
-    grep -q "^server pids: " "$work/cluster-$name.out" && break
-    kill -0 "$cluster" 2>/dev/null || { cat "$work/cluster-$name.out" >&2; exit 1; }
-    sleep 0.1
-  done
-  grep -q "^server pids: " "$work/cluster-$name.out" || { echo "the cluster did not become ready" >&2; exit 1; }
-  # The last of the printed pids is gateway 3's (scripts/cluster.sh starts it last).
+  start_cluster "$name"
   local gateway3
-  gateway3=$(sed -n 's/^server pids: //p' "$work/cluster-$name.out" | awk '{print $NF}')
+  gateway3=$(cluster_pids "$name" | awk '{print $NF}')
   "$lt" fanout --url "$api" --ws-url http://127.0.0.1:8203 --subscribers 100 --channels 10 \
     --messages 9000 --rate 200 --timeout-secs 100 >"$work/$name-slow.json" 2>/dev/null &
   local slow=$!
@@ -60,25 +52,9 @@ run() {
   fi
   wait "$measured"
   wait "$slow" || true
-  kill -- -"$cluster" 2>/dev/null || true
-  wait "$cluster" 2>/dev/null || true
-  cluster=""
-  wait_for_free_ports
+  stop_cluster
 }
 
-# The next cluster binds the same ports: wait (at most 30 s) until no process listens on them.
-wait_for_free_ports() {
-  local ports=":(8065|8101|8102|8201|8202|8203|8301|8302|7401|7402|9092) "
-  for _ in $(seq 1 300); do
-    ss -Hltn | awk '{print $4" "}' | grep -Eq "$ports" || return 0
-    sleep 0.1
-  done
-  echo "the previous cluster's ports are still in use:" >&2
-  ss -Hltnp | grep -E "$ports" >&2
-  exit 1
-}
-
-wait_for_free_ports
 for pair in $(seq 1 "$pairs"); do
   # Alternating order: the minutes' drift falls on both cases alike.
   if [ $((pair % 2)) -eq 1 ]; then order="calm frozen"; else order="frozen calm"; fi

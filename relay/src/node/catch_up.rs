@@ -34,6 +34,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::consume::queue_or_let_go;
 use super::rereads::{MAX_REREADS, REREAD_DELAY};
 use super::{disconnect, RelaySettings, State};
 use crate::kafka::KafkaSettings;
@@ -247,16 +248,7 @@ async fn run(
                 };
                 drop(message);
                 tracing::debug!(gateway = id, partition, offset, "catching up");
-                if queue
-                    .send_timeout(frame, settings.forward_timeout)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(
-                        gateway = id,
-                        "a gateway took nothing for too long: disconnecting it"
-                    );
-                    disconnect(state, id);
+                if !queue_or_let_go(state, settings, id, &queue, frame).await {
                     return Ok(());
                 }
                 // Handed back only if the live stream is still right behind this record: if

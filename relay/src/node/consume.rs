@@ -320,18 +320,32 @@ async fn send_event(
             offset,
             payload: payload.clone(),
         };
-        if queue
-            .send_timeout(frame, settings.forward_timeout)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                gateway = id,
-                "a gateway took nothing for too long: disconnecting it"
-            );
-            disconnect(state, id);
-        }
+        queue_or_let_go(state, settings, id, &queue, frame).await;
     }
+}
+
+/// Queues `frame` to gateway `id`; a gateway whose queue stays full past the forward timeout
+/// is disconnected, and `false` returned.
+pub(super) async fn queue_or_let_go(
+    state: &State,
+    settings: &RelaySettings,
+    id: u64,
+    queue: &mpsc::Sender<WireFrame>,
+    frame: WireFrame,
+) -> bool {
+    if queue
+        .send_timeout(frame, settings.forward_timeout)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            gateway = id,
+            "a gateway took nothing for too long: disconnecting it"
+        );
+        disconnect(state, id);
+        return false;
+    }
+    true
 }
 
 /// Partitions assigned since the last look: a previous owner may have committed past what a
