@@ -34,9 +34,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::consume::queue_or_let_go;
 use super::rereads::{MAX_REREADS, REREAD_DELAY};
-use super::{disconnect, RelaySettings, State};
+use super::{disconnect, queue_or_let_go, RelaySettings, State};
 use crate::kafka::KafkaSettings;
 use crate::wire::WireFrame;
 

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::catch_up;
 use super::rereads::{Next, Rereads, REREAD_DELAY};
-use super::{disconnect, RelaySettings, State};
+use super::{queue_or_let_go, RelaySettings, State};
 use crate::kafka::KafkaSettings;
 use crate::wire::WireFrame;
 
@@ -322,30 +322,6 @@ async fn send_event(
         };
         queue_or_let_go(state, settings, id, &queue, frame).await;
     }
-}
-
-/// Queues `frame` to gateway `id`; a gateway whose queue stays full past the forward timeout
-/// is disconnected, and `false` returned.
-pub(super) async fn queue_or_let_go(
-    state: &State,
-    settings: &RelaySettings,
-    id: u64,
-    queue: &mpsc::Sender<WireFrame>,
-    frame: WireFrame,
-) -> bool {
-    if queue
-        .send_timeout(frame, settings.forward_timeout)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            gateway = id,
-            "a gateway took nothing for too long: disconnecting it"
-        );
-        disconnect(state, id);
-        return false;
-    }
-    true
 }
 
 /// Partitions assigned since the last look: a previous owner may have committed past what a

@@ -292,6 +292,30 @@ impl Gateways {
     }
 }
 
+/// Queues `frame` to gateway `id`; a gateway whose queue stays full past the forward timeout
+/// is disconnected, and `false` returned.
+async fn queue_or_let_go(
+    state: &State,
+    settings: &RelaySettings,
+    id: u64,
+    queue: &mpsc::Sender<WireFrame>,
+    frame: WireFrame,
+) -> bool {
+    if queue
+        .send_timeout(frame, settings.forward_timeout)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            gateway = id,
+            "a gateway took nothing for too long: disconnecting it"
+        );
+        disconnect(state, id);
+        return false;
+    }
+    true
+}
+
 /// Forgets gateway `id`: its interest and what it owed.
 fn disconnect(state: &State, id: u64) {
     let mut gateways = state.gateways.lock().expect("gateways lock poisoned");
