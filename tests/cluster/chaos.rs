@@ -296,6 +296,9 @@ impl Tally {
             };
             if seen[n] {
                 self.duplicates += 1;
+                if self.samples.len() < 20 {
+                    self.samples.push(format!("{who} got {text} twice"));
+                }
                 continue;
             }
             seen[n] = true;
@@ -493,7 +496,14 @@ async fn chaos_soak_loses_duplicates_and_reorders_nothing_acknowledged() {
             i % 3,
             seen[i].connections.load(Ordering::Relaxed)
         );
+        let before = tally.duplicates;
         tally.add(&who, channel, &got, &acked[i % CHANNELS].lock().unwrap());
+        if tally.duplicates > before && tally.samples.len() < 20 {
+            tally.samples.push(format!(
+                "{who}'s connections: {:?}",
+                seen[i].events.lock().unwrap()
+            ));
+        }
     }
     for renewer in renewers {
         renewer.abort();

@@ -247,6 +247,7 @@ pub async fn subscriber(
         let url = &urls[gateway % urls.len()];
         seen.gateway.store(gateway % urls.len(), Ordering::Relaxed);
         let token = login.token();
+        let mut expired = false;
         match connect(url, &token).await {
             Err(e) => {
                 if e.to_string().contains("4403") {
@@ -274,6 +275,7 @@ pub async fn subscriber(
                                 let code: u16 = frame.code.into();
                                 seen.close_codes.lock().unwrap().push(code);
                                 if code == 4403 {
+                                    expired = true;
                                     if let Err(e) = login.renew(&token).await {
                                         seen.event(format!("renewing the token: {e}"));
                                     }
@@ -333,7 +335,11 @@ pub async fn subscriber(
                 }
             }
         }
-        gateway += 1;
+        // A socket closed for its token's expiry was on a healthy gateway: come back to it, as
+        // a client behind one address would. Anything else tries the next gateway.
+        if !expired {
+            gateway += 1;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
