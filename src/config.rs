@@ -622,6 +622,12 @@ impl ServeArgs {
                 bail!("{name} must be at least 1");
             }
         }
+        // Longer than the refresh window means a token outlives the right to renew it (and a
+        // huge value would wrap `exp` into the past).
+        let refresh_window = ApiSettings::default().refresh_window.as_secs();
+        if self.access_token_ttl_secs > refresh_window {
+            bail!("--access-token-ttl-secs must be at most {refresh_window} (the 7-day refresh window)");
+        }
         let api = ApiSettings {
             time_zone,
             max_page_size: self.max_page_size,
@@ -787,6 +793,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown time zone"), "{err}");
+        for ttl in ["0", "604801", "18446744073709551615"] {
+            let err = parse(&["--access-token-ttl-secs", ttl])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("--access-token-ttl-secs must be at"),
+                "{ttl}: {err}"
+            );
+        }
+        let config = parse(&["--access-token-ttl-secs", "90"]).unwrap();
+        assert_eq!(config.api.access_token_ttl.as_secs(), 90);
         let err = parse(&["--send-queue-limit", "0"]).unwrap_err().to_string();
         assert!(
             err.contains("--send-queue-limit must be at least 1"),

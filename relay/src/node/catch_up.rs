@@ -34,7 +34,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::rereads::{MAX_REREADS, REREAD_DELAY};
+use super::rereads::{read_again_from, MAX_REREADS};
 use super::{disconnect, queue_or_let_go, RelaySettings, State};
 use crate::kafka::KafkaSettings;
 use crate::wire::WireFrame;
@@ -256,15 +256,7 @@ async fn run(
             }
             Some((Step::ReadAgain { from }, _)) => {
                 drop(message);
-                tokio::time::sleep(REREAD_DELAY).await;
-                if let Err(e) = consumer.seek(
-                    &kafka.topic,
-                    partition,
-                    Offset::Offset(from),
-                    Duration::from_secs(1),
-                ) {
-                    tracing::warn!(gateway = id, partition, error = %e, "seeking back failed");
-                }
+                read_again_from(&consumer, &kafka.topic, partition, from).await;
             }
             Some((Step::Repeat | Step::HandOver, _)) | None => {}
         }

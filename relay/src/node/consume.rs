@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::catch_up;
-use super::rereads::{Next, Rereads, REREAD_DELAY};
+use super::rereads::{read_again_from, Next, Rereads};
 use super::{queue_or_let_go, RelaySettings, State};
 use crate::kafka::KafkaSettings;
 use crate::wire::WireFrame;
@@ -254,15 +254,7 @@ pub(super) async fn consume(
                     "a record arrived before the one preceding it: reading the partition again from the missing offset"
                 );
                 drop(message);
-                tokio::time::sleep(REREAD_DELAY).await;
-                if let Err(e) = consumer.seek(
-                    &kafka.topic,
-                    partition,
-                    Offset::Offset(from),
-                    Duration::from_secs(1),
-                ) {
-                    tracing::warn!(partition, error = %e, "seeking back failed");
-                }
+                read_again_from(&*consumer, &kafka.topic, partition, from).await;
                 continue;
             }
             Next::Forward => {}

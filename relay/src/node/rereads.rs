@@ -12,6 +12,24 @@ pub(super) const MAX_REREADS: u32 = 5;
 /// Pause before reading again, so the missing record has been written.
 pub(super) const REREAD_DELAY: Duration = Duration::from_millis(20);
 
+/// Waits [`REREAD_DELAY`], then sends `consumer` back to `from` on `partition`: how both the
+/// consume loop and a catch-up read a gap again.
+pub(super) async fn read_again_from<C, X>(consumer: &C, topic: &str, partition: i32, from: i64)
+where
+    C: rdkafka::consumer::Consumer<X>,
+    X: rdkafka::consumer::ConsumerContext,
+{
+    tokio::time::sleep(REREAD_DELAY).await;
+    if let Err(e) = consumer.seek(
+        topic,
+        partition,
+        rdkafka::Offset::Offset(from),
+        Duration::from_secs(1),
+    ) {
+        tracing::warn!(partition, from, error = %e, "seeking back failed");
+    }
+}
+
 /// What to do with a consumed record, given the offset its partition expects next.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Next {
