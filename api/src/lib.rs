@@ -21,6 +21,6 @@ pub mod throttle;
 pub mod validation;
 
 pub use schema::{
-    build_schema, subscription_contract, Admission, AppState, GroupFeed, MmsubSchema,
+    build_schema, subscription_contract, Admission, AppState, GroupFeed, MmsubSchema, Resume,
 };
 pub use settings::ApiSettings;

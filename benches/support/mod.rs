@@ -77,7 +77,7 @@ impl Fanout {
                 Delivery::prefix_for(Dialect::TransportWs, &format!("sub-{s}")),
                 outbox,
             );
-            member.go_live(Vec::new());
+            member.go_live(None);
             members.push(member);
             receivers.push(receiver);
         }

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use mmsub_api::backend::{
     Actor, BackendError, BackendResult, ByteCount, Channel, ChannelPage, ChannelPost, ChatBackend,
-    CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, UserPage,
+    CreatedUser, Login, MessagePage, Missed, NewUser, PageRequest, Post, UserPage,
 };
 
 use crate::error::HistoryError;
@@ -250,7 +250,7 @@ impl ChatBackend for HistoryBackend {
         after_id: &str,
         limit: u32,
         max_bytes: u64,
-    ) -> BackendResult<Vec<Post>> {
+    ) -> BackendResult<Missed> {
         let channel = self.inner.member_channel(actor, identifier).await?;
         if let Some(store) = self.history.store() {
             let cached = timed(store.config(), async {
@@ -270,13 +270,19 @@ impl ChatBackend for HistoryBackend {
                 store
                     .after(&channel.id, at, after_id, limit as usize)
                     .await
-                    .map(Some)
+                    .map(|posts| {
+                        Some(Missed {
+                            anchor_at: at,
+                            posts,
+                        })
+                    })
             })
             .await;
             match cached {
-                Ok(Some(posts)) => {
-                    ByteCount::new(max_bytes).add_all(posts.iter().map(Post::content_bytes))?;
-                    return Ok(posts);
+                Ok(Some(missed)) => {
+                    ByteCount::new(max_bytes)
+                        .add_all(missed.posts.iter().map(Post::content_bytes))?;
+                    return Ok(missed);
                 }
                 Ok(None) => {}
                 Err(e) => {

@@ -11,7 +11,8 @@
 //! (SIGSTOP) for 10 s; an API node `kill -9`; both relays killed, then one started again;
 //! Mattermost down for 10 s; SIGTERM (graceful shutdown) to a gateway, an API node and a
 //! relay; a gateway frozen (reading nothing) for 30 s; a network partition between a gateway
-//! and a relay for 10 s (through `proxy.rs`); and a rolling upgrade from nodes speaking the
+//! and a relay for 10 s (through `proxy.rs`), and the same with another gateway's clients
+//! resuming on that gateway as it is caught up; and a rolling upgrade from nodes speaking the
 //! previous release's relay wire. `history.rs` runs the cluster with the ScyllaDB history tier
 //! (ScyllaDB lost and back is there).
 //!
@@ -84,6 +85,10 @@ enum Fault {
     /// (the proxy drops everything): both ends notice within the heartbeat timeout, and
     /// the healed link brings what the gateway missed.
     PartitionLink,
+    /// [`Fault::PartitionLink`], and near its end gateway 3 `kill -9`: its clients resume on
+    /// the first gateway while a relay catches that gateway up, re-sending records older than
+    /// their anchors (which they must not get again).
+    ResumeOnHealingGateway,
     /// The second relay and the third gateway start as the previous release (relay wire
     /// version 1) beside this build's nodes; under load the relay is upgraded (SIGTERM, this
     /// build on the same port), then the gateway.
@@ -97,8 +102,8 @@ impl Fault {
             Fault::KillGateway | Fault::StopGateway => false,
             // Its own gateway may close it: frozen, it missed the client's pongs.
             Fault::FreezeGateway => i % 3 != 0,
-            // Its gateway is upgraded: it resumes on another.
-            Fault::RollingUpgrade => i % 3 != 2,
+            // Its gateway is upgraded, or killed: it resumes on another.
+            Fault::RollingUpgrade | Fault::ResumeOnHealingGateway => i % 3 != 2,
             _ => true,
         }
     }
@@ -115,7 +120,7 @@ impl Fault {
 
     fn options(self) -> Options {
         match self {
-            Fault::PartitionLink => Options {
+            Fault::PartitionLink | Fault::ResumeOnHealingGateway => Options {
                 partitionable: true,
                 ..Options::default()
             },
@@ -192,6 +197,10 @@ case!(
 case!(
     a_partitioned_relay_link_is_noticed_in_the_heartbeat_timeout_and_heals_without_loss,
     Fault::PartitionLink
+);
+case!(
+    a_subscriber_resuming_on_a_gateway_being_caught_up_gets_nothing_twice,
+    Fault::ResumeOnHealingGateway
 );
 case!(
     a_rolling_upgrade_from_the_previous_wire_version_loses_nothing,
@@ -605,6 +614,17 @@ where
                 );
             }
         }
+        Fault::ResumeOnHealingGateway => {
+            let proxy = cluster.proxy.as_ref().expect("a partitionable cluster");
+            proxy.partition();
+            // Gateway 3's clients move to the next gateway, the first: they subscribe there
+            // (channels it had no subscriber for) while its link to the first relay is down,
+            // and are admitted as the healed link's catch-up runs.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cluster.gateways[2].process.kill();
+            tokio::time::sleep(OUTAGE - Duration::from_secs(1)).await;
+            proxy.heal();
+        }
         Fault::RollingUpgrade => {
             // From here on every node started is this build.
             cluster.wire_v1.clear();
@@ -664,6 +684,7 @@ fn check_failures(
         | Fault::StopRelay
         | Fault::FreezeGateway
         | Fault::PartitionLink
+        | Fault::ResumeOnHealingGateway
         | Fault::RollingUpgrade => {
             assert!(
                 failures.is_empty(),
@@ -806,6 +827,10 @@ async fn after(fault: Fault, cluster: &Cluster, resumed: &AtomicUsize) {
                 "{} has both relays again",
                 gateway.process.name
             );
+        }
+        Fault::ResumeOnHealingGateway => {
+            let resumed = resumed.load(Ordering::Relaxed);
+            assert!(resumed >= SUBSCRIBERS / 3, "clients resumed: {resumed}");
         }
         Fault::RollingUpgrade => {
             // Gateway 2's clients resumed elsewhere when it was upgraded.

@@ -52,6 +52,17 @@ pub struct Post {
     pub author: User,
 }
 
+/// What a resuming subscriber missed: the posts after its anchor (`afterMessageId`), and when
+/// the anchor was posted. The subscriber holds the anchor and everything posted before it, so
+/// a live event of those (a relay catching this node up re-sends older records) is skipped.
+#[derive(Debug, Clone)]
+pub struct Missed {
+    /// The anchor's `create_at`.
+    pub anchor_at: i64,
+    /// The posts after the anchor, oldest first.
+    pub posts: Vec<Post>,
+}
+
 /// A post together with the channel it was posted in: what gets published on the bus.
 #[derive(Debug, Clone)]
 pub struct ChannelPost {
@@ -403,7 +414,7 @@ pub trait ChatBackend: Send + Sync + 'static {
         after_id: &str,
         limit: u32,
         max_bytes: u64,
-    ) -> BackendResult<Vec<Post>>;
+    ) -> BackendResult<Missed>;
 
     /// `page.number` 0 is the newest page.
     async fn messages(

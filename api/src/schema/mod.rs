@@ -23,7 +23,9 @@ use crate::settings::ApiSettings;
 use crate::throttle::{Throttle, Throttles};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
-pub use subscription::{contract as subscription_contract, Admission, GroupFeed, SubscriptionRoot};
+pub use subscription::{
+    contract as subscription_contract, Admission, GroupFeed, Resume, SubscriptionRoot,
+};
 use types::PageType;
 
 /// The fields of this schema that cost more than one field when they run (`cost.rs`):

@@ -10,6 +10,7 @@
 //! Without either (a subscription over HTTP) the field answers with an error that says where
 //! subscriptions are served.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::{Context, Subscription};
@@ -41,14 +42,48 @@ pub mod contract {
 /// The WebSocket node's side of a subscriber's admission run, given as request data
 /// (`Arc<dyn Admission>`). The resolver calls [`Admission::join`] once the subscriber was found
 /// a member, awaits it before it reads history (so nothing posted in between is missed: in a
-/// cluster it resolves once the relays forward the channel to this node), then reports the ids
-/// of what it replays with [`Admission::replayed`], so that live events the replay already
-/// sent are skipped.
+/// cluster it resolves once the relays forward the channel to this node), then, for a resume,
+/// reports what the subscriber holds with [`Admission::resumed`], so that live events it
+/// already has are skipped.
 pub trait Admission: Send + Sync {
     /// Joins the subscriber to `channel_id`'s live events; `Err` says why it cannot.
     fn join(&self, channel_id: &str) -> BoxFuture<'static, Result<(), String>>;
-    /// The posts the admission run replays, in order.
-    fn replayed(&self, post_ids: Vec<String>);
+    /// The subscriber resumed: what it holds once the admission run's replay is sent.
+    fn resumed(&self, resume: Resume);
+}
+
+/// What a resuming subscriber holds once its replay is sent: its anchor (`afterMessageId`),
+/// every post before the anchor, and the replay. A live event of one of those can still
+/// arrive: a post is committed before it is published, so the replay may have read it, and a
+/// relay catching a gateway up re-sends records older than any subscriber's anchor.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    anchor_id: String,
+    anchor_at: i64,
+    replayed: HashSet<String>,
+}
+
+impl Resume {
+    /// The resume from the post `anchor_id`, posted at `anchor_at`, that replayed `replayed`.
+    pub fn new(
+        anchor_id: String,
+        anchor_at: i64,
+        replayed: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Self {
+            anchor_id,
+            anchor_at,
+            replayed: replayed.into_iter().collect(),
+        }
+    }
+
+    /// Whether the subscriber already holds the post `id`, posted at `create_at`: the anchor,
+    /// one posted before it, or one the replay sent. "Before" is by `create_at`, the order the
+    /// replay reads in (Mattermost's `after`): a post of the anchor's millisecond that is not
+    /// the anchor is not replayed, so it is not held either.
+    pub fn holds(&self, id: &str, create_at: i64) -> bool {
+        create_at < self.anchor_at || id == self.anchor_id || self.replayed.contains(id)
+    }
 }
 
 /// Request data of a group's delivery run: the live events of the group's channel. Only the
@@ -123,16 +158,41 @@ impl SubscriptionRoot {
                 ))),
                 e => graphql_error(e),
             })?;
-        if missed.len() > limit as usize {
+        if missed.posts.len() > limit as usize {
             return Err(graphql_error(BackendError::Invalid(format!(
                 "More than {limit} messages were posted after {after}: read them with getMessageList, then resume from the newest."
             ))));
         }
-        admission.replayed(missed.iter().map(|p| p.id.clone()).collect());
+        admission.resumed(Resume::new(
+            after,
+            missed.anchor_at,
+            missed.posts.iter().map(|p| p.id.clone()),
+        ));
         let history = missed
+            .posts
             .into_iter()
             .map(move |p| payload(MessageQueryType::from_post(p, tz)))
             .collect::<Vec<_>>();
         Ok(stream::iter(history).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Resume;
+
+    #[test]
+    fn a_resume_holds_its_anchor_what_came_before_and_its_replay_only() {
+        let resume = Resume::new("anchor".into(), 1_000, ["r1".to_owned(), "r2".to_owned()]);
+        // The anchor, older posts (a catch-up re-sends them), and the replay: held.
+        assert!(resume.holds("anchor", 1_000));
+        assert!(resume.holds("older", 999));
+        assert!(resume.holds("r1", 1_001));
+        assert!(resume.holds("r2", 1_002));
+        // Posted after the anchor and not replayed: new to the subscriber.
+        assert!(!resume.holds("new", 1_003));
+        // The anchor's millisecond but not the anchor: the replay (posts after it) skips
+        // such a post, so the subscriber may not have it; it is sent.
+        assert!(!resume.holds("same-ms", 1_000));
     }
 }

@@ -4,14 +4,16 @@
 //! while the schema runs the admission (the run holds the other reference, as request data).
 //! When the resolver finds the subscriber a member it calls `join`: the subscriber joins its
 //! group *held*, and the future resolves once the channel's events reach this node. The
-//! resolver then reports what it replayed. When the run ends, the operation calls
-//! [`GroupAdmission::go_live`]: the member receives what arrived meanwhile, minus the replay.
+//! resolver then reports, for a resume, what the subscriber holds. When the run ends, the
+//! operation calls [`GroupAdmission::go_live`]: the member receives what arrived meanwhile,
+//! minus what it holds.
 
 use std::sync::{Arc, Mutex};
 
 use async_graphql::Request;
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use mmsub_api::Resume;
 
 use super::plan::GroupKey;
 use super::{MemberHandle, SubscriptionGroups};
@@ -34,7 +36,8 @@ pub struct GroupAdmission {
 struct Outcome {
     /// The group joined and its channel, once the resolver found the subscriber a member.
     member: Option<(MemberHandle, String)>,
-    replayed: Vec<String>,
+    /// What a resuming subscriber holds after its replay; `None` when it did not resume.
+    resume: Option<Resume>,
 }
 
 /// A subscription that passed admission: a live group member of a channel.
@@ -71,10 +74,10 @@ impl GroupAdmission {
     /// The admission run has ended: the member goes live, or `None` if it never joined (the
     /// run failed before, or ended without finding a channel).
     pub fn go_live(&self) -> Option<Admitted> {
-        let Outcome { member, replayed } =
+        let Outcome { member, resume } =
             std::mem::take(&mut *self.outcome.lock().expect("admission lock poisoned"));
         let (member, channel_id) = member?;
-        member.go_live(replayed);
+        member.go_live(resume);
         Some(Admitted { member, channel_id })
     }
 }
@@ -102,10 +105,7 @@ impl mmsub_api::Admission for GroupAdmission {
         self.groups.ready(channel_id)
     }
 
-    fn replayed(&self, post_ids: Vec<String>) {
-        self.outcome
-            .lock()
-            .expect("admission lock poisoned")
-            .replayed = post_ids;
+    fn resumed(&self, resume: Resume) {
+        self.outcome.lock().expect("admission lock poisoned").resume = Some(resume);
     }
 }

@@ -17,7 +17,7 @@
 pub mod admission;
 pub mod plan;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -25,7 +25,7 @@ use std::task::Poll;
 use async_graphql::Request;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use mmsub_api::{GroupFeed, MmsubSchema};
+use mmsub_api::{GroupFeed, MmsubSchema, Resume};
 use mmsub_events::{FanoutHub, MessageEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -59,9 +59,9 @@ struct Member {
     outbox: Arc<Outbox>,
     /// `Some` until the member goes live: deliveries that arrived meanwhile, with their events.
     held: Option<Vec<(Arc<MessageEvent>, Bytes)>>,
-    /// After going live, posts the replay sent that may still arrive live (a post is
-    /// committed before it is published): skipped until the first post not among them.
-    replayed: Option<HashSet<String>>,
+    /// After a resume goes live, what the subscriber holds (see [`Resume::holds`]), which may
+    /// still arrive live: skipped until the first event it does not hold.
+    resume: Option<Resume>,
 }
 
 /// A subscription's place in its group. Dropping it leaves the group.
@@ -128,7 +128,7 @@ impl SubscriptionGroups {
                 prefix,
                 outbox,
                 held: Some(Vec::new()),
-                replayed: None,
+                resume: None,
             });
             id
         };
@@ -224,11 +224,11 @@ impl Group {
         for member in &mut members.list {
             match &mut member.held {
                 None => {
-                    if let Some(replayed) = &member.replayed {
-                        if replayed.contains(&event.post.id) {
+                    if let Some(resume) = &member.resume {
+                        if resume.holds(&event.post.id, event.post.create_at) {
                             continue;
                         }
-                        member.replayed = None;
+                        member.resume = None;
                     }
                     // On overflow the connection is closing with "slow consumer"; see outbox.
                     member.outbox.push(&member.prefix, &payload);
@@ -244,9 +244,8 @@ impl Group {
 }
 
 impl MemberHandle {
-    /// Ends the hold: sends what arrived during admission, except posts in `replayed`.
-    pub fn go_live(&self, replayed: Vec<String>) {
-        let replayed: HashSet<String> = replayed.into_iter().collect();
+    /// Ends the hold: sends what arrived during admission, except what a resume holds.
+    pub fn go_live(&self, resume: Option<Resume>) {
         let mut members = self.group.members.lock().expect("group lock poisoned");
         let Some(member) = members.list.iter_mut().find(|m| m.id == self.id) else {
             return;
@@ -258,11 +257,14 @@ impl MemberHandle {
         for (event, payload) in held {
             // The room held for it is given back; a delivery that has to queue claims its own.
             member.outbox.unreserve();
-            if !replayed.contains(&event.post.id) {
+            if !resume
+                .as_ref()
+                .is_some_and(|r| r.holds(&event.post.id, event.post.create_at))
+            {
                 member.outbox.push(&member.prefix, &payload);
             }
         }
-        member.replayed = (!replayed.is_empty()).then_some(replayed);
+        member.resume = resume;
     }
 }
 

@@ -20,7 +20,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     Actor, BackendError, BackendResult, Channel, ChannelPage, ChannelPost, ChannelSummary,
-    ChatBackend, CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, User, UserPage,
+    ChatBackend, CreatedUser, Login, MessagePage, Missed, NewUser, PageRequest, Post, User,
+    UserPage,
 };
 use crate::clock::unix_millis;
 use crate::ids::{new_id, random_hex};
@@ -270,16 +271,18 @@ impl ChatBackend for EmbeddedStore {
         after_id: &str,
         limit: u32,
         max_bytes: u64,
-    ) -> BackendResult<Vec<Post>> {
+    ) -> BackendResult<Missed> {
         let actor_name = who.username.clone();
         let identifier = identifier.to_owned();
         let after_id = after_id.to_owned();
         self.read(move |conn, team_id| {
             let channel = member_channel(conn, team_id, &actor(conn, &actor_name)?, &identifier)?;
-            let after_seq: i64 = conn
-                .prepare_cached("SELECT seq FROM posts WHERE id = ?1 AND channel_id = ?2")
+            let (after_seq, anchor_at): (i64, i64) = conn
+                .prepare_cached(
+                    "SELECT seq, create_at FROM posts WHERE id = ?1 AND channel_id = ?2",
+                )
                 .and_then(|mut s| {
-                    s.query_row([&after_id, &channel.id], |r| r.get(0))
+                    s.query_row([&after_id, &channel.id], |r| Ok((r.get(0)?, r.get(1)?)))
                         .optional()
                 })
                 .map_err(storage_error)?
@@ -294,6 +297,7 @@ impl ChatBackend for EmbeddedStore {
             .query_map(params![channel.id, after_seq, limit], post_from)
             .map_err(storage_error)
             .and_then(|rows| within_bytes(rows, max_bytes, Post::content_bytes))
+            .map(|posts| Missed { anchor_at, posts })
         })
         .await
     }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use super::{
     mm_error, mm_post_bytes, rest, Actor, Arc, BackendError, BackendResult, ByteCount, Channel,
     ChannelPage, ChannelPost, ChannelSummary, ChatBackend, CreatedUser, Login, MattermostBackend,
-    MattermostSession, MattermostUserProxy, MessagePage, MmChannel, MmPost, MmUser, NewUser,
-    PageRequest, Post, SealedRefresh, UserPage, MAX_PER_PAGE, REFRESH_PURPOSE,
+    MattermostSession, MattermostUserProxy, MessagePage, Missed, MmChannel, MmPost, MmUser,
+    NewUser, PageRequest, SealedRefresh, UserPage, MAX_PER_PAGE, REFRESH_PURPOSE,
 };
 
 #[async_trait]
@@ -212,7 +212,7 @@ impl ChatBackend for MattermostBackend {
         after_id: &str,
         limit: u32,
         max_bytes: u64,
-    ) -> BackendResult<Vec<Post>> {
+    ) -> BackendResult<Missed> {
         let proxy = self.as_user(actor)?;
         let mut count = ByteCount::new(max_bytes);
         let channel = self.member_channel_of(&proxy, identifier).await?;
@@ -249,7 +249,10 @@ impl ChatBackend for MattermostBackend {
                 _ => break,
             }
         }
-        self.with_authors(&proxy, posts).await
+        Ok(Missed {
+            anchor_at: anchor.create_at,
+            posts: self.with_authors(&proxy, posts).await?,
+        })
     }
 
     /// The membership check, `GET /channels/{id}/posts?page=…`, one `POST /users/ids`

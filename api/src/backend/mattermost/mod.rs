@@ -37,8 +37,8 @@ use sealed::{SealedRefresh, SealedSession, Sealer, REFRESH_PURPOSE};
 
 use super::{
     Actor, BackendError, BackendResult, ByteCount, Channel, ChannelPage, ChannelPost,
-    ChannelSummary, ChatBackend, CreatedUser, Login, MessagePage, NewUser, PageRequest, Post, User,
-    UserPage,
+    ChannelSummary, ChatBackend, CreatedUser, Login, MessagePage, Missed, NewUser, PageRequest,
+    Post, User, UserPage,
 };
 
 /// Mattermost answers at most this many items per page; larger pages are read in pages of it.
