@@ -459,6 +459,10 @@ pub struct ClusterArgs {
     /// Frames queued for one gateway before the relay waits.
     #[arg(long, env = "MMSUB_RELAY_GATEWAY_QUEUE", default_value_t = RelaySettings::default().gateway_queue)]
     pub relay_gateway_queue: usize,
+    /// Catch-ups (a returning gateway's partitions read again, each by a Kafka consumer of
+    /// its own) a relay runs at once; more wait for a place.
+    #[arg(long, env = "MMSUB_RELAY_MAX_CATCH_UPS", default_value_t = RelaySettings::default().max_catch_ups)]
+    pub relay_max_catch_ups: usize,
     /// The relays a gateway connects to: `host:port`, comma-separated; a name resolving to
     /// several addresses is several relays.
     #[arg(
@@ -555,8 +559,12 @@ impl ServeArgs {
                 heartbeat.interval.as_millis()
             );
         }
+        if cluster.relay_max_catch_ups == 0 {
+            bail!("--relay-max-catch-ups must be at least 1, or a returning gateway is never sent what it missed");
+        }
         let relay = RelaySettings {
             listen: cluster.relay_listen,
+            max_catch_ups: cluster.relay_max_catch_ups,
             join_delay: Duration::from_millis(cluster.relay_join_delay_ms),
             gateway_queue: cluster.relay_gateway_queue.max(1),
             forward_timeout: Duration::from_millis(cluster.relay_forward_timeout_ms.max(1)),
@@ -802,6 +810,13 @@ mod tests {
                 "{ttl}: {err}"
             );
         }
+        let err = parse(&["--relay-max-catch-ups", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--relay-max-catch-ups must be at least 1"),
+            "{err}"
+        );
         let config = parse(&["--access-token-ttl-secs", "90"]).unwrap();
         assert_eq!(config.api.access_token_ttl.as_secs(), 90);
         let err = parse(&["--send-queue-limit", "0"]).unwrap_err().to_string();

@@ -440,6 +440,10 @@ impl Cluster {
                 PUBLISH_TIMEOUT.as_millis().to_string(),
             )
             .env("MMSUB_RELAY_JOIN_DELAY_MS", "1000")
+            // The tightest cap on catch-ups: whenever two gateways are caught up by one relay
+            // at once (the soak's faults), the second waits for the first and must still get
+            // everything.
+            .env("MMSUB_RELAY_MAX_CATCH_UPS", "1")
             .env(
                 "MMSUB_RELAY_HEARTBEAT_TIMEOUT_MS",
                 HEARTBEAT_TIMEOUT.as_millis().to_string(),

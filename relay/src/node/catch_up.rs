@@ -127,6 +127,30 @@ pub(super) async fn catch_up(
         id,
         task,
     };
+    // A place among the catch-ups running at once. Meanwhile the gateway gets nothing of
+    // these partitions (they are marked caught up), and nothing of it is lost: Kafka keeps
+    // the records, and the cursor starts where the gateway is.
+    let places = &state.catch_ups;
+    let _place = match places.try_acquire() {
+        Ok(place) => place,
+        Err(_) => {
+            tracing::info!(
+                gateway = id,
+                max = settings.max_catch_ups,
+                "as many catch-ups as allowed are running; this one waits for a place"
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                place = places.acquire() => match place {
+                    Ok(place) => place,
+                    Err(_) => return, // closed: never, the state owns it
+                },
+            }
+        }
+    };
+    if !me.still_catching_up() {
+        return; // the gateway went, or the partitions moved, while it waited
+    }
     if let Err(e) = run(&kafka, &settings, &me, &partitions, &shutdown).await {
         // Without its catch-up the gateway would wait forever on those partitions: it goes,
         // and reconnects with a `Hello` that starts another.

@@ -66,6 +66,10 @@ pub struct RelaySettings {
     /// The newest wire version this relay speaks: [`WIRE_VERSION`], or 1 to behave as a
     /// relay of the previous release during a rolling upgrade.
     pub wire_version: u16,
+    /// Catch-ups running at once, each a Kafka consumer of its own (a connection to every
+    /// broker it reads from, librdkafka's threads and fetch buffers). One more waits for a
+    /// place, and its gateway gets nothing of those partitions until then.
+    pub max_catch_ups: usize,
 }
 
 impl Default for RelaySettings {
@@ -78,6 +82,7 @@ impl Default for RelaySettings {
             commit_interval: Duration::from_millis(200),
             heartbeat: Heartbeat::default(),
             wire_version: WIRE_VERSION,
+            max_catch_ups: 16,
         }
     }
 }
@@ -104,7 +109,7 @@ impl RelayNode {
         let listener = TcpListener::bind(settings.listen).await?;
         let local_addr = listener.local_addr()?;
         let (replay_requests, requests) = mpsc::channel(REPLAY_REQUESTS);
-        let state = Arc::new(State::new(replay_requests));
+        let state = Arc::new(State::new(replay_requests, settings.max_catch_ups));
         let status = state.status.clone();
         tokio::spawn(gateways::accept(
             listener,
@@ -164,17 +169,20 @@ struct State {
     /// Partitions assigned since the consume loop last looked: gateways behind on them (the
     /// previous owner committed past them) get a replay.
     assigned: Mutex<Vec<i32>>,
+    /// Places for catch-ups running at once ([`RelaySettings::max_catch_ups`]).
+    catch_ups: Arc<tokio::sync::Semaphore>,
 }
 
 impl State {
     /// A relay that knows no gateway and owns no partition yet.
-    fn new(replay_requests: mpsc::Sender<(u64, u16)>) -> Self {
+    fn new(replay_requests: mpsc::Sender<(u64, u16)>, max_catch_ups: usize) -> Self {
         Self {
             gateways: Mutex::default(),
             progress: Mutex::default(),
             status: Arc::default(),
             replay_requests,
             assigned: Mutex::default(),
+            catch_ups: Arc::new(tokio::sync::Semaphore::new(max_catch_ups.max(1))),
         }
     }
 
@@ -337,7 +345,7 @@ mod tests {
 
     fn state_with_link() -> (State, u64) {
         let (replay_requests, _) = mpsc::channel(1);
-        let state = State::new(replay_requests);
+        let state = State::new(replay_requests, 1);
         let (queue, _) = mpsc::channel(16);
         let mut gateways = state.gateways.lock().unwrap();
         gateways.links.insert(7, GatewayLink::new(queue));
