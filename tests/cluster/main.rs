@@ -8,7 +8,7 @@
 //!
 //! The cases: nothing; a relay `kill -9`; a relay joining; a gateway `kill -9` (its clients
 //! resume on another gateway with `afterMessageId`, and it comes back); the broker frozen
-//! (SIGSTOP) for 10 s; an API node `kill -9`; both relays killed, then one started again;
+//! (SIGSTOP) for 10 s, and then a relay stopped as it returns; an API node `kill -9`; both relays killed, then one started again;
 //! Mattermost down for 10 s; SIGTERM (graceful shutdown) to a gateway, an API node and a
 //! relay; a gateway frozen (reading nothing) for 30 s; a network partition between a gateway
 //! and a relay for 10 s (through `proxy.rs`), and the same with another gateway's clients
@@ -60,6 +60,9 @@ enum Fault {
     KillGateway,
     /// SIGSTOP for [`OUTAGE`], then SIGCONT.
     FreezeBroker,
+    /// [`Fault::FreezeBroker`], then at once SIGTERM to the first relay: the group must give
+    /// the survivor every partition (a 30-minute soak once saw no assignment for 60 s).
+    FreezeBrokerThenStopRelay,
     /// `kill -9` of a broker that stores in S3 (moto's server on loopback); started again on
     /// the same port and storage after [`OUTAGE`].
     RestartBroker,
@@ -161,6 +164,10 @@ case!(
 case!(
     a_broker_frozen_for_10_s_fails_mutations_in_time_and_loses_nothing,
     Fault::FreezeBroker
+);
+case!(
+    a_relay_stopped_as_a_frozen_broker_returns_hands_its_partitions_over,
+    Fault::FreezeBrokerThenStopRelay
 );
 case!(
     a_broker_killed_and_restarted_on_durable_storage_loses_nothing_acknowledged,
@@ -532,6 +539,12 @@ where
             tokio::time::sleep(OUTAGE).await;
             cluster.broker.signal("CONT");
         }
+        Fault::FreezeBrokerThenStopRelay => {
+            cluster.broker.signal("STOP");
+            tokio::time::sleep(OUTAGE).await;
+            cluster.broker.signal("CONT");
+            stop(&cluster.relays[0].process).await;
+        }
         Fault::RestartBroker => {
             cluster.broker.kill();
             tokio::time::sleep(OUTAGE).await;
@@ -749,7 +762,7 @@ fn check_failures(
                 );
             }
         }
-        Fault::FreezeBroker | Fault::MattermostDown => {
+        Fault::FreezeBroker | Fault::FreezeBrokerThenStopRelay | Fault::MattermostDown => {
             assert!(
                 !failures.is_empty(),
                 "{fault:?}: mutations during it failed"
@@ -768,7 +781,7 @@ fn check_failures(
                     "{fault:?}: a mutation took {:?} to fail: {f:?}",
                     f.took
                 );
-                let want = if fault == Fault::FreezeBroker {
+                let want = if fault != Fault::MattermostDown {
                     "live delivery is unavailable"
                 } else {
                     "Mattermost"
@@ -785,7 +798,10 @@ fn check_failures(
 /// What must hold once every subscriber has everything.
 async fn after(fault: Fault, cluster: &Cluster, resumed: &AtomicUsize) {
     match fault {
-        Fault::KillRelay | Fault::KillBothRelays | Fault::StopRelay => {
+        Fault::KillRelay
+        | Fault::KillBothRelays
+        | Fault::StopRelay
+        | Fault::FreezeBrokerThenStopRelay => {
             let survivor = if fault == Fault::KillBothRelays {
                 &cluster.relays[0]
             } else {

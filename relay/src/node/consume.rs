@@ -119,6 +119,14 @@ fn commit<C: Consumer<X>, X: ConsumerContext>(
     consumer.commit(&list, mode)
 }
 
+/// The group consumer's `socket.timeout.ms`: the session timeout (a request stuck longer than
+/// the session would cost the membership anyway), but at least a second past a fetch's wait.
+fn socket_timeout(kafka: &KafkaSettings) -> Duration {
+    kafka
+        .session_timeout
+        .max(kafka.fetch_wait_max + Duration::from_secs(1))
+}
+
 pub(super) async fn consume(
     kafka: KafkaSettings,
     settings: RelaySettings,
@@ -152,6 +160,14 @@ pub(super) async fn consume(
             .set(
                 "heartbeat.interval.ms",
                 (kafka.session_timeout.as_millis() / 4).max(100).to_string(),
+            )
+            // A request to a broker that stopped answering (a frozen or lost broker) fails
+            // after this, not librdkafka's 60 s: a commit sent to it queues the group's
+            // heartbeats behind it, and a minute of that leaves the group without members.
+            // Never below a fetch's wait, which the broker may hold that long.
+            .set(
+                "socket.timeout.ms",
+                socket_timeout(&kafka).as_millis().to_string(),
             )
             .set("partition.assignment.strategy", "range")
             .create_with_context(context)?,
