@@ -8,13 +8,13 @@
 //!
 //! The cases: nothing; a relay `kill -9`; a relay joining; a gateway `kill -9` (its clients
 //! resume on another gateway with `afterMessageId`, and it comes back); the broker frozen
-//! (SIGSTOP) for 10 s, and then a relay stopped as it returns; an API node `kill -9`; both relays killed, then one started again;
-//! Mattermost down for 10 s; SIGTERM (graceful shutdown) to a gateway, an API node and a
-//! relay; a gateway frozen (reading nothing) for 30 s; a network partition between a gateway
-//! and a relay for 10 s (through `proxy.rs`), and the same with another gateway's clients
-//! resuming on that gateway as it is caught up; and a rolling upgrade from nodes speaking the
-//! previous release's relay wire. `history.rs` runs the cluster with the ScyllaDB history tier
-//! (ScyllaDB lost and back is there).
+//! (SIGSTOP) for 10 s, and the same followed by a relay's SIGTERM; an API node `kill -9`;
+//! both relays killed, then one started again; Mattermost down for 10 s; SIGTERM (graceful
+//! shutdown) to a gateway, an API node and a relay; a gateway frozen (reading nothing) for
+//! 30 s; a network partition between a gateway and a relay for 10 s (through `proxy.rs`),
+//! and the same with another gateway's clients resuming on that gateway as it is caught up;
+//! and a rolling upgrade from nodes speaking the previous release's relay wire. `history.rs`
+//! runs the cluster with the ScyllaDB history tier (ScyllaDB lost and back is there).
 //!
 //! The cases run one at a time (each is a whole cluster on two cores).
 
