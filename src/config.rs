@@ -797,41 +797,32 @@ mod tests {
 
     #[test]
     fn impossible_settings_are_refused_with_the_reason() {
-        let err = parse(&["--time-zone", "Mars/Base"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown time zone"), "{err}");
+        let refused = |args: &[&str], reason: &str| {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(reason), "{args:?}: {err}");
+        };
+        refused(&["--time-zone", "Mars/Base"], "unknown time zone");
         for ttl in ["0", "604801", "18446744073709551615"] {
-            let err = parse(&["--access-token-ttl-secs", ttl])
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("--access-token-ttl-secs must be at"),
-                "{ttl}: {err}"
+            refused(
+                &["--access-token-ttl-secs", ttl],
+                "--access-token-ttl-secs must be at",
             );
         }
-        let err = parse(&["--relay-max-catch-ups", "0"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("--relay-max-catch-ups must be at least 1"),
-            "{err}"
+        refused(
+            &["--relay-max-catch-ups", "0"],
+            "--relay-max-catch-ups must be at least 1",
         );
         let config = parse(&["--access-token-ttl-secs", "90"]).unwrap();
         assert_eq!(config.api.access_token_ttl.as_secs(), 90);
-        let err = parse(&["--send-queue-limit", "0"]).unwrap_err().to_string();
-        assert!(
-            err.contains("--send-queue-limit must be at least 1"),
-            "{err}"
+        refused(
+            &["--send-queue-limit", "0"],
+            "--send-queue-limit must be at least 1",
         );
-        let err = parse(&["--mattermost-server-url", "https://chat.example.com"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("MATTERMOST_ADMIN_LOGIN_ID"), "{err}");
-        let err = parse(&["--mattermost-server-url", "chat.example.com"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("http://"), "{err}");
+        refused(
+            &["--mattermost-server-url", "https://chat.example.com"],
+            "MATTERMOST_ADMIN_LOGIN_ID",
+        );
+        refused(&["--mattermost-server-url", "chat.example.com"], "http://");
     }
 
     /// A Mattermost backend's required settings.
