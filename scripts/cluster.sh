@@ -9,6 +9,7 @@
 # API nodes:  http://127.0.0.1:8101, :8102          (GraphQL at /graphql/)
 # Gateways:   http://127.0.0.1:8201, :8202, :8203   (WebSocket at /ws/graphql/)
 # Relays:     gateways connect to 127.0.0.1:7401, :7402; /readyz on :8301, :8302
+# /metrics:   API nodes :9101, :9102; gateways :9201–:9203; relays :9301, :9302
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,10 +47,10 @@ export MMSUB_JWT_SECRET="${MMSUB_JWT_SECRET:-local-cluster-secret-of-at-least-32
 # per-client and per-user limits a public node keeps (README "Limits").
 export MMSUB_SEND_RATE_PER_USER=off MMSUB_LOGIN_RATE_PER_USER=off MMSUB_LOGIN_RATE_PER_CLIENT=off \
   MMSUB_SIGNUP_RATE_PER_CLIENT=off MMSUB_MAX_WS_CONNECTIONS_PER_CLIENT=20000 MMSUB_MAX_HTTP_CONNECTIONS_PER_CLIENT=20000
-start relay1 "$bin"/mmsub relay --listen 127.0.0.1:8301 --relay-listen 127.0.0.1:7401
-start relay2 "$bin"/mmsub relay --listen 127.0.0.1:8302 --relay-listen 127.0.0.1:7402
-for i in 1 2; do start "api$i" "$bin"/mmsub api --listen "127.0.0.1:810$i"; done
-for i in 1 2 3; do start "gateway$i" "$bin"/mmsub gateway --listen "127.0.0.1:820$i"; done
+start relay1 "$bin"/mmsub relay --listen 127.0.0.1:8301 --relay-listen 127.0.0.1:7401 --metrics-listen 127.0.0.1:9301
+start relay2 "$bin"/mmsub relay --listen 127.0.0.1:8302 --relay-listen 127.0.0.1:7402 --metrics-listen 127.0.0.1:9302
+for i in 1 2; do start "api$i" "$bin"/mmsub api --listen "127.0.0.1:810$i" --metrics-listen "127.0.0.1:910$i"; done
+for i in 1 2 3; do start "gateway$i" "$bin"/mmsub gateway --listen "127.0.0.1:820$i" --metrics-listen "127.0.0.1:920$i"; done
 
 for port in 8101 8102 8201 8202 8203 8301 8302; do
   for _ in $(seq 1 200); do

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::roles::Role;
-use crate::settings::{BusConfig, ConnectionSettings, ServerConfig};
+use crate::settings::{BusConfig, ConnectionSettings, MetricsSettings, ServerConfig};
 use anyhow::bail;
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
@@ -281,6 +281,14 @@ pub struct ServeArgs {
     /// Same-origin pages such as GraphiQL need none.
     #[arg(long, env = "MMSUB_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
+    /// Where `/metrics` (Prometheus text) is served, on its own listener so that an Ingress in
+    /// front of the main port never exposes it. Unset: not served (unless on the main port).
+    #[arg(long, env = "MMSUB_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve `/metrics` on the main port too (`--listen`): only where nothing in front of that
+    /// port routes it to the public.
+    #[arg(long, env = "MMSUB_METRICS_ON_MAIN_PORT", default_value_t = false)]
+    pub metrics_on_main_port: bool,
     /// The bus and the relay tier.
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -691,8 +699,15 @@ impl ServeArgs {
             shutdown_drain: Duration::from_millis(self.shutdown_drain_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
         };
+        if self.metrics_listen == Some(self.listen) && self.listen.port() != 0 {
+            bail!("--metrics-listen is the address of --listen: to serve /metrics on the main port, set --metrics-on-main-port instead");
+        }
         Ok(ServerConfig {
             listen: self.listen,
+            metrics: MetricsSettings {
+                listen: self.metrics_listen,
+                on_main_port: self.metrics_on_main_port,
+            },
             data_dir: self.data_dir,
             team: self.team,
             jwt_secret: self
@@ -823,6 +838,15 @@ mod tests {
             "MATTERMOST_ADMIN_LOGIN_ID",
         );
         refused(&["--mattermost-server-url", "chat.example.com"], "http://");
+        refused(
+            &[
+                "--listen",
+                "127.0.0.1:9000",
+                "--metrics-listen",
+                "127.0.0.1:9000",
+            ],
+            "--metrics-on-main-port",
+        );
     }
 
     /// A Mattermost backend's required settings.

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod metrics_listener;
 pub mod roles;
 pub mod secret;
 pub mod server;

@@ -1,6 +1,7 @@
 //! The HTTP front of every role: the listener, the accept loop with its connection limits,
 //! and the router over what the role built (`crate::roles`): GraphQL, the WebSocket upgrade,
-//! `/healthz` and `/readyz`.
+//! `/healthz`, `/readyz`, and `/metrics` when configured on this port (its own listener is
+//! `crate::metrics_listener`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,8 +21,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics_listener;
 use crate::roles::{self, Node, Role};
 use crate::settings::{ConnectionSettings, ServerConfig};
+use mmsub_metrics::labels::Route;
 
 /// A client must finish sending request headers within this time (slow-header clients hold sockets).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,6 +40,8 @@ pub struct RunningServer {
     pub local_addr: SocketAddr,
     /// Where gateways reach this node's relay (roles relay, and serve with `--bus kafka`).
     pub relay_addr: Option<SocketAddr>,
+    /// Where `/metrics` is served on its own (`--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
     router: Arc<Router>,
     accept_loop: JoinHandle<()>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
@@ -106,6 +111,8 @@ impl RunningServer {
 struct Router {
     role: Role,
     node: Node,
+    /// `/metrics` is served on this port too (`--metrics-on-main-port`).
+    metrics_on_main_port: bool,
     connections: Arc<ConnectionSettings>,
     /// Cancelled first on shutdown: `/readyz` says "stopping".
     stopping: CancellationToken,
@@ -125,18 +132,29 @@ impl Router {
     }
 
     async fn route(&self, request: Request<Incoming>) -> HttpResponse {
-        match request.uri().path() {
-            "/graphql" | "/graphql/" => match &self.node.graphql {
+        let path = request.uri().path();
+        let route = match path {
+            "/graphql" | "/graphql/" => Route::Graphql,
+            "/ws/graphql" | "/ws/graphql/" => Route::WebSocket,
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/metrics" if self.metrics_on_main_port => Route::Metrics,
+            _ => Route::Other,
+        };
+        self.node.metrics.http.request(route);
+        match route {
+            Route::Graphql => match &self.node.graphql {
                 Some((schema, state)) => mmsub_api::http::handle(schema, state, request).await,
                 None => self.elsewhere("GraphQL over HTTP is served by api nodes"),
             },
-            "/ws/graphql" | "/ws/graphql/" => match &self.node.gateway {
+            Route::WebSocket => match &self.node.gateway {
                 Some(gateway) => gateway.upgrade(request),
                 None => self.elsewhere("WebSocket subscriptions are served by gateway nodes"),
             },
-            "/healthz" => alive(),
-            "/readyz" => self.readiness(),
-            _ => error_response(
+            Route::Healthz => alive(),
+            Route::Readyz => self.readiness(),
+            Route::Metrics => metrics_listener::answer(&self.node.metrics, request.method()),
+            Route::Other => error_response(
                 StatusCode::NOT_FOUND,
                 "Not found: GraphQL is at /graphql/, WebSocket at /ws/graphql/.",
             ),
@@ -194,9 +212,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let mut node = roles::build(&config, &shutdown).await?;
     let relay_addr = node.relay_addr;
     let tasks = std::mem::take(&mut node.tasks);
+    let metrics_addr = match config.metrics.listen {
+        Some(addr) => {
+            Some(metrics_listener::start(addr, node.metrics.clone(), shutdown.clone()).await?)
+        }
+        None => None,
+    };
     let router = Arc::new(Router {
         role: config.role,
         node,
+        metrics_on_main_port: config.metrics.on_main_port,
         connections: Arc::new(config.connections.clone()),
         stopping: CancellationToken::new(),
         shutdown: shutdown.clone(),
@@ -208,6 +233,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         local_addr,
         relay_addr,
+        metrics_addr,
         router,
         accept_loop,
         tasks,

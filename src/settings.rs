@@ -70,6 +70,8 @@ pub enum BusConfig {
 pub struct ServerConfig {
     /// HTTP listen address.
     pub listen: SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics: MetricsSettings,
     /// Directory of the embedded store and generated secrets.
     pub data_dir: PathBuf,
     /// The team: the embedded store's one team, or Mattermost's.
@@ -103,6 +105,7 @@ impl ServerConfig {
     pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics: MetricsSettings::default(),
             data_dir: data_dir.into(),
             team: "main".into(),
             jwt_secret: None,
@@ -118,6 +121,15 @@ impl ServerConfig {
             history: None,
         }
     }
+}
+
+/// Where `/metrics` is served: its own listener, the main port, both or neither.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// Its own listen address (`--metrics-listen`).
+    pub listen: Option<SocketAddr>,
+    /// Also on the main port (`--metrics-on-main-port`).
+    pub on_main_port: bool,
 }
 
 /// Which roles this process runs.

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The workspace's crates: their directory and their crate name in Rust paths.
-const CRATES: [(&str, &str); 9] = [
+const CRATES: [(&str, &str); 10] = [
+    ("metrics", "mmsub-metrics"),
     ("events", "mmsub-events"),
     ("api", "mmsub-api"),
     ("history", "mmsub-history"),
@@ -126,6 +127,25 @@ fn looks_like_path(text: &str) -> bool {
             || [".rs", ".md", ".toml", ".sh", ".yaml", ".sql"]
                 .iter()
                 .any(|e| text.ends_with(e)))
+}
+
+/// Every crate counts with it, so it must stand on the ground floor (ARCHITECTURE.md, Layers).
+#[test]
+fn the_metrics_crate_depends_on_no_other_crate_of_the_workspace() {
+    let manifest = read(&root().join("metrics/Cargo.toml"));
+    let dependencies = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .expect("metrics/Cargo.toml has dependencies");
+    for (_, name) in CRATES {
+        assert!(
+            !dependencies
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{name} "))
+                    || l.trim_start().starts_with(&format!("{name}."))),
+            "mmsub-metrics depends on {name}"
+        );
+    }
 }
 
 #[test]

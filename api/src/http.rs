@@ -3,10 +3,14 @@
 //! The body is read up to `max_body_bytes` (413 beyond); the `Authorization` header
 //! (`JWT <token>` or `Bearer <token>`) becomes the request's [`Viewer`].
 
+use std::time::Instant;
+
+use async_graphql::parser::types::{DocumentOperations, Selection};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
+use mmsub_metrics::labels::{ErrorKind, Operation};
 use serde_json::json;
 
 use crate::auth::Viewer;
@@ -122,10 +126,13 @@ where
     // Owned: the request moves into `execute` below.
     let cors = match origin(&request, &app.settings.cors_allowed_origins) {
         Origin::Allowed(origin) => Some(origin.to_owned()),
-        Origin::Refused if *request.method() != Method::GET => return error_response(
-            StatusCode::FORBIDDEN,
-            "Cross-origin requests from this origin are not allowed (MMSUB_CORS_ALLOWED_ORIGINS).",
-        ),
+        Origin::Refused if *request.method() != Method::GET => {
+            app.metrics.http.error(ErrorKind::Origin);
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "Cross-origin requests from this origin are not allowed (MMSUB_CORS_ALLOWED_ORIGINS).",
+            );
+        }
         Origin::Refused | Origin::SameOrNone => None,
     };
     let response = match *request.method() {
@@ -136,10 +143,13 @@ where
         }
         Method::GET => graphiql_page(),
         Method::POST => execute(schema, app, request).await,
-        _ => error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Use POST for GraphQL requests, GET for GraphiQL.",
-        ),
+        _ => {
+            app.metrics.http.error(ErrorKind::Method);
+            error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Use POST for GraphQL requests, GET for GraphiQL.",
+            )
+        }
     };
     match cors {
         Some(origin) => with_cors(response, &origin),
@@ -170,17 +180,73 @@ fn body_kind<B>(request: &Request<B>) -> Option<BodyKind> {
     }
 }
 
+/// A request that failed before execution: its kind (counted) and its answer.
+type Failed = (ErrorKind, HttpResponse);
+
 async fn execute<B>(schema: &MmsubSchema, app: &AppState, request: Request<B>) -> HttpResponse
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let metrics = &app.metrics.http;
+    let mut request = match read(app, request).await {
+        Ok(request) => request,
+        Err((kind, response)) => {
+            metrics.error(kind);
+            return response;
+        }
+    };
+    let operation = root_field(&mut request);
+    let response = schema.execute(request).await;
+    if response.is_err() {
+        metrics.error(ErrorKind::Graphql);
+    }
+    let max_bytes = app.settings.max_response_bytes;
+    let answer = json_response(StatusCode::OK, serialize_capped(&response, max_bytes));
+    metrics.graphql(operation, started.elapsed());
+    answer
+}
+
+/// The contract's root field `request` executes: its operation's only top-level field, or
+/// [`Operation::Other`] (several fields, fragments, introspection).
+fn root_field(request: &mut async_graphql::Request) -> Operation {
+    let name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return Operation::Other;
+    };
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => operation,
+        (DocumentOperations::Multiple(operations), Some(name)) => {
+            match operations.get(name.as_str()) {
+                Some(operation) => operation,
+                None => return Operation::Other,
+            }
+        }
+        (DocumentOperations::Multiple(_), None) => return Operation::Other,
+    };
+    match operation.node.selection_set.node.items.as_slice() {
+        [only] => match &only.node {
+            Selection::Field(field) => Operation::of_field(field.node.name.node.as_str()),
+            _ => Operation::Other,
+        },
+        _ => Operation::Other,
+    }
+}
+
+/// Reads, parses and prepares the request's operation, within the body, content-type and
+/// cost rules.
+async fn read<B>(app: &AppState, request: Request<B>) -> Result<async_graphql::Request, Failed>
 where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let limit = app.settings.max_body_bytes;
     let Some(kind) = body_kind(&request) else {
-        return error_response(
+        return Err((ErrorKind::MediaType, error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Send the operation as application/json ({\"query\", \"variables\", \"operationName\"}) or application/graphql.",
-        );
+        )));
     };
     let client = ClientAddr::stored_in(&request);
     let viewer = Viewer::from_authorization_header(
@@ -200,26 +266,35 @@ where
     };
     let body = match read {
         Err(_) => {
-            return error_response(
-                StatusCode::REQUEST_TIMEOUT,
-                &format!(
-                    "The request body did not arrive within {} ms.",
-                    deadline.as_millis()
+            return Err((
+                ErrorKind::BodyTimeout,
+                error_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "The request body did not arrive within {} ms.",
+                        deadline.as_millis()
+                    ),
                 ),
-            )
+            ))
         }
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("Request body is larger than the limit of {limit} bytes."),
-            )
+            return Err((
+                ErrorKind::BodyTooLarge,
+                error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("Request body is larger than the limit of {limit} bytes."),
+                ),
+            ))
         }
         Ok(Err(_)) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "The request body could not be read.",
-            )
+            return Err((
+                ErrorKind::BadBody,
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    "The request body could not be read.",
+                ),
+            ))
         }
     };
     let parsed = match kind {
@@ -227,31 +302,32 @@ where
         BodyKind::Graphql => match std::str::from_utf8(&body) {
             Ok(query) => Ok(async_graphql::Request::new(query)),
             Err(_) => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "An application/graphql body must be UTF-8 text.",
-                )
+                return Err((
+                    ErrorKind::BadBody,
+                    error_response(
+                        StatusCode::BAD_REQUEST,
+                        "An application/graphql body must be UTF-8 text.",
+                    ),
+                ))
             }
         },
     };
     let graphql_request: async_graphql::Request = match parsed {
         Ok(r) => r,
         Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                &format!(
-                    "Expected a JSON body {{\"query\", \"variables\", \"operationName\"}}: {e}"
+            return Err((
+                ErrorKind::BadBody,
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "Expected a JSON body {{\"query\", \"variables\", \"operationName\"}}: {e}"
+                    ),
                 ),
-            )
+            ))
         }
     };
-    let request = match app.prepare(graphql_request, viewer, client) {
-        Ok(request) => request,
-        Err(refused) => return refused_response(&refused),
-    };
-    let response = schema.execute(request).await;
-    let max_bytes = app.settings.max_response_bytes;
-    json_response(StatusCode::OK, serialize_capped(&response, max_bytes))
+    app.prepare(graphql_request, viewer, client)
+        .map_err(|refused| (ErrorKind::Refused, refused_response(&refused)))
 }
 
 /// The answer as JSON, or, if it would pass `max_bytes`, a GraphQL error saying so (the

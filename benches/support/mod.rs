@@ -59,8 +59,10 @@ impl Fanout {
             Arc::new(InProcessBus::new(hub.clone())),
             JwtKeys::new(b"bench", Duration::from_secs(60), Duration::from_secs(60)),
             settings,
+            mmsub_metrics::Metrics::new(),
         ));
-        let groups = SubscriptionGroups::new(build_schema(state), hub.clone());
+        let metrics = state.metrics.clone();
+        let groups = SubscriptionGroups::new(build_schema(state), hub.clone(), metrics);
         let mut members = Vec::with_capacity(subscribers);
         let mut receivers = Vec::with_capacity(subscribers);
         let _entered = runtime.enter();
@@ -190,6 +192,7 @@ impl HttpMutation {
             Arc::new(InProcessBus::new(FanoutHub::new())),
             jwt,
             ApiSettings::default(),
+            mmsub_metrics::Metrics::new(),
         ));
         let body = json!({
             "query": "mutation($c: String!, $t: String!) { textMessageSend(channelIdentifier: $c, textMessage: $t) { statusCode message } }",

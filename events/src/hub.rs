@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::Stream;
@@ -27,7 +28,7 @@ use crate::event::MessageEvent;
 
 struct Listener {
     id: u64,
-    queue: mpsc::UnboundedSender<Arc<MessageEvent>>,
+    queue: mpsc::UnboundedSender<Arrival>,
 }
 
 /// How many delivered post ids a channel remembers to drop repeats.
@@ -181,10 +182,33 @@ impl EventSink for FanoutHub {
         if !first_time {
             return;
         }
+        // One clock read per event, shared by every listener: where delivery latency starts.
+        let at = Instant::now();
         for listener in &channel.listeners {
             // A closed queue belongs to a subscription being dropped; it unregisters itself.
-            let _ = listener.queue.send(event.clone());
+            let _ = listener.queue.send(Arrival {
+                event: event.clone(),
+                at,
+            });
         }
+    }
+}
+
+/// An event as it reached this node's hub, and when: what a subscriber's delivery latency is
+/// measured from.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// The event.
+    pub event: Arc<MessageEvent>,
+    /// When the hub took it.
+    pub at: Instant,
+}
+
+impl std::ops::Deref for Arrival {
+    type Target = MessageEvent;
+
+    fn deref(&self) -> &MessageEvent {
+        &self.event
     }
 }
 
@@ -193,11 +217,11 @@ pub struct LiveSubscription {
     hub: Arc<FanoutHub>,
     channel_id: String,
     id: u64,
-    receiver: mpsc::UnboundedReceiver<Arc<MessageEvent>>,
+    receiver: mpsc::UnboundedReceiver<Arrival>,
 }
 
 impl Stream for LiveSubscription {
-    type Item = Arc<MessageEvent>;
+    type Item = Arrival;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.receiver.poll_recv(cx)

@@ -15,4 +15,4 @@ pub mod hub;
 
 pub use bus::{Bus, BusError, EventSink, InProcessBus};
 pub use event::{EventAuthor, EventPost, MessageEvent, EVENT_VERSION};
-pub use hub::{FanoutHub, InterestObserver, LiveSubscription};
+pub use hub::{Arrival, FanoutHub, InterestObserver, LiveSubscription};

@@ -31,3 +31,21 @@ pub const INIT_TIMEOUT: u16 = 4408;
 pub const SUBSCRIBER_EXISTS: u16 = 4409;
 /// A second `connection_init`.
 pub const TOO_MANY_INIT: u16 = 4429;
+
+/// Every code above: the series `mmsub_ws_closes_total` shows from the start.
+pub const ALL: &[u16] = &[
+    NORMAL,
+    GOING_AWAY,
+    PROTOCOL_ERROR,
+    UNSUPPORTED_DATA,
+    INVALID_PAYLOAD,
+    MESSAGE_TOO_BIG,
+    SLOW_CONSUMER,
+    BAD_REQUEST,
+    UNAUTHORIZED,
+    FORBIDDEN,
+    SUBPROTOCOL_NOT_ACCEPTABLE,
+    INIT_TIMEOUT,
+    SUBSCRIBER_EXISTS,
+    TOO_MANY_INIT,
+];

@@ -45,6 +45,7 @@ use groups::SubscriptionGroups;
 use mmsub_api::auth::JwtKeys;
 use mmsub_api::backend::{Actor, BackendError, Channel};
 use mmsub_api::cost::CostError;
+use mmsub_metrics::Metrics;
 use outbox::Outbox;
 
 /// An operation's results over a socket; `None` once, when it has finished.
@@ -147,8 +148,9 @@ impl Gateway {
         settings: GatewaySettings,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        app.metrics.ws.close_codes(close::ALL);
         Arc::new(Self {
-            groups: SubscriptionGroups::new(schema.clone(), hub),
+            groups: SubscriptionGroups::new(schema.clone(), hub, app.metrics.clone()),
             schema,
             app,
             admissions: Arc::new(Semaphore::new(settings.max_concurrent_admissions.max(1))),
@@ -172,6 +174,11 @@ impl Gateway {
     /// Distinct payloads rendered per event on this node: each group renders once.
     pub fn group_count(&self) -> usize {
         self.groups.group_count()
+    }
+
+    /// The node's metrics.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.app.metrics
     }
 
     /// The node's WebSocket settings.

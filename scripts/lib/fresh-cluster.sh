@@ -1,10 +1,10 @@
 # Sourced by the cluster benchmarks (scripts/cold-start.sh, scripts/slow-gateway.sh): one fresh
 # `scripts/cluster.sh` at a time, on the ports it needs (8065, 8101–8102, 8201–8203, 8301–8302,
-# 7401–7402, 9092). The caller sets `work` (a scratch directory) and traps EXIT with
+# 7401–7402, 9092, and /metrics on 9101–9102, 9201–9203, 9301–9302). The caller sets `work` (a scratch directory) and traps EXIT with
 # `stop_cluster`.
 
 cluster=""
-cluster_ports=":(8065|8101|8102|8201|8202|8203|8301|8302|7401|7402|9092) "
+cluster_ports=":(8065|8101|8102|8201|8202|8203|8301|8302|7401|7402|9092|9101|9102|9201|9202|9203|9301|9302) "
 
 # Starts a cluster named $1 in its own process group and waits (at most 10 min, the first
 # start builds) until it printed its pids, which come after "cluster ready".

@@ -15,8 +15,7 @@ pub async fn build(config: &ServerConfig, _shutdown: &CancellationToken) -> anyh
         parts::mattermost(config, &secret).await?,
         parts::history(config).as_ref(),
     );
-    Ok(Node {
-        graphql: Some(parts::api_state(config, &secret, backend, bus)),
-        ..Node::default()
-    })
+    let mut node = Node::default();
+    node.graphql = Some(parts::api_state(config, &secret, backend, bus, &node));
+    Ok(node)
 }

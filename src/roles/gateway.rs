@@ -18,8 +18,8 @@ pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyho
         parts::mattermost(config, &secret).await?,
         parts::history(config).as_ref(),
     );
-    let api = parts::api_state(config, &secret, backend, bus);
     let mut node = Node::default();
+    let api = parts::api_state(config, &secret, backend, bus, &node);
     parts::start_gateway(config, &api, hub, &mut node, shutdown);
     Ok(node)
 }

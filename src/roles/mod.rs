@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use mmsub_api::{AppState, MmsubSchema};
 use mmsub_gateway::Gateway;
+use mmsub_metrics::Metrics;
 use mmsub_relay::link::RelayLinks;
 use mmsub_relay::node::RelayStatus;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,8 @@ pub struct Node {
     pub relay_addr: Option<SocketAddr>,
     /// Work that must finish on shutdown (a relay's last commit and leaving its group).
     pub tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// What every part of this node counts (`/metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Builds the node of `config.role`; everything it starts stops with `shutdown`.

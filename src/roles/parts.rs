@@ -122,13 +122,20 @@ pub fn api_state(
     secret: &[u8],
     backend: Arc<dyn ChatBackend>,
     bus: Arc<dyn Bus>,
+    node: &Node,
 ) -> (MmsubSchema, Arc<AppState>) {
     let jwt = JwtKeys::new(
         secret,
         config.api.access_token_ttl,
         config.api.refresh_window,
     );
-    let state = Arc::new(AppState::new(backend, bus, jwt, config.api.clone()));
+    let state = Arc::new(AppState::new(
+        backend,
+        bus,
+        jwt,
+        config.api.clone(),
+        node.metrics.clone(),
+    ));
     (build_schema(state.clone()), state)
 }
 

@@ -44,7 +44,7 @@ pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyho
     } else {
         parts::embedded(config)?
     };
-    let api = parts::api_state(config, &secret, backend, bus);
+    let api = parts::api_state(config, &secret, backend, bus, &node);
     parts::start_gateway(config, &api, hub, &mut node, shutdown);
     node.graphql = Some(api);
     Ok(node)

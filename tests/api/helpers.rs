@@ -40,6 +40,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// `/metrics`, on its own listener.
+    pub metrics_addr: SocketAddr,
     pub http: reqwest::Client,
     pub config: ServerConfig,
     server: Option<RunningServer>,
@@ -84,6 +86,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServerConfig)) -> TestAp
     config.gateway.keepalive_interval = Duration::ZERO;
     // No load balancer to wait for when a test stops the server.
     config.connections.shutdown_drain = Duration::ZERO;
+    config.metrics.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     configure(&mut config);
     start(config, data_dir).await
 }
@@ -92,6 +95,7 @@ async fn start(config: ServerConfig, data_dir: Arc<TempDir>) -> TestApp {
     let server = mmsub::start(config.clone()).await.expect("server starts");
     TestApp {
         addr: server.local_addr,
+        metrics_addr: server.metrics_addr.expect("test servers serve /metrics"),
         http: reqwest::Client::new(),
         config,
         server: Some(server),
@@ -164,6 +168,18 @@ impl TestApp {
             None,
         )
         .await
+    }
+
+    /// Scrapes `/metrics` from its own listener.
+    pub async fn metrics(&self) -> Scrape {
+        let response = self
+            .http
+            .get(format!("http://{}/metrics", self.metrics_addr))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200);
+        Scrape::parse(&response.text().await.expect("the exposition"))
     }
 
     pub async fn readyz(&self) -> Value {
@@ -568,5 +584,51 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One scrape of `/metrics`, parsed by an independent parser of the Prometheus text format.
+pub struct Scrape(prometheus_parse::Scrape);
+
+impl Scrape {
+    pub fn parse(text: &str) -> Self {
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        Self(prometheus_parse::Scrape::parse(lines).expect("a valid exposition"))
+    }
+
+    /// The value of series `name{labels}` (each given label must match; others may be there),
+    /// or 0 when there is no such series; panics if several match.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let matching: Vec<f64> = self
+            .0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                ref other => panic!("{name} is not a single number: {other:?}"),
+            })
+            .collect();
+        assert!(matching.len() <= 1, "{name}{labels:?} matches {matching:?}");
+        matching.first().copied().unwrap_or(0.0)
+    }
+
+    /// Observations in histogram `name{labels}`.
+    pub fn histogram_count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(buckets) => {
+                    buckets.last().map_or(0, |b| b.count as u64)
+                }
+                other => panic!("{name} is not a histogram: {other:?}"),
+            })
+            .sum()
     }
 }

@@ -284,6 +284,20 @@ async fn a_slow_consumer_is_disconnected_and_does_not_hold_back_others() {
         received < total,
         "the slow consumer was cut off ({received} of {total})"
     );
+    let scrape = app.metrics().await;
+    assert_eq!(
+        scrape.value("mmsub_ws_closes_total", &[("code", "1013")]),
+        1.0,
+        "one slow-consumer close, counted once"
+    );
+    // The reader's frames, and the slow one's: what it received, and what its queue held when
+    // it was closed (at most its send queue limit).
+    let deliveries = scrape.value("mmsub_deliveries_total", &[]);
+    let (least, most) = (total + received, total + received + 4);
+    assert!(
+        (f64::from(least)..=f64::from(most)).contains(&deliveries),
+        "{deliveries} deliveries, not {least}–{most}"
+    );
 }
 
 #[tokio::test]

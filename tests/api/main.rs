@@ -9,6 +9,7 @@ mod legacy_ws;
 mod limits;
 mod mattermost;
 mod mattermost_spec;
+mod metrics;
 mod persistence;
 mod socket_tokens;
 mod throttles;

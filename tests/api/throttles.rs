@@ -165,6 +165,12 @@ async fn one_address_guessing_many_usernames_is_throttled_per_address() {
     .await;
     let throttled = count_errors(&answer, "Too many login attempts");
     assert_eq!(throttled, 15, "{answer}");
+    let limit = [("limit", "login_per_client")];
+    assert_eq!(
+        app.metrics().await.value("mmsub_throttled_total", &limit),
+        15.0,
+        "each throttled login is counted once"
+    );
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ErrorExtensions, Schema};
 use mmsub_events::Bus;
+use mmsub_metrics::Metrics;
 
 use crate::auth::{JwtKeys, Viewer};
 use crate::backend::{Actor, BackendError, ChatBackend, PageRequest};
@@ -52,6 +53,8 @@ pub struct AppState {
     pub parsed_queries: ParsedQueries,
     /// Logins, sign-ups and sends per user and per client address.
     pub throttles: Throttles,
+    /// The node's metrics (the gateway counts with the same ones).
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
         bus: Arc<dyn Bus>,
         jwt: JwtKeys,
         settings: ApiSettings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let throttles = Throttles {
             login_per_user: Throttle::new(settings.login_rate_per_user),
@@ -77,6 +81,7 @@ impl AppState {
             settings,
             parsed_queries: ParsedQueries::default(),
             throttles,
+            metrics,
         }
     }
 

@@ -12,6 +12,7 @@ use crate::backend::{ChannelPost, NewUser};
 use crate::client::ClientSlot;
 use crate::throttle::RetryAfter;
 use crate::validation;
+use mmsub_metrics::labels::Limit;
 
 /// The mutation root of the schema.
 pub struct MutationRoot;
@@ -63,21 +64,24 @@ fn admit_login(ctx: &Context<'_>, username: &str) -> Result<ClientSlot, RetryAft
     let app = state(ctx);
     let client = super::client(ctx);
     let key = username_key(username);
-    let admitted = app
-        .throttles
+    let throttled = |limit: Limit, retry: RetryAfter| {
+        app.metrics.http.throttled(limit);
+        tracing::warn!(%client, username = %key, retry_after_secs = retry.secs(), limit = limit.as_str(), "login throttled");
+        retry
+    };
+    app.throttles
         .login_per_client
         .try_take(&client.0)
-        .and_then(|()| app.throttles.login_per_user.try_take(&key))
-        .and_then(|()| {
-            app.throttles
-                .logins_in_flight
-                .acquire(client)
-                .ok_or(RetryAfter(std::time::Duration::from_secs(1)))
-        });
-    if let Err(retry) = &admitted {
-        tracing::warn!(%client, username = %key, retry_after_secs = retry.secs(), "login throttled");
-    }
-    admitted
+        .map_err(|retry| throttled(Limit::LoginPerClient, retry))?;
+    app.throttles
+        .login_per_user
+        .try_take(&key)
+        .map_err(|retry| throttled(Limit::LoginPerUser, retry))?;
+    app.throttles
+        .logins_in_flight
+        .acquire(client)
+        .ok_or(RetryAfter(std::time::Duration::from_secs(1)))
+        .map_err(|retry| throttled(Limit::LoginsInFlight, retry))
 }
 
 fn log_failed_login(ctx: &Context<'_>, username: &str) {
@@ -115,6 +119,7 @@ impl MutationRoot {
         let app = state(ctx);
         let client = super::client(ctx);
         if let Err(retry) = app.throttles.signup_per_client.try_take(&client.0) {
+            app.metrics.http.throttled(Limit::SignupPerClient);
             tracing::warn!(%client, "sign-up throttled");
             return Some(throttled_answer("sign-ups from your address", retry));
         }
@@ -287,6 +292,7 @@ impl MutationRoot {
             ))));
         }
         if let Err(retry) = app.throttles.send_per_user.try_take(&actor.username) {
+            app.metrics.http.throttled(Limit::SendPerUser);
             return Ok(Some(throttled_answer("messages", retry)));
         }
         let sent = match app

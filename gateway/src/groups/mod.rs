@@ -26,7 +26,8 @@ use async_graphql::Request;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use mmsub_api::{GroupFeed, MmsubSchema, Resume};
-use mmsub_events::{FanoutHub, MessageEvent};
+use mmsub_events::{Arrival, FanoutHub, MessageEvent};
+use mmsub_metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::Outbox;
@@ -36,6 +37,7 @@ use plan::GroupKey;
 pub struct SubscriptionGroups {
     schema: MmsubSchema,
     hub: Arc<FanoutHub>,
+    metrics: Arc<Metrics>,
     groups: Mutex<HashMap<GroupKey, Arc<Group>>>,
     /// Members past their admission: receiving live events.
     live: AtomicUsize,
@@ -45,6 +47,7 @@ struct Group {
     key: GroupKey,
     members: Mutex<Members>,
     stop: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -58,7 +61,7 @@ struct Member {
     prefix: Bytes,
     outbox: Arc<Outbox>,
     /// `Some` until the member goes live: deliveries that arrived meanwhile, with their events.
-    held: Option<Vec<(Arc<MessageEvent>, Bytes)>>,
+    held: Option<Vec<(Arrival, Bytes)>>,
     /// After a resume goes live, what the subscriber holds (see [`Resume::holds`]), which may
     /// still arrive live: skipped until the first event it does not hold.
     resume: Option<Resume>,
@@ -73,10 +76,11 @@ pub struct MemberHandle {
 
 impl SubscriptionGroups {
     /// No groups yet; each starts on the hub with its first member.
-    pub fn new(schema: MmsubSchema, hub: Arc<FanoutHub>) -> Arc<Self> {
+    pub fn new(schema: MmsubSchema, hub: Arc<FanoutHub>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             schema,
             hub,
+            metrics,
             groups: Mutex::new(HashMap::new()),
             live: AtomicUsize::new(0),
         })
@@ -145,7 +149,9 @@ impl SubscriptionGroups {
             key,
             members: Mutex::new(Members::default()),
             stop: CancellationToken::new(),
+            metrics: self.metrics.clone(),
         });
+        self.metrics.ws.groups(1);
         // Listening starts now, before the member's admission reads history.
         let mut events = self.hub.subscribe(channel_id);
         let next = Arc::new(NextEvent::default());
@@ -169,7 +175,7 @@ impl SubscriptionGroups {
                 };
                 // The delivery run renders exactly the event handed to it: each payload is
                 // published with its own event, never matched up by order.
-                next.hand(event.clone());
+                next.hand(event.event.clone());
                 // The rendering is usually ready at once (the payload's fields are in the
                 // event); wait for it, and for the stop, only when it is not.
                 let rendered = match results.next().now_or_never() {
@@ -212,15 +218,20 @@ impl SubscriptionGroups {
             {
                 groups.remove(&group.key);
             }
+            if !group.stop.is_cancelled() {
+                self.metrics.ws.groups(-1);
+            }
             group.stop.cancel();
         }
     }
 }
 
 impl Group {
-    /// Hands one event's payload to every member.
-    fn publish(&self, event: &Arc<MessageEvent>, payload: Bytes) {
+    /// Hands one event's payload to every member, and counts what the connections took (written
+    /// now, or queued within their send budget) once for the event, not once per member.
+    fn publish(&self, event: &Arrival, payload: Bytes) {
         let mut members = self.members.lock().expect("group lock poisoned");
+        let mut taken = 0;
         for member in &mut members.list {
             match &mut member.held {
                 None => {
@@ -231,7 +242,7 @@ impl Group {
                         member.resume = None;
                     }
                     // On overflow the connection is closing with "slow consumer"; see outbox.
-                    member.outbox.push(&member.prefix, &payload);
+                    taken += u64::from(member.outbox.push(&member.prefix, &payload));
                 }
                 Some(held) => {
                     if member.outbox.reserve() {
@@ -240,6 +251,8 @@ impl Group {
                 }
             }
         }
+        drop(members);
+        self.metrics.ws.delivered(taken, event.at.elapsed());
     }
 }
 
@@ -254,6 +267,8 @@ impl MemberHandle {
             return;
         };
         self.groups.live.fetch_add(1, Ordering::AcqRel);
+        let mut taken = 0;
+        let oldest = held.first().map(|(event, _)| event.at);
         for (event, payload) in held {
             // The room held for it is given back; a delivery that has to queue claims its own.
             member.outbox.unreserve();
@@ -261,10 +276,15 @@ impl MemberHandle {
                 .as_ref()
                 .is_some_and(|r| r.holds(&event.post.id, event.post.create_at))
             {
-                member.outbox.push(&member.prefix, &payload);
+                taken += u64::from(member.outbox.push(&member.prefix, &payload));
             }
         }
         member.resume = resume;
+        drop(members);
+        if let Some(oldest) = oldest {
+            // Held through the admission: counted from the oldest's arrival, an upper bound.
+            self.group.metrics.ws.delivered(taken, oldest.elapsed());
+        }
     }
 }
 

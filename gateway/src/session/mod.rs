@@ -42,6 +42,8 @@ use crate::groups::MemberHandle;
 use crate::outbox::{self, OutboxReceiver};
 use crate::{Gateway, ResultStream};
 use duties::{Due, Duties};
+use mmsub_metrics::labels::Protocol;
+use mmsub_metrics::Metrics;
 
 /// Most operation results encoded before the buffer is written out.
 const MAX_BATCH: usize = 256;
@@ -76,6 +78,47 @@ pub(crate) struct Session {
     deliveries: OutboxReceiver,
     /// A membership re-check under way (at most one at a time).
     recheck: Option<Recheck>,
+    /// This connection in the node's connection and subscription gauges.
+    gauges: Gauges,
+}
+
+/// A session's share of `mmsub_ws_connections` and `mmsub_ws_subscriptions`, given back when
+/// the session ends, however it ends.
+struct Gauges {
+    metrics: Arc<Metrics>,
+    protocol: Protocol,
+    subscriptions: i64,
+}
+
+impl Gauges {
+    fn open(metrics: Arc<Metrics>, dialect: Dialect) -> Self {
+        let protocol = match dialect {
+            Dialect::TransportWs => Protocol::TransportWs,
+            Dialect::Legacy => Protocol::Legacy,
+        };
+        metrics.ws.connections(protocol, 1);
+        Self {
+            metrics,
+            protocol,
+            subscriptions: 0,
+        }
+    }
+
+    /// The connection has `now` operations.
+    fn subscriptions(&mut self, now: usize) {
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        self.metrics
+            .ws
+            .subscriptions(self.protocol, now - self.subscriptions);
+        self.subscriptions = now;
+    }
+}
+
+impl Drop for Gauges {
+    fn drop(&mut self) {
+        self.subscriptions(0);
+        self.metrics.ws.connections(self.protocol, -1);
+    }
 }
 
 enum Active {
@@ -130,6 +173,7 @@ impl Session {
         client: ClientAddr,
     ) -> Self {
         let (_, deliveries) = outbox::outbox_on(gateway.settings().send_queue_limit, io.clone());
+        let gauges = Gauges::open(gateway.metrics().clone(), dialect);
         let reader = FrameReader::new(FrameLimits {
             max_frame_bytes: gateway.settings().max_frame_bytes,
             max_message_bytes: gateway.settings().max_message_bytes,
@@ -150,6 +194,7 @@ impl Session {
             active: HashMap::new(),
             deliveries,
             recheck: None,
+            gauges,
         }
     }
 
@@ -303,6 +348,7 @@ impl Session {
 
     async fn close(mut self, code: u16, reason: &str) {
         tracing::debug!(code, reason, "closing WebSocket connection");
+        self.gateway.metrics().ws.closed(code);
         // What was encoded is sent; queued deliveries are not (the client is too slow, or the
         // node is going away), but a frame already begun is finished before the close frame.
         self.deliveries.close(&mut self.out);

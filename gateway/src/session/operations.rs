@@ -163,12 +163,15 @@ impl Session {
         };
         self.running.insert(id.clone(), results);
         self.active.insert(id, Active::Running(admission));
+        self.gauges.subscriptions(self.active.len());
     }
 
     /// Ends operation `id`, leaving its group if it joined one; false if there was none.
     pub(crate) fn stop(&mut self, id: &str) -> bool {
         self.running.remove(id);
-        self.active.remove(id).is_some()
+        let stopped = self.active.remove(id).is_some();
+        self.gauges.subscriptions(self.active.len());
+        stopped
     }
 
     fn send_operation_error(&mut self, id: &str, errors: Vec<Value>) {
@@ -222,5 +225,6 @@ impl Session {
             },
             _ => self.send(Some(id), "complete", None::<()>),
         }
+        self.gauges.subscriptions(self.active.len());
     }
 }
