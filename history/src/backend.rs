@@ -24,6 +24,7 @@ use mmsub_api::backend::{
     Actor, BackendError, BackendResult, ByteCount, Channel, ChannelPage, ChannelPost, ChatBackend,
     CreatedUser, Login, MessagePage, Missed, NewUser, PageRequest, Post, UserPage,
 };
+use mmsub_metrics::labels::HistoryRead;
 
 use crate::error::HistoryError;
 use crate::store::{Coverage, HistoryStore};
@@ -146,7 +147,9 @@ impl ChatBackend for HistoryBackend {
         actor: &Actor,
         page: PageRequest,
     ) -> BackendResult<ChannelPage> {
+        let counts = &self.history.metrics().history;
         let Some(store) = self.history.store() else {
+            counts.fallback(HistoryRead::LastMessage);
             return self.inner.member_channels(actor, page).await;
         };
         let mut found = self.inner.member_channels_without_last(actor, page).await?;
@@ -176,9 +179,13 @@ impl ChatBackend for HistoryBackend {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "history store failed; channel list from Mattermost");
+                counts.fallback(HistoryRead::LastMessage);
                 return self.inner.member_channels(actor, page).await;
             }
         };
+        let warm = stored.iter().filter(|s| s.is_some()).count() as u64;
+        counts.hits(HistoryRead::LastMessage, warm);
+        counts.misses(HistoryRead::LastMessage, stored.len() as u64 - warm);
         let any_cold = stored.iter().any(Option::is_none);
         if any_cold
             && timed(store.config(), self.history.live_epoch(&store))
@@ -252,6 +259,7 @@ impl ChatBackend for HistoryBackend {
         max_bytes: u64,
     ) -> BackendResult<Missed> {
         let channel = self.inner.member_channel(actor, identifier).await?;
+        let counts = &self.history.metrics().history;
         if let Some(store) = self.history.store() {
             let cached = timed(store.config(), async {
                 let Some(coverage) = self.history.warm(&store, &channel.id).await? else {
@@ -280,15 +288,19 @@ impl ChatBackend for HistoryBackend {
             .await;
             match cached {
                 Ok(Some(missed)) => {
+                    counts.hits(HistoryRead::Resume, 1);
                     ByteCount::new(max_bytes)
                         .add_all(missed.posts.iter().map(Post::content_bytes))?;
                     return Ok(missed);
                 }
-                Ok(None) => {}
+                Ok(None) => counts.misses(HistoryRead::Resume, 1),
                 Err(e) => {
                     tracing::warn!(error = %e, channel = %channel.id, "history store failed; resuming from Mattermost");
+                    counts.fallback(HistoryRead::Resume);
                 }
             }
+        } else {
+            counts.fallback(HistoryRead::Resume);
         }
         self.inner
             .messages_after(actor, &channel.id, after_id, limit, max_bytes)
@@ -337,25 +349,36 @@ impl HistoryBackend {
         channel_id: &str,
         page: PageRequest,
     ) -> BackendResult<MessagePage> {
+        let counts = &self.history.metrics().history;
         let Some(store) = self.history.store() else {
+            counts.fallback(HistoryRead::Page);
             return self.inner.messages(actor, channel_id, page).await;
         };
+        // `Err` when the store failed: the read is then a fallback rather than a miss.
         let cached = || async {
-            match timed(store.config(), self.cached_page(&store, channel_id, page)).await {
-                Ok(found) => found,
-                Err(e) => {
+            timed(store.config(), self.cached_page(&store, channel_id, page))
+                .await
+                .map_err(|e| {
                     tracing::warn!(error = %e, channel = %channel_id, "history store failed; reading Mattermost");
-                    None
-                }
-            }
+                })
         };
-        if let Some(found) = cached().await {
+        let first = cached().await;
+        if let Ok(Some(found)) = first {
+            counts.hits(HistoryRead::Page, 1);
             return Ok(found);
         }
         let lock = self.history.fill_lock(channel_id);
         let _filling = lock.lock().await;
-        if let Some(found) = cached().await {
+        let second = cached().await;
+        if let Ok(Some(found)) = second {
+            // Filled by the read that held the lock.
+            counts.hits(HistoryRead::Page, 1);
             return Ok(found);
+        }
+        if first.is_err() || second.is_err() {
+            counts.fallback(HistoryRead::Page);
+        } else {
+            counts.misses(HistoryRead::Page, 1);
         }
         // The epoch is read before the fetch: posts after this point reach the store through
         // the ingest under this epoch, so the fetched page and the ingest together are complete.

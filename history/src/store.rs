@@ -3,13 +3,20 @@
 //! every read bounded by a LIMIT. No lightweight transactions, no `ALLOW FILTERING`, no
 //! secondary indexes, views, logged batches or `IN` lists.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mmsub_api::backend::{Post, User};
+use mmsub_metrics::labels::QueryOutcome;
+use mmsub_metrics::Metrics;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::ExecutionError;
 use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::response::query_result::QueryResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::prepared::PreparedStatement;
 
 use crate::config::HistoryConfig;
 use crate::error::{err, HistoryResult};
@@ -41,9 +48,35 @@ pub struct Epoch {
 }
 
 type PostRow = (String, i64, String, String, String, String, String, bool);
+
+/// The driver's session, with each statement timed and counted.
+struct CountedSession {
+    session: Session,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl CountedSession {
+    async fn execute_unpaged(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<QueryResult, ExecutionError> {
+        let started = std::time::Instant::now();
+        let result = self.session.execute_unpaged(statement, values).await;
+        if let Some(metrics) = &self.metrics {
+            let outcome = if result.is_ok() {
+                QueryOutcome::Ok
+            } else {
+                QueryOutcome::Error
+            };
+            metrics.history.query(outcome, started.elapsed());
+        }
+        result
+    }
+}
 /// A connected history store.
 pub struct HistoryStore {
-    session: Session,
+    session: CountedSession,
     config: HistoryConfig,
     statements: Statements,
 }
@@ -85,10 +118,20 @@ impl HistoryStore {
         schema::migrate(&session, config).await?;
         let statements = prepare_all(&session, config).await?;
         Ok(HistoryStore {
-            session,
+            session: CountedSession {
+                session,
+                metrics: None,
+            },
             config: config.clone(),
             statements,
         })
+    }
+
+    /// This store, counting every statement in `metrics` (`mmsub_history_queries_total`).
+    #[must_use]
+    pub fn counted(mut self, metrics: Arc<Metrics>) -> Self {
+        self.session.metrics = Some(metrics);
+        self
     }
 
     /// The settings it runs with.

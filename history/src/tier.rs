@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use mmsub_api::backend::Post;
+use mmsub_metrics::Metrics;
 
 use crate::config::HistoryConfig;
 use crate::error::HistoryError;
@@ -26,17 +27,24 @@ pub struct History {
     /// Channels whose writes failed: their coverage is cleared before the store is used for them.
     dirty: Mutex<HashSet<String>>,
     fills: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The node's metrics: the store's queries, and where reads were served from.
+    metrics: Arc<Metrics>,
 }
 
 impl History {
     /// Starts connecting in the background, retrying until ScyllaDB answers.
-    pub fn start(config: HistoryConfig) -> Arc<Self> {
-        let history = Arc::new(History::default());
+    /// Its queries and reads are counted in `metrics`.
+    pub fn start(config: HistoryConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        let history = Arc::new(History {
+            metrics,
+            ..History::default()
+        });
         let connecting = history.clone();
         tokio::spawn(async move {
             loop {
                 match HistoryStore::connect(&config).await {
                     Ok(store) => {
+                        let store = store.counted(connecting.metrics.clone());
                         tracing::info!(nodes = ?config.nodes, keyspace = %config.keyspace, "history store connected");
                         *connecting
                             .store
@@ -53,6 +61,11 @@ impl History {
             }
         });
         history
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The store, if connected.

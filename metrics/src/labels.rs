@@ -130,6 +130,96 @@ label_values! {
     }
 }
 
+label_values! {
+    /// How a call to Mattermost ended.
+    MattermostStatus {
+        /// A 2xx answer.
+        Success => "2xx",
+        /// A 4xx answer other than 429.
+        ClientError => "4xx",
+        /// 429: Mattermost's rate limit.
+        RateLimited => "429",
+        /// A 5xx answer.
+        ServerError => "5xx",
+        /// Any other status (1xx, 3xx).
+        OtherStatus => "other",
+        /// No answer within `--mattermost-timeout-ms`.
+        Timeout => "timeout",
+        /// No connection.
+        Unreachable => "unreachable",
+        /// An answer that could not be read.
+        Unreadable => "unreadable",
+    }
+}
+
+impl MattermostStatus {
+    /// The label of an HTTP answer's status.
+    pub fn of_code(code: u16) -> Self {
+        match code {
+            429 => Self::RateLimited,
+            200..=299 => Self::Success,
+            400..=499 => Self::ClientError,
+            500..=599 => Self::ServerError,
+            _ => Self::OtherStatus,
+        }
+    }
+}
+
+label_values! {
+    /// A read the history tier serves.
+    HistoryRead {
+        /// A `getMessageList` page.
+        Page => "page",
+        /// An `afterMessageId` resume.
+        Resume => "resume",
+        /// A channel's last message in `channelList`.
+        LastMessage => "last_message",
+    }
+}
+
+label_values! {
+    /// How a history query ended.
+    QueryOutcome {
+        /// It answered.
+        Ok => "ok",
+        /// It failed or timed out.
+        Error => "error",
+    }
+}
+
+/// `{read}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct HistoryReadLabel {
+    /// Which read.
+    pub read: HistoryRead,
+}
+
+/// `{outcome}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// How it ended.
+    pub outcome: QueryOutcome,
+}
+
+/// `{method, route, status}` of a call to Mattermost. `route` is the path's template
+/// (`/users/:id`): its fixed words come from this server's code, every other segment is `:id`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct MattermostLabel {
+    /// `GET`, `POST`, `PUT`, `DELETE` (anything else is `other`).
+    pub method: &'static str,
+    /// The route template.
+    pub route: String,
+    /// How it ended.
+    pub status: MattermostStatus,
+}
+
+/// `{route}` of a call to Mattermost.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct MattermostRouteLabel {
+    /// The route template.
+    pub route: String,
+}
+
 /// `{operation}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct OperationLabel {

@@ -7,7 +7,7 @@
 //! configured partition count, instead of relying on broker auto-creation.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -19,6 +19,8 @@ use rdkafka::util::Timeout;
 
 use mmsub_events::bus::{Bus, BusError};
 use mmsub_events::event::MessageEvent;
+use mmsub_metrics::labels::QueryOutcome;
+use mmsub_metrics::Metrics;
 
 /// Where the Kafka cluster is and how the topic looks; each has a flag in the `mmsub` binary.
 #[derive(Debug, Clone)]
@@ -116,11 +118,13 @@ pub struct KafkaBus {
     config: ClientConfig,
     topic: String,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl KafkaBus {
-    /// Connects the producer and makes sure the topic exists.
-    pub async fn connect(settings: &KafkaSettings) -> anyhow::Result<Self> {
+    /// Connects the producer and makes sure the topic exists; each produce is counted in
+    /// `metrics`.
+    pub async fn connect(settings: &KafkaSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         settings.ensure_topic().await?;
         let mut config = settings.client_config();
         config
@@ -137,6 +141,7 @@ impl KafkaBus {
             config,
             topic: settings.topic.clone(),
             timeout: settings.publish_timeout,
+            metrics,
         })
     }
 
@@ -191,7 +196,14 @@ impl Bus for KafkaBus {
                 .key(event.channel_id.as_bytes())
                 .payload(&payload);
             let producer = self.producer();
-            match producer.send(record, Timeout::After(self.timeout)).await {
+            let started = Instant::now();
+            let sent = producer.send(record, Timeout::After(self.timeout)).await;
+            let outcome = match sent {
+                Ok(_) => QueryOutcome::Ok,
+                Err(_) => QueryOutcome::Error,
+            };
+            self.metrics.kafka.produced(outcome, started.elapsed());
+            match sent {
                 Ok(delivery) => {
                     tracing::debug!(channel = %event.channel_name, post = %event.post.id, partition = delivery.partition, offset = delivery.offset, "published");
                     Ok(())

@@ -9,13 +9,13 @@ use crate::settings::ServerConfig;
 
 /// Builds an API node.
 pub async fn build(config: &ServerConfig, _shutdown: &CancellationToken) -> anyhow::Result<Node> {
-    let secret = resolve_jwt_secret(config)?;
-    let bus = parts::kafka_bus(parts::cluster_kafka(config)?).await?;
-    let backend = parts::with_history(
-        parts::mattermost(config, &secret).await?,
-        parts::history(config).as_ref(),
-    );
     let mut node = Node::default();
+    let secret = resolve_jwt_secret(config)?;
+    let bus = parts::kafka_bus(parts::cluster_kafka(config)?, &node).await?;
+    let backend = parts::with_history(
+        parts::mattermost(config, &secret, &node).await?,
+        parts::history(config, &node).as_ref(),
+    );
     node.graphql = Some(parts::api_state(config, &secret, backend, bus, &node));
     Ok(node)
 }

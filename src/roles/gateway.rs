@@ -11,14 +11,14 @@ use crate::settings::ServerConfig;
 
 /// Builds a WebSocket node.
 pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow::Result<Node> {
+    let mut node = Node::default();
     let secret = resolve_jwt_secret(config)?;
     let hub = FanoutHub::new();
-    let bus = parts::kafka_bus(parts::cluster_kafka(config)?).await?;
+    let bus = parts::kafka_bus(parts::cluster_kafka(config)?, &node).await?;
     let backend = parts::with_history(
-        parts::mattermost(config, &secret).await?,
-        parts::history(config).as_ref(),
+        parts::mattermost(config, &secret, &node).await?,
+        parts::history(config, &node).as_ref(),
     );
-    let mut node = Node::default();
     let api = parts::api_state(config, &secret, backend, bus, &node);
     parts::start_gateway(config, &api, hub, &mut node, shutdown);
     Ok(node)

@@ -11,10 +11,11 @@ use crate::settings::ServerConfig;
 
 /// Builds an ingest node.
 pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow::Result<Node> {
+    let node = Node::default();
     let secret = resolve_jwt_secret(config)?;
-    let bus = parts::kafka_bus(parts::cluster_kafka(config)?).await?;
-    let backend = parts::mattermost(config, &secret).await?;
-    let history = parts::history(config);
+    let bus = parts::kafka_bus(parts::cluster_kafka(config)?, &node).await?;
+    let backend = parts::mattermost(config, &secret, &node).await?;
+    let history = parts::history(config, &node);
     parts::start_ingest(
         config,
         backend,
@@ -23,5 +24,5 @@ pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyho
         history.as_ref(),
         shutdown,
     );
-    Ok(Node::default())
+    Ok(node)
 }

@@ -35,23 +35,27 @@ pub fn cluster_kafka(config: &ServerConfig) -> anyhow::Result<&KafkaSettings> {
 pub async fn bus(
     kafka: Option<&KafkaSettings>,
     hub: &Arc<FanoutHub>,
+    node: &Node,
 ) -> anyhow::Result<Arc<dyn Bus>> {
     match kafka {
         None => Ok(Arc::new(InProcessBus::new(hub.clone()))),
-        Some(kafka) => kafka_bus(kafka).await,
+        Some(kafka) => kafka_bus(kafka, node).await,
     }
 }
 
 /// The Kafka bus of a cluster role.
-pub async fn kafka_bus(kafka: &KafkaSettings) -> anyhow::Result<Arc<dyn Bus>> {
+pub async fn kafka_bus(kafka: &KafkaSettings, node: &Node) -> anyhow::Result<Arc<dyn Bus>> {
     tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, "connecting to Kafka");
-    Ok(Arc::new(KafkaBus::connect(kafka).await?))
+    Ok(Arc::new(
+        KafkaBus::connect(kafka, node.metrics.clone()).await?,
+    ))
 }
 
 /// The Mattermost backend that cluster roles require.
 pub async fn mattermost(
     config: &ServerConfig,
     secret: &[u8],
+    node: &Node,
 ) -> anyhow::Result<Arc<MattermostBackend>> {
     let Some(mattermost) = &config.mattermost else {
         anyhow::bail!(
@@ -61,7 +65,9 @@ pub async fn mattermost(
         )
     };
     tracing::info!(server = %mattermost.server_url, "logging in to Mattermost");
-    let backend = Arc::new(MattermostBackend::connect(mattermost.clone(), secret).await?);
+    let backend = Arc::new(
+        MattermostBackend::connect(mattermost.clone(), secret, node.metrics.clone()).await?,
+    );
     tracing::info!(server = %mattermost.server_url, team = %mattermost.team, "chat backend: Mattermost");
     Ok(backend)
 }
@@ -98,10 +104,10 @@ pub fn start_ingest(
 
 /// The history tier, when configured: it connects in the background, and reads fall back to
 /// Mattermost until it answers.
-pub fn history(config: &ServerConfig) -> Option<Arc<History>> {
+pub fn history(config: &ServerConfig, node: &Node) -> Option<Arc<History>> {
     config.history.clone().map(|history| {
         tracing::info!(nodes = ?history.nodes, keyspace = %history.keyspace, "history tier: ScyllaDB");
-        History::start(history)
+        History::start(history, node.metrics.clone())
     })
 }
 

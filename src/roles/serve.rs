@@ -20,9 +20,9 @@ pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyho
     }
     let secret = resolve_jwt_secret(config)?;
     let hub = FanoutHub::new();
-    let bus = parts::bus(kafka, &hub).await?;
+    let bus = parts::bus(kafka, &hub, &node).await?;
     let backend: Arc<dyn ChatBackend> = if config.mattermost.is_some() {
-        let backend = parts::mattermost(config, &secret).await?;
+        let backend = parts::mattermost(config, &secret, &node).await?;
         // Alone, the hub shows which channels have subscribers; in a cluster the subscribers
         // are on other nodes, so catch up every channel that changed.
         let catch_up = if kafka.is_none() {
@@ -31,7 +31,7 @@ pub async fn build(config: &ServerConfig, shutdown: &CancellationToken) -> anyho
         } else {
             CatchUp::ChangedChannels
         };
-        let history = parts::history(config);
+        let history = parts::history(config, &node);
         parts::start_ingest(
             config,
             backend.clone(),

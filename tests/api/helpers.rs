@@ -616,6 +616,22 @@ impl Scrape {
         matching.first().copied().unwrap_or(0.0)
     }
 
+    /// The sum of every series `name{labels, …}` (any other labels).
+    pub fn total(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                ref other => panic!("{name} is not a single number: {other:?}"),
+            })
+            .sum()
+    }
+
     /// Observations in histogram `name{labels}`.
     pub fn histogram_count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         self.0

@@ -142,6 +142,7 @@ async fn a_warm_channel_is_read_and_resumed_with_no_mattermost_post_requests() {
 
     // channelList's last messages come from the store once every listed channel is warm.
     mattermost.take_requests();
+    let before = app.metrics().await;
     let warm_channels = app.graphql(CHANNELS, json!({}), Some(&alice)).await;
     assert_eq!(warm_channels, cold_channels);
     assert_eq!(
@@ -155,6 +156,29 @@ async fn a_warm_channel_is_read_and_resumed_with_no_mattermost_post_requests() {
     assert_eq!(
         warm, cold,
         "the cache answers exactly what Mattermost answered"
+    );
+    let after = app.metrics().await;
+    let moved = |name: &str, read: &str| {
+        after.value(name, &[("read", read)]) - before.value(name, &[("read", read)])
+    };
+    assert_eq!(
+        moved("mmsub_history_cache_hits_total", "last_message"),
+        2.0,
+        "room and town-square"
+    );
+    assert_eq!(moved("mmsub_history_cache_hits_total", "page"), 4.0);
+    for read in ["page", "last_message"] {
+        assert_eq!(
+            moved("mmsub_history_cache_misses_total", read),
+            0.0,
+            "{read}"
+        );
+        assert_eq!(moved("mmsub_history_fallbacks_total", read), 0.0, "{read}");
+    }
+    assert!(
+        after.value("mmsub_history_queries_total", &[("outcome", "ok")])
+            > before.value("mmsub_history_queries_total", &[("outcome", "ok")]),
+        "the warm reads were statements on the store"
     );
     let newest = page(&app, &alice, &channel, 0, 50).await;
     let texts: Vec<&str> = newest["data"]
@@ -326,11 +350,25 @@ async fn losing_scylla_falls_back_to_mattermost_and_recovers() {
     standin.stop();
     // Sent while the cache is down: Mattermost has it, the cache does not.
     app.send(&alice, &channel, "during").await;
+    let fallbacks = [("read", "page")];
+    let before = app.metrics().await;
     let during = page(&app, &alice, &channel, 0, 10).await;
     assert_eq!(
         texts(&during),
         ["before", "during"],
         "answered from Mattermost, no error"
+    );
+    let after = app.metrics().await;
+    assert_eq!(
+        after.value("mmsub_history_fallbacks_total", &fallbacks)
+            - before.value("mmsub_history_fallbacks_total", &fallbacks),
+        1.0,
+        "one read, one fallback"
+    );
+    assert!(
+        after.value("mmsub_history_queries_total", &[("outcome", "error")])
+            > before.value("mmsub_history_queries_total", &[("outcome", "error")]),
+        "the failed statements are counted"
     );
 
     standin.restart().await.unwrap();

@@ -230,6 +230,11 @@ async fn operations_make_a_small_bounded_number_of_mattermost_requests() {
         "nothing changed, one request"
     );
 
+    let posts = [("method", "POST"), ("route", "/posts"), ("status", "2xx")];
+    let before = app
+        .metrics()
+        .await
+        .value("mmsub_mattermost_requests_total", &posts);
     app.send(&alice, "a1", "more").await;
     assert_eq!(
         standin.take_requests(),
@@ -237,6 +242,15 @@ async fn operations_make_a_small_bounded_number_of_mattermost_requests() {
             "GET /users/{user_id}/teams/{team_id}/channels",
             "POST /posts"
         ]
+    );
+    let after = app
+        .metrics()
+        .await
+        .value("mmsub_mattermost_requests_total", &posts);
+    assert_eq!(
+        after - before,
+        1.0,
+        "one post, counted once by its route template"
     );
     app.data(
         "getMessageList",
@@ -256,6 +270,30 @@ async fn operations_make_a_small_bounded_number_of_mattermost_requests() {
     );
     app.token("alice").await;
     assert_eq!(standin.take_requests(), ["POST /users/login"]);
+
+    // Mattermost's refusal of a wrong password is counted as its 4xx, on the login's route.
+    let refused = [
+        ("method", "POST"),
+        ("route", "/users/login"),
+        ("status", "4xx"),
+    ];
+    let before = app
+        .metrics()
+        .await
+        .value("mmsub_mattermost_requests_total", &refused);
+    let wrong = app
+        .graphql(
+            "mutation { tokenAuth(username: \"alice\", password: \"wrong\") { token } }",
+            json!({}),
+            None,
+        )
+        .await;
+    assert!(wrong["errors"].is_array(), "{wrong}");
+    let after = app
+        .metrics()
+        .await
+        .value("mmsub_mattermost_requests_total", &refused);
+    assert_eq!(after - before, 1.0);
 }
 
 #[tokio::test]
@@ -286,6 +324,18 @@ async fn mattermost_down_or_slow_is_a_clear_error_and_service_resumes() {
         app.readyz().await["status"],
         "ready",
         "the server itself stays up"
+    );
+
+    let scrape = app.metrics().await;
+    let ended =
+        |status: &str| scrape.total("mmsub_mattermost_requests_total", &[("status", status)]);
+    assert!(
+        ended("timeout") >= 1.0,
+        "the slow answer is counted as a timeout"
+    );
+    assert!(
+        ended("unreachable") >= 1.0,
+        "the refused connection as unreachable"
     );
 
     standin.come_back().await;

@@ -28,6 +28,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use mmsub_metrics::Metrics;
+
 pub use admin::MattermostAdminProxy;
 pub use config::MattermostConfig;
 use model::{MmChannel, MmPost, MmTeam, MmUser};
@@ -91,8 +93,13 @@ fn mm_error(e: MattermostError) -> BackendError {
 
 impl MattermostBackend {
     /// Logs the admin account in and resolves the team; fails with the reason if either fails.
-    pub async fn connect(config: MattermostConfig, signing_secret: &[u8]) -> anyhow::Result<Self> {
-        let api = RestClient::new(&config.server_url, config.limits.clone())?;
+    /// Every call to Mattermost is counted in `metrics`.
+    pub async fn connect(
+        config: MattermostConfig,
+        signing_secret: &[u8],
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let api = RestClient::new(&config.server_url, config.limits.clone())?.counted(metrics);
         let admin = MattermostAdminProxy::login(
             api.clone(),
             &config.admin_login_id,

@@ -4,7 +4,11 @@
 //!
 //! Nothing here logs a request body, a header value or a token.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mmsub_metrics::labels::MattermostStatus;
+use mmsub_metrics::Metrics;
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -97,6 +101,8 @@ pub struct RestClient {
     http: reqwest::Client,
     base: String,
     limits: RestLimits,
+    /// Where each exchange is counted (`mmsub_mattermost_*`), once the node gave its metrics.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for RestClient {
@@ -186,7 +192,15 @@ impl RestClient {
             http,
             base: format!("{}/api/v4", server_url.trim_end_matches('/')),
             limits,
+            metrics: None,
         })
+    }
+
+    /// This client, counting every exchange in `metrics`.
+    #[must_use]
+    pub fn counted(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The client's limits.
@@ -222,7 +236,39 @@ impl RestClient {
         }
     }
 
+    /// One exchange, counted by route template and outcome.
     async fn send_once(&self, call: &Call<'_>, token: Option<&str>) -> MmResult<Answer> {
+        let started = Instant::now();
+        let answer = self.exchange(call, token).await;
+        if let Some(metrics) = &self.metrics {
+            let status = match &answer {
+                Ok(_) => MattermostStatus::Success,
+                Err(MattermostError::Api { status_code, .. }) => {
+                    MattermostStatus::of_code(*status_code)
+                }
+                Err(MattermostError::RateLimited(_)) => MattermostStatus::RateLimited,
+                Err(MattermostError::Timeout(_)) => MattermostStatus::Timeout,
+                Err(MattermostError::Unreachable) => MattermostStatus::Unreachable,
+                Err(MattermostError::Protocol(_)) => MattermostStatus::Unreadable,
+            };
+            let method = match call.method {
+                Method::GET => "GET",
+                Method::POST => "POST",
+                Method::PUT => "PUT",
+                Method::DELETE => "DELETE",
+                _ => "other",
+            };
+            metrics.mattermost.answered(
+                method,
+                &route_template(&call.path),
+                status,
+                started.elapsed(),
+            );
+        }
+        answer
+    }
+
+    async fn exchange(&self, call: &Call<'_>, token: Option<&str>) -> MmResult<Answer> {
         let mut request = self
             .http
             .request(call.method.clone(), format!("{}{}", self.base, call.path))
@@ -286,6 +332,45 @@ impl RestClient {
     }
 }
 
+/// The words of the paths this server calls (below `/api/v4`); every other segment of a path
+/// is an id or a name.
+const ROUTE_WORDS: &[&str] = &[
+    "active",
+    "channels",
+    "ids",
+    "login",
+    "logout",
+    "me",
+    "members",
+    "name",
+    "posts",
+    "stats",
+    "teams",
+    "username",
+    "usernames",
+    "users",
+    "websocket",
+];
+
+/// The route template of `path` for metrics (`/users/:id/teams`): its words stay, every other
+/// segment becomes `:id`, so no id or name becomes a label; a path deeper than any call is
+/// `other`. (No braces: some parsers of the text format end a label set at the first `}`.)
+pub fn route_template(path: &str) -> String {
+    let mut template = String::with_capacity(path.len());
+    for (depth, segment) in path.trim_start_matches('/').split('/').enumerate() {
+        if depth >= 6 {
+            return "other".into();
+        }
+        template.push('/');
+        template.push_str(if ROUTE_WORDS.contains(&segment) {
+            segment
+        } else {
+            ":id"
+        });
+    }
+    template
+}
+
 /// How long to wait after a 429. `X-Ratelimit-Reset` is seconds until the window resets
 /// (what Mattermost sends); a value that looks like a Unix time (as in the API docs' example)
 /// is read as one.
@@ -326,6 +411,20 @@ mod tests {
         h.insert("X-Ratelimit-Reset", HeaderValue::from(soon));
         let wait = rate_limit_wait(&h);
         assert!(wait >= Duration::from_secs(4) && wait <= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_route_template_keeps_the_words_and_hides_ids_and_names() {
+        assert_eq!(route_template("/users/me"), "/users/me");
+        assert_eq!(
+            route_template("/teams/abc123/channels/name/town-square"),
+            "/teams/:id/channels/name/:id"
+        );
+        assert_eq!(
+            route_template("/users/username/alice"),
+            "/users/username/:id"
+        );
+        assert_eq!(route_template("/a/b/c/d/e/f/g"), "other");
     }
 
     #[test]
