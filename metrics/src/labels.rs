@@ -262,3 +262,10 @@ pub struct CloseLabel {
     /// The close code, as decimal text.
     pub code: String,
 }
+
+/// `{partition}`: a partition of the topic (as many as the topic has, set by its operator).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PartitionLabel {
+    /// The partition number.
+    pub partition: i32,
+}

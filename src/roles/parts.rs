@@ -152,9 +152,13 @@ pub async fn start_relay(
     node: &mut Node,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let relay =
-        mmsub_relay::node::RelayNode::start(kafka.clone(), config.relay.clone(), shutdown.clone())
-            .await?;
+    let relay = mmsub_relay::node::RelayNode::start(
+        kafka.clone(),
+        config.relay.clone(),
+        node.metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     tracing::info!(addr = %relay.local_addr, "relay listening for gateways");
     node.relay_addr = Some(relay.local_addr);
     node.relay = Some(relay.status);
@@ -174,6 +178,7 @@ pub fn start_gateway(
         node.links = Some(RelayLinks::start(
             hub.clone(),
             config.links.clone(),
+            node.metrics.clone(),
             shutdown.clone(),
         ));
     }

@@ -175,10 +175,15 @@ async fn a_warm_channel_is_read_and_resumed_with_no_mattermost_post_requests() {
         );
         assert_eq!(moved("mmsub_history_fallbacks_total", read), 0.0, "{read}");
     }
+    let statements = after.value("mmsub_history_queries_total", &[("outcome", "ok")]);
     assert!(
-        after.value("mmsub_history_queries_total", &[("outcome", "ok")])
-            > before.value("mmsub_history_queries_total", &[("outcome", "ok")]),
+        statements > before.value("mmsub_history_queries_total", &[("outcome", "ok")]),
         "the warm reads were statements on the store"
+    );
+    assert_eq!(
+        after.histogram_count("mmsub_history_query_duration_seconds", &[]) as f64,
+        statements + after.value("mmsub_history_queries_total", &[("outcome", "error")]),
+        "each statement timed"
     );
     let newest = page(&app, &alice, &channel, 0, 50).await;
     let texts: Vec<&str> = newest["data"]

@@ -211,6 +211,8 @@ pub struct Node {
     pub role: &'static str,
     pub http_port: u16,
     pub relay_port: Option<u16>,
+    /// `/metrics` (`--metrics-listen`).
+    pub metrics_port: u16,
     pub process: Process,
 }
 
@@ -219,6 +221,10 @@ impl Node {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 }
+
+/// One scrape of a node's `/metrics`: each series' name, sorted labels and value (a histogram's
+/// observation count).
+pub type Samples = Vec<(String, Vec<(String, String)>, f64)>;
 
 /// Partitions of the cluster's topic.
 pub const PARTITIONS: u32 = 6;
@@ -419,9 +425,11 @@ impl Cluster {
     ) -> Node {
         let c = &self.standin.config;
         let mut command = Command::new(env!("CARGO_BIN_EXE_mmsub"));
+        let metrics_port = free_port();
         command
             .arg(role)
             .args(["--listen", &format!("127.0.0.1:{http_port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .env(
                 "RUST_LOG",
                 // MMSUB_CLUSTER_LOG sets the nodes' filter, to look closer at a failure.
@@ -498,6 +506,7 @@ impl Cluster {
             role,
             http_port,
             relay_port,
+            metrics_port,
             process,
         }
     }
@@ -561,6 +570,44 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// One scrape of `node`'s `/metrics`, parsed: series name and labels to value (a
+    /// histogram's observation count).
+    pub async fn metrics(&self, node: &Node) -> Samples {
+        let text = self
+            .http
+            .get(format!("http://127.0.0.1:{}/metrics", node.metrics_port))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{} /metrics: {e}", node.process.name))
+            .text()
+            .await
+            .expect("the exposition");
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .unwrap_or_else(|e| panic!("{} /metrics does not parse: {e}", node.process.name));
+        scrape
+            .samples
+            .into_iter()
+            .map(|s| {
+                let value = match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    prometheus_parse::Value::Histogram(buckets) => {
+                        buckets.last().map_or(0.0, |b| b.count)
+                    }
+                    prometheus_parse::Value::Summary(_) => f64::NAN,
+                };
+                let mut labels: Vec<(String, String)> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                labels.sort();
+                (s.metric, labels, value)
+            })
+            .collect()
     }
 
     pub async fn readyz(&self, node: &Node) -> Option<Value> {

@@ -843,6 +843,21 @@ async fn after(fault: Fault, cluster: &Cluster, resumed: &AtomicUsize) {
                 "{} has both relays again",
                 gateway.process.name
             );
+            // What it missed came from a catch-up, and the relays counted it.
+            let mut catch_ups = 0.0;
+            for relay in &cluster.relays {
+                catch_ups += cluster
+                    .metrics(relay)
+                    .await
+                    .iter()
+                    .filter(|(n, _, _)| n == "mmsub_relay_catch_ups_total")
+                    .map(|(_, _, v)| v)
+                    .sum::<f64>();
+            }
+            assert!(
+                catch_ups >= 1.0,
+                "the returning gateway's catch-ups are counted"
+            );
         }
         Fault::ResumeOnHealingGateway => {
             let resumed = resumed.load(Ordering::Relaxed);
@@ -853,12 +868,114 @@ async fn after(fault: Fault, cluster: &Cluster, resumed: &AtomicUsize) {
             let resumed = resumed.load(Ordering::Relaxed);
             assert!(resumed >= SUBSCRIBERS / 3, "clients resumed: {resumed}");
         }
-        Fault::None
-        | Fault::FreezeBroker
+        Fault::None => every_role_counted_the_run(cluster).await,
+        Fault::FreezeBroker
         | Fault::RestartBroker
         | Fault::KillApi
         | Fault::MattermostDown
         | Fault::StopApi => {}
+    }
+}
+
+/// After the calm run: every node's `/metrics` parses, and what the run did shows on each role.
+async fn every_role_counted_the_run(cluster: &Cluster) {
+    // Every acknowledged message (each channel's, and its end marker), once.
+    let acknowledged = (CHANNELS * (PER_CHANNEL + 1)) as f64;
+    let delivered = acknowledged * (SUBSCRIBERS / CHANNELS) as f64;
+    let sum = |scrapes: &[harness::Samples], name: &str, label: &[(&str, &str)]| {
+        scrapes
+            .iter()
+            .flatten()
+            .filter(|(n, labels, _)| {
+                n == name
+                    && label
+                        .iter()
+                        .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, _, value)| value)
+            .sum::<f64>()
+    };
+    let mut all = Vec::new();
+    for role in [&cluster.apis, &cluster.relays, &cluster.gateways] {
+        let mut scrapes = Vec::new();
+        for node in role {
+            let scrape = cluster.metrics(node).await;
+            for process in ["mmsub_process_cpu_seconds_total", "mmsub_process_open_fds"] {
+                assert!(
+                    scrape.iter().any(|(n, _, v)| n == process && *v > 0.0),
+                    "{} shows {process}",
+                    node.process.name
+                );
+            }
+            scrapes.push(scrape);
+        }
+        all.push(scrapes);
+    }
+    let (apis, relays, gateways) = (&all[0], &all[1], &all[2]);
+    let sends = [("operation", "textMessageSend")];
+    assert_eq!(
+        sum(apis, "mmsub_graphql_requests_total", &sends),
+        acknowledged
+    );
+    assert_eq!(
+        sum(apis, "mmsub_kafka_produce_total", &[("outcome", "ok")]),
+        acknowledged,
+        "every acknowledged message was one acknowledged produce"
+    );
+    assert_eq!(
+        sum(apis, "mmsub_kafka_produce_duration_seconds", &[]),
+        acknowledged
+    );
+    let posts = [("method", "POST"), ("route", "/posts"), ("status", "2xx")];
+    assert_eq!(
+        sum(apis, "mmsub_mattermost_requests_total", &posts),
+        acknowledged
+    );
+    for api in apis {
+        assert!(
+            sum(
+                std::slice::from_ref(api),
+                "mmsub_graphql_requests_total",
+                &sends
+            ) > 0.0,
+            "both API nodes served sends"
+        );
+    }
+    // A relay may forward a record twice (a partition moved); never less than once.
+    assert!(sum(relays, "mmsub_relay_records_total", &[]) >= acknowledged);
+    assert!(sum(relays, "mmsub_relay_gateway_frames_total", &[]) >= acknowledged);
+    for relay in relays {
+        assert_eq!(
+            sum(
+                std::slice::from_ref(relay),
+                "mmsub_relay_gateway_links",
+                &[]
+            ),
+            3.0,
+            "each relay has the three gateways"
+        );
+        assert!(
+            relay
+                .iter()
+                .any(|(n, _, _)| n == "mmsub_relay_consumer_lag"),
+            "each relay reports its partitions' lag"
+        );
+    }
+    assert!(
+        sum(gateways, "mmsub_deliveries_total", &[]) >= delivered,
+        "every subscriber's every message was handed to its connection"
+    );
+    assert!(sum(gateways, "mmsub_delivery_latency_seconds", &[]) >= delivered);
+    for gateway in gateways {
+        assert_eq!(
+            sum(
+                std::slice::from_ref(gateway),
+                "mmsub_gateway_relay_links",
+                &[]
+            ),
+            2.0,
+            "each gateway has both relays"
+        );
     }
 }
 

@@ -280,7 +280,12 @@ mod tests {
             ..LinkSettings::default()
         };
         let stop = CancellationToken::new();
-        let _links = RelayLinks::start(FanoutHub::new(), settings, stop.clone());
+        let _links = RelayLinks::start(
+            FanoutHub::new(),
+            settings,
+            mmsub_metrics::Metrics::new(),
+            stop.clone(),
+        );
         let accept = || async {
             tokio::time::timeout(Duration::from_secs(10), listener.accept())
                 .await

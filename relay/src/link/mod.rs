@@ -37,6 +37,7 @@ use crate::wire::{Heartbeat, WireFrame, WIRE_VERSION};
 use mmsub_events::bus::EventSink;
 use mmsub_events::event::MessageEvent;
 use mmsub_events::hub::{FanoutHub, InterestObserver};
+use mmsub_metrics::Metrics;
 
 /// How a gateway finds and talks to relays; each has a flag in the `mmsub` binary.
 #[derive(Debug, Clone)]
@@ -77,6 +78,8 @@ impl Default for LinkSettings {
 
 /// The gateway's side of the relay tier; see the module documentation.
 pub struct RelayLinks {
+    /// `mmsub_gateway_relay_links` follows `connected`.
+    metrics: Arc<Metrics>,
     hub: Arc<FanoutHub>,
     state: Arc<Mutex<Interest>>,
     /// Newest offset delivered, per partition.
@@ -111,9 +114,11 @@ impl RelayLinks {
     pub fn start(
         hub: Arc<FanoutHub>,
         settings: LinkSettings,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let links = Arc::new(Self {
+            metrics,
             hub: hub.clone(),
             state: Arc::new(Mutex::new(Interest::default())),
             delivered: Mutex::new(HashMap::new()),
@@ -151,6 +156,7 @@ impl RelayLinks {
         let id = state.next_link;
         state.links.insert(id, Link { frames, confirmed });
         self.connected.send_modify(|n| *n += 1);
+        self.metrics.relay.relay_links(self.connected());
         id
     }
 
@@ -164,6 +170,7 @@ impl RelayLinks {
             .is_some()
         {
             self.connected.send_modify(|n| *n -= 1);
+            self.metrics.relay.relay_links(self.connected());
         }
     }
 

@@ -127,6 +127,7 @@ pub(super) async fn catch_up(
         id,
         task,
     };
+    state.metrics.relay.catch_up();
     // A place among the catch-ups running at once. Meanwhile the gateway gets nothing of
     // these partitions (they are marked caught up), and nothing of it is lost: Kafka keeps
     // the records, and the cursor starts where the gateway is.
@@ -280,6 +281,7 @@ async fn run(
             }
             Some((Step::ReadAgain { from }, _)) => {
                 drop(message);
+                state.metrics.relay.reread();
                 read_again_from(&consumer, &kafka.topic, partition, from).await;
             }
             Some((Step::Repeat | Step::HandOver, _)) | None => {}

@@ -10,6 +10,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +27,25 @@ struct RelayContext {
     topic: String,
 }
 
-impl ClientContext for RelayContext {}
+impl ClientContext for RelayContext {
+    /// librdkafka's statistics (`statistics.interval.ms`): each owned partition's lag behind
+    /// the high watermark from the group's committed offset.
+    fn stats(&self, statistics: Statistics) {
+        let lags: Vec<(i32, i64)> = statistics
+            .topics
+            .get(&self.topic)
+            .map(|topic| {
+                topic
+                    .partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                    .map(|p| (p.partition, p.consumer_lag))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.state.metrics.relay.lag(&lags);
+    }
+}
 
 impl ConsumerContext for RelayContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -119,6 +138,9 @@ fn commit<C: Consumer<X>, X: ConsumerContext>(
     consumer.commit(&list, mode)
 }
 
+/// How often librdkafka reports the partitions' lag (`mmsub_relay_consumer_lag`).
+const LAG_STATISTICS_EVERY: Duration = Duration::from_secs(5);
+
 /// The group consumer's `socket.timeout.ms`: the session timeout (a request stuck longer than
 /// the session would cost the membership anyway), but at least a second past a fetch's wait.
 fn socket_timeout(kafka: &KafkaSettings) -> Duration {
@@ -170,6 +192,10 @@ pub(super) async fn consume(
                 socket_timeout(&kafka).as_millis().to_string(),
             )
             .set("partition.assignment.strategy", "range")
+            .set(
+                "statistics.interval.ms",
+                LAG_STATISTICS_EVERY.as_millis().to_string(),
+            )
             .create_with_context(context)?,
     );
     consumer.subscribe(&[&kafka.topic])?;
@@ -262,6 +288,7 @@ pub(super) async fn consume(
                 continue;
             }
             Next::ReadAgain { from, attempt } => {
+                state.metrics.relay.reread();
                 tracing::warn!(
                     partition,
                     offset,
@@ -303,6 +330,7 @@ pub(super) async fn consume(
                 .forwarded(partition, offset, &ids);
             targets
         };
+        state.metrics.relay.forwarded(targets.len() as u64);
         let event = (partition, offset, payload);
         send_event(&state, &settings, targets, event).await;
     }
@@ -354,6 +382,12 @@ fn send_marks(state: &State) {
         .expect("progress lock poisoned")
         .positions();
     let mut gateways = state.gateways.lock().expect("gateways lock poisoned");
+    let queued: usize = gateways
+        .links
+        .values()
+        .map(|link| link.queue.max_capacity() - link.queue.capacity())
+        .sum();
+    state.metrics.relay.queued(queued as u64);
     for link in gateways.links.values_mut() {
         if link.version < 2 {
             continue;

@@ -63,6 +63,7 @@ async fn serve_gateway(
         id
     };
     state.status.gateways.fetch_add(1, Ordering::Relaxed);
+    state.metrics.relay.gateway_links(1);
     tracing::info!(gateway = id, %peer, "gateway connected");
     let (mut sink, mut frames) = Framed::new(stream, WireCodec::default()).split();
     let writer = tokio::spawn(async move {
@@ -200,6 +201,7 @@ async fn serve_gateway(
     }
     disconnect(&state, id);
     state.status.gateways.fetch_sub(1, Ordering::Relaxed);
+    state.metrics.relay.gateway_links(-1);
     writer.abort();
     tracing::info!(gateway = id, %peer, "gateway disconnected");
 }

@@ -44,6 +44,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use mmsub_metrics::Metrics;
+
 use crate::kafka::KafkaSettings;
 use crate::wire::{Heartbeat, WireFrame, WIRE_V1, WIRE_VERSION};
 use progress::Progress;
@@ -99,17 +101,18 @@ pub struct RelayNode {
 
 impl RelayNode {
     /// Binds the gateway listener, then (after `join_delay`) consumes and forwards until
-    /// `shutdown`.
+    /// `shutdown`, counting in `metrics`.
     pub async fn start(
         kafka: KafkaSettings,
         settings: RelaySettings,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<RelayNode> {
         kafka.ensure_topic().await?;
         let listener = TcpListener::bind(settings.listen).await?;
         let local_addr = listener.local_addr()?;
         let (replay_requests, requests) = mpsc::channel(REPLAY_REQUESTS);
-        let state = Arc::new(State::new(replay_requests, settings.max_catch_ups));
+        let state = Arc::new(State::new(replay_requests, settings.max_catch_ups, metrics));
         let status = state.status.clone();
         tokio::spawn(gateways::accept(
             listener,
@@ -171,12 +174,19 @@ struct State {
     assigned: Mutex<Vec<i32>>,
     /// Places for catch-ups running at once ([`RelaySettings::max_catch_ups`]).
     catch_ups: Arc<tokio::sync::Semaphore>,
+    /// The node's metrics (`mmsub_relay_*`).
+    metrics: Arc<Metrics>,
 }
 
 impl State {
     /// A relay that knows no gateway and owns no partition yet.
-    fn new(replay_requests: mpsc::Sender<(u64, u16)>, max_catch_ups: usize) -> Self {
+    fn new(
+        replay_requests: mpsc::Sender<(u64, u16)>,
+        max_catch_ups: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
+            metrics,
             gateways: Mutex::default(),
             progress: Mutex::default(),
             status: Arc::default(),
@@ -345,7 +355,7 @@ mod tests {
 
     fn state_with_link() -> (State, u64) {
         let (replay_requests, _) = mpsc::channel(1);
-        let state = State::new(replay_requests, 1);
+        let state = State::new(replay_requests, 1, Metrics::new());
         let (queue, _) = mpsc::channel(16);
         let mut gateways = state.gateways.lock().unwrap();
         gateways.links.insert(7, GatewayLink::new(queue));
