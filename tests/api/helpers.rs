@@ -596,50 +596,49 @@ impl Scrape {
         Self(prometheus_parse::Scrape::parse(lines).expect("a valid exposition"))
     }
 
-    /// The value of series `name{labels}` (each given label must match; others may be there),
-    /// or 0 when there is no such series; panics if several match.
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let matching: Vec<f64> = self
-            .0
-            .samples
-            .iter()
-            .filter(|s| s.metric == name)
-            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                ref other => panic!("{name} is not a single number: {other:?}"),
-            })
-            .collect();
-        assert!(matching.len() <= 1, "{name}{labels:?} matches {matching:?}");
-        matching.first().copied().unwrap_or(0.0)
-    }
-
-    /// The sum of every series `name{labels, …}` (any other labels).
-    pub fn total(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    /// The series `name{labels, …}` (each given label must match; others may be there).
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = &'a prometheus_parse::Value> + 'a {
         self.0
             .samples
             .iter()
-            .filter(|s| s.metric == name)
-            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
-            .map(|s| match s.value {
+            .filter(move |s| s.metric == name)
+            .filter(move |s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| &s.value)
+    }
+
+    /// The numbers of the series `name{labels, …}`.
+    fn numbers(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        self.matching(name, labels)
+            .map(|value| match value {
                 prometheus_parse::Value::Counter(v)
                 | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                ref other => panic!("{name} is not a single number: {other:?}"),
+                | prometheus_parse::Value::Untyped(v) => *v,
+                other => panic!("{name} is not a single number: {other:?}"),
             })
-            .sum()
+            .collect()
+    }
+
+    /// The value of series `name{labels}`, or 0 when there is no such series; panics if
+    /// several match.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let numbers = self.numbers(name, labels);
+        assert!(numbers.len() <= 1, "{name}{labels:?} matches {numbers:?}");
+        numbers.first().copied().unwrap_or(0.0)
+    }
+
+    /// The sum of every series `name{labels, …}`.
+    pub fn total(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.numbers(name, labels).iter().sum()
     }
 
     /// Observations in histogram `name{labels}`.
     pub fn histogram_count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        self.0
-            .samples
-            .iter()
-            .filter(|s| s.metric == name)
-            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
-            .map(|s| match &s.value {
+        self.matching(name, labels)
+            .map(|value| match value {
                 prometheus_parse::Value::Histogram(buckets) => {
                     buckets.last().map_or(0, |b| b.count as u64)
                 }
