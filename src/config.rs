@@ -85,9 +85,22 @@ pub enum BusKind {
     Kafka,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text for a person at a terminal.
+    Human,
+    /// One JSON object per line for log shippers: `timestamp`, `level`, `target`, and the
+    /// event's fields (`message` among them) at the top level.
+    Json,
+}
+
 /// The flags of every role; each has an environment variable.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Log lines as `human` text or `json` objects, one per line. `RUST_LOG` filters both.
+    #[arg(long, env = "MMSUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
     /// Address to listen on for HTTP and WebSocket.
     #[arg(long, env = "MMSUB_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,

@@ -5,7 +5,7 @@ use clap::Parser;
 /// where glibc's arenas keep them (idle RSS per connection, README "Measured").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use mmsub::config::Cli;
+use mmsub::config::{Cli, LogFormat};
 use mmsub::roles::Role;
 use tracing_subscriber::EnvFilter;
 
@@ -13,12 +13,18 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     // The original read its settings from `.env`; a missing file is fine.
     let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let (role, args) = Cli::parse().into_role();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match args.log_format {
+        LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
+    }
     let server = mmsub::start(args.into_role_config(role)?).await?;
     let addr = server.local_addr;
     match role {

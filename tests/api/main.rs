@@ -7,6 +7,7 @@ mod hostile;
 mod http_contract;
 mod legacy_ws;
 mod limits;
+mod logs;
 mod mattermost;
 mod mattermost_spec;
 mod metrics;
