@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::auth::Viewer;
 use crate::client::ClientAddr;
+use crate::request_id::{self, RequestId};
 use crate::schema::{AppState, MmsubSchema};
 
 /// An HTTP answer with its whole body.
@@ -190,21 +191,28 @@ where
 {
     let started = Instant::now();
     let metrics = &app.metrics.http;
-    let mut request = match read(app, request).await {
-        Ok(request) => request,
+    let id = RequestId::from_header(request.headers().get(request_id::HEADER));
+    let mut answer = match read(app, request).await {
+        Ok(request) => {
+            let mut request = request.data(id.clone());
+            let operation = root_field(&mut request);
+            let response = schema.execute(request).await;
+            if response.is_err() {
+                metrics.error(ErrorKind::Graphql);
+            }
+            let max_bytes = app.settings.max_response_bytes;
+            let answer = json_response(StatusCode::OK, serialize_capped(&response, max_bytes));
+            metrics.graphql(operation, started.elapsed());
+            answer
+        }
         Err((kind, response)) => {
             metrics.error(kind);
-            return response;
+            response
         }
     };
-    let operation = root_field(&mut request);
-    let response = schema.execute(request).await;
-    if response.is_err() {
-        metrics.error(ErrorKind::Graphql);
+    if let Ok(value) = HeaderValue::from_str(&id.0) {
+        answer.headers_mut().insert(request_id::HEADER, value);
     }
-    let max_bytes = app.settings.max_response_bytes;
-    let answer = json_response(StatusCode::OK, serialize_capped(&response, max_bytes));
-    metrics.graphql(operation, started.elapsed());
     answer
 }
 

@@ -15,6 +15,7 @@ pub mod cost;
 pub mod http;
 pub mod ids;
 pub mod parsed_queries;
+pub mod request_id;
 pub mod schema;
 pub mod settings;
 pub mod throttle;

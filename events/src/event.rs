@@ -21,6 +21,11 @@ pub struct MessageEvent {
     pub channel_name: String,
     /// The post itself.
     pub post: EventPost,
+    /// The id of the request that sent it (the API node's `X-Request-Id`), so that its log
+    /// lines on every role can be found together; none for a post the ingest heard. No
+    /// subscriber payload carries it. Absent in events of older builds, which ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// A post as subscribers receive it.
@@ -72,7 +77,15 @@ impl MessageEvent {
             channel_id,
             channel_name,
             post,
+            request_id: None,
         }
+    }
+
+    /// The event, tagged with the request that sent it.
+    #[must_use]
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
     }
 
     /// The event's JSON bytes, as they travel on the bus.
@@ -125,6 +138,15 @@ mod tests {
         event.v = EVENT_VERSION + 1;
         let err = MessageEvent::decode(&event.encode()).unwrap_err();
         assert!(matches!(err, DecodeError::UnsupportedVersion(v) if v == EVENT_VERSION + 1));
+    }
+
+    #[test]
+    fn the_request_id_travels_when_set_and_is_absent_otherwise() {
+        let plain = sample().encode();
+        assert!(!String::from_utf8_lossy(&plain).contains("request_id"));
+        let tagged = sample().with_request_id(Some("r-1".into()));
+        let decoded = MessageEvent::decode(&tagged.encode()).unwrap();
+        assert_eq!(decoded.request_id.as_deref(), Some("r-1"));
     }
 
     #[test]

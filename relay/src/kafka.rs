@@ -14,6 +14,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
@@ -106,6 +107,9 @@ impl KafkaSettings {
     }
 }
 
+/// The record header that carries the event's request id (`MessageEvent::request_id`).
+pub const REQUEST_ID_HEADER: &str = "request-id";
+
 /// Publishes to the topic; see the module documentation.
 ///
 /// An idempotent producer can fail for good: after a broker outage librdkafka may raise a
@@ -192,9 +196,16 @@ impl Bus for KafkaBus {
     fn publish(&self, event: MessageEvent) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async move {
             let payload = event.encode();
-            let record = FutureRecord::to(&self.topic)
+            let mut record = FutureRecord::to(&self.topic)
                 .key(event.channel_id.as_bytes())
                 .payload(&payload);
+            if let Some(id) = &event.request_id {
+                // For the relay's logs, which forward the payload without reading it.
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: REQUEST_ID_HEADER,
+                    value: Some(id.as_bytes()),
+                }));
+            }
             let producer = self.producer();
             let started = Instant::now();
             let sent = producer.send(record, Timeout::After(self.timeout)).await;
@@ -205,7 +216,7 @@ impl Bus for KafkaBus {
             self.metrics.kafka.produced(outcome, started.elapsed());
             match sent {
                 Ok(delivery) => {
-                    tracing::debug!(channel = %event.channel_name, post = %event.post.id, partition = delivery.partition, offset = delivery.offset, "published");
+                    tracing::debug!(channel = %event.channel_name, post = %event.post.id, request_id = event.request_id.as_deref(), partition = delivery.partition, offset = delivery.offset, "published");
                     Ok(())
                 }
                 Err((e, _)) => {

@@ -31,3 +31,27 @@ async fn json_logs_are_one_object_per_line_with_the_events_fields() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_answer_carries_the_requests_id_or_a_fresh_one() {
+    let app = spawn_app().await;
+    let ask = |id: Option<&'static str>| {
+        let mut request = app
+            .http
+            .post(app.url("/graphql/"))
+            .json(&json!({ "query": "{ __typename }" }));
+        if let Some(id) = id {
+            request = request.header("X-Request-Id", id);
+        }
+        request.send()
+    };
+    let kept = ask(Some("trace-42")).await.unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "trace-42");
+    let long: &'static str = Box::leak("x".repeat(65).into_boxed_str());
+    for hostile in [Some("not a token"), Some("a\"quote"), Some(long), None] {
+        let made = ask(hostile).await.unwrap();
+        let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id.len(), 16, "{hostile:?} gave {id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+}

@@ -193,6 +193,15 @@ impl Process {
         child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Every line this process logged.
+    pub fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -434,7 +443,10 @@ impl Cluster {
                 "RUST_LOG",
                 // MMSUB_CLUSTER_LOG sets the nodes' filter, to look closer at a failure.
                 std::env::var("MMSUB_CLUSTER_LOG")
-                    .unwrap_or_else(|_| "info,mmsub_gateway=debug,mmsub_relay::kafka=debug".into()),
+                    .unwrap_or_else(|_| {
+                        "info,mmsub_gateway=debug,mmsub_relay::kafka=debug,mmsub_relay::node::consume=debug"
+                            .into()
+                    }),
             )
             .env("MMSUB_BUS", "kafka")
             .env(

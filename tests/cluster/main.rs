@@ -977,6 +977,31 @@ async fn every_role_counted_the_run(cluster: &Cluster) {
             "each gateway has both relays"
         );
     }
+    a_request_id_follows_a_message_through_every_role(cluster);
+}
+
+/// A message's request id (made by the API node that took it) is in that node's log line of
+/// its produce, a relay's line forwarding the record, and a gateway's line delivering it.
+fn a_request_id_follows_a_message_through_every_role(cluster: &Cluster) {
+    let published = cluster.apis[0]
+        .process
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("published") && l.contains("request_id="))
+        .unwrap_or_else(|| panic!("no produce logged with its request id\n{}", cluster.logs()));
+    let id = published
+        .split("request_id=")
+        .nth(1)
+        .and_then(|rest| rest.trim_start_matches('"').split(['"', ' ']).next())
+        .expect("the id")
+        .to_owned();
+    let logged = cluster.nodes_that_logged(&id);
+    for role in ["api", "relay", "gateway"] {
+        assert!(
+            logged.iter().any(|node| node.starts_with(role)),
+            "request {id} is in no {role}'s log: only in {logged:?}\n{published}"
+        );
+    }
 }
 
 /// `mmsub ingest` as its own process: a post made in Mattermost itself reaches subscribers on

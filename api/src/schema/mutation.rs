@@ -6,10 +6,11 @@ use super::types::{
     status_text, user_metadata, GenericScalar, ObtainJsonWebToken, Refresh, ResponseBase,
     ResponseUnion, ResponseWithToken, Verify,
 };
-use super::{require_user, state, AppState};
+use super::{require_user, state};
 use crate::auth::{IssuedToken, TokenError};
 use crate::backend::{ChannelPost, NewUser};
 use crate::client::ClientSlot;
+use crate::request_id::RequestId;
 use crate::throttle::RetryAfter;
 use crate::validation;
 use mmsub_metrics::labels::Limit;
@@ -17,11 +18,15 @@ use mmsub_metrics::labels::Limit;
 /// The mutation root of the schema.
 pub struct MutationRoot;
 
-/// Publishes new posts; the caller answers only after the bus accepted them.
-async fn publish(app: &AppState, posts: &[ChannelPost]) -> Result<(), ResponseBase> {
+/// Publishes new posts, tagged with the request's id; the caller answers only after the bus
+/// accepted them.
+async fn publish(ctx: &Context<'_>, posts: &[ChannelPost]) -> Result<(), ResponseBase> {
+    let app = state(ctx);
+    let request_id = ctx.data_opt::<RequestId>().map(|id| id.0.clone());
     for post in posts {
-        if let Err(e) = app.bus.publish(post.to_event()).await {
-            tracing::error!(error = %e, post = %post.post.id, "publishing a new message failed");
+        let event = post.to_event().with_request_id(request_id.clone());
+        if let Err(e) = app.bus.publish(event).await {
+            tracing::error!(error = %e, post = %post.post.id, request_id, "publishing a new message failed");
             return Err(ResponseBase::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Message stored, but live delivery is unavailable; try again.",
@@ -142,7 +147,7 @@ impl MutationRoot {
             Err(e) => return Some(e.into()),
         };
         // The account exists either way; a lost "joined" notice is logged, not an error.
-        if publish(app, &created.announcements).await.is_err() {
+        if publish(ctx, &created.announcements).await.is_err() {
             tracing::warn!(user = %created.user.username, "user created but its join post was not delivered live");
         }
         Some(ResponseBase::ok(
@@ -303,7 +308,7 @@ impl MutationRoot {
             Ok(sent) => sent,
             Err(e) => return Ok(Some(e.into())),
         };
-        if let Err(answer) = publish(app, std::slice::from_ref(&sent)).await {
+        if let Err(answer) = publish(ctx, std::slice::from_ref(&sent)).await {
             return Ok(Some(answer));
         }
         Ok(Some(ResponseBase::ok(

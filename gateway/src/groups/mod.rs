@@ -253,6 +253,7 @@ impl Group {
         }
         drop(members);
         self.metrics.ws.delivered(taken, event.at.elapsed());
+        tracing::debug!(post = %event.post.id, request_id = event.request_id.as_deref(), subscribers = taken, "delivered");
     }
 }
 

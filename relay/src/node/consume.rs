@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::catch_up;
 use super::rereads::{read_again_from, Next, Rereads};
 use super::{queue_or_let_go, RelaySettings, State};
-use crate::kafka::KafkaSettings;
+use crate::kafka::{KafkaSettings, REQUEST_ID_HEADER};
 use crate::wire::WireFrame;
 
 /// Commits the done offsets of partitions being revoked, before they move.
@@ -322,7 +322,7 @@ pub(super) async fn consume(
             let mut gateways = state.gateways.lock().expect("gateways lock poisoned");
             let targets = gateways.targets(channel, partition, offset);
             let ids: Vec<u64> = targets.iter().map(|(id, _)| *id).collect();
-            tracing::debug!(partition, offset, channel, gateways = ?ids, "forwarding");
+            tracing::debug!(partition, offset, channel, request_id = request_id(&message), gateways = ?ids, "forwarding");
             state
                 .progress
                 .lock()
@@ -340,6 +340,15 @@ pub(super) async fn consume(
     drop(consumer);
     tracing::info!("relay committed and left the consumer group");
     Ok(())
+}
+
+/// The record's request id header (`KafkaBus` sets it), for the log line that forwards it.
+fn request_id<'a>(message: &'a impl Message) -> Option<&'a str> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == REQUEST_ID_HEADER)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
 }
 
 /// Queues one event to each target; a gateway whose queue stays full past the forward
