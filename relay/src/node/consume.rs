@@ -343,7 +343,7 @@ pub(super) async fn consume(
 }
 
 /// The record's request id header (`KafkaBus` sets it), for the log line that forwards it.
-fn request_id<'a>(message: &'a impl Message) -> Option<&'a str> {
+fn request_id(message: &impl Message) -> Option<&str> {
     let headers = message.headers()?;
     headers
         .iter()
