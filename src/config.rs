@@ -302,6 +302,13 @@ pub struct ServeArgs {
     /// port routes it to the public.
     #[arg(long, env = "MMSUB_METRICS_ON_MAIN_PORT", default_value_t = false)]
     pub metrics_on_main_port: bool,
+    /// Connections the metrics listener serves at once (Prometheus keeps one per target);
+    /// more are closed unanswered.
+    #[arg(long, env = "MMSUB_METRICS_MAX_CONNECTIONS", default_value_t = MetricsSettings::default().max_connections)]
+    pub metrics_max_connections: usize,
+    /// Milliseconds a scraper has to send its request headers to the metrics listener.
+    #[arg(long, env = "MMSUB_METRICS_HEADER_TIMEOUT_MS", default_value_t = millis(MetricsSettings::default().header_read_timeout))]
+    pub metrics_header_timeout_ms: u64,
     /// The bus and the relay tier.
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -712,6 +719,9 @@ impl ServeArgs {
             shutdown_drain: Duration::from_millis(self.shutdown_drain_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
         };
+        if self.metrics_max_connections == 0 || self.metrics_header_timeout_ms == 0 {
+            bail!("--metrics-max-connections and --metrics-header-timeout-ms must be at least 1");
+        }
         if self.metrics_listen == Some(self.listen) && self.listen.port() != 0 {
             bail!("--metrics-listen is the address of --listen: to serve /metrics on the main port, set --metrics-on-main-port instead");
         }
@@ -720,6 +730,8 @@ impl ServeArgs {
             metrics: MetricsSettings {
                 listen: self.metrics_listen,
                 on_main_port: self.metrics_on_main_port,
+                max_connections: self.metrics_max_connections,
+                header_read_timeout: Duration::from_millis(self.metrics_header_timeout_ms),
             },
             data_dir: self.data_dir,
             team: self.team,
@@ -859,6 +871,10 @@ mod tests {
                 "127.0.0.1:9000",
             ],
             "--metrics-on-main-port",
+        );
+        refused(
+            &["--metrics-max-connections", "0"],
+            "--metrics-max-connections and --metrics-header-timeout-ms must be at least 1",
         );
     }
 

@@ -2,8 +2,9 @@
 //! Ingress or load balancer in front of the main port never routes to it.
 //!
 //! It is still an open port, so it keeps the front's rules in small: at most
-//! [`MAX_CONNECTIONS`] at once (more are closed unanswered), headers within
-//! [`HEADER_READ_TIMEOUT`], only `GET /metrics` (404 otherwise), and it stops with the node.
+//! `--metrics-max-connections` at once (more are closed unanswered), headers within
+//! `--metrics-header-timeout-ms`, only `GET /metrics` (404 otherwise), and it stops with the
+//! node.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,14 +24,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-/// Scrapers connected at once; Prometheus keeps one connection per target.
-pub const MAX_CONNECTIONS: usize = 16;
-/// A scraper sends its request headers within this time.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::settings::MetricsSettings;
 
-/// Binds `addr` and serves `/metrics` until `shutdown`; returns the bound address.
+/// Binds `addr` and serves `/metrics` until `shutdown`, within `settings`' limits; returns the
+/// bound address.
 pub async fn start(
     addr: SocketAddr,
+    settings: &MetricsSettings,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
@@ -39,12 +39,18 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "serving /metrics");
-    tokio::spawn(accept(listener, metrics, shutdown));
+    tokio::spawn(accept(listener, settings.clone(), metrics, shutdown));
     Ok(local)
 }
 
-async fn accept(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+async fn accept(
+    listener: TcpListener,
+    settings: MetricsSettings,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let places = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let header_read_timeout = settings.header_read_timeout;
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -73,7 +79,7 @@ async fn accept(listener: TcpListener, metrics: Arc<Metrics>, shutdown: Cancella
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = connection => {}

@@ -213,9 +213,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let relay_addr = node.relay_addr;
     let tasks = std::mem::take(&mut node.tasks);
     let metrics_addr = match config.metrics.listen {
-        Some(addr) => {
-            Some(metrics_listener::start(addr, node.metrics.clone(), shutdown.clone()).await?)
-        }
+        Some(addr) => Some(
+            metrics_listener::start(
+                addr,
+                &config.metrics,
+                node.metrics.clone(),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
         None => None,
     };
     let router = Arc::new(Router {

@@ -124,12 +124,27 @@ impl ServerConfig {
 }
 
 /// Where `/metrics` is served: its own listener, the main port, both or neither.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MetricsSettings {
     /// Its own listen address (`--metrics-listen`).
     pub listen: Option<SocketAddr>,
     /// Also on the main port (`--metrics-on-main-port`).
     pub on_main_port: bool,
+    /// Connections the metrics listener serves at once; more are closed unanswered.
+    pub max_connections: usize,
+    /// A scraper sends its request headers within this time.
+    pub header_read_timeout: std::time::Duration,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            on_main_port: false,
+            max_connections: 16,
+            header_read_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// Which roles this process runs.

@@ -45,6 +45,7 @@ use groups::SubscriptionGroups;
 use mmsub_api::auth::JwtKeys;
 use mmsub_api::backend::{Actor, BackendError, Channel};
 use mmsub_api::cost::CostError;
+use mmsub_api::request_id::RequestId;
 use mmsub_metrics::Metrics;
 use outbox::Outbox;
 
@@ -196,14 +197,17 @@ impl Gateway {
         &self.shutdown
     }
 
-    /// Readies an operation's request as HTTP does: text checks, parse cache, cost, viewer.
+    /// Readies an operation's request as HTTP does: text checks, parse cache, cost, viewer,
+    /// and an id of its own (a message it sends carries it, as one sent over HTTP does).
     pub(crate) fn prepare(
         &self,
         request: async_graphql::Request,
         viewer: Viewer,
         client: ClientAddr,
     ) -> Result<async_graphql::Request, CostError> {
-        self.app.prepare(request, viewer, client)
+        self.app
+            .prepare(request, viewer, client)
+            .map(|request| request.data(RequestId::fresh()))
     }
 
     /// The admission of a subscriber to the group of `key` (see [`GroupAdmission`]).

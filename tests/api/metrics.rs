@@ -209,3 +209,34 @@ async fn failed_requests_are_counted_by_kind() {
         "a field outside the contract is `other`"
     );
 }
+
+#[tokio::test]
+async fn the_metrics_listener_closes_connections_over_its_cap_and_silent_ones_in_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| {
+        c.metrics.max_connections = 1;
+        c.metrics.header_read_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // One silent connection takes the only place.
+    let _silent = tokio::net::TcpStream::connect(app.metrics_addr)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut over = tokio::net::TcpStream::connect(app.metrics_addr)
+        .await
+        .unwrap();
+    let _ = over
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: metrics\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), over.read_to_end(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "the connection over the cap is closed unanswered: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The silent one is closed at the header timeout, and scrapes are answered again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(app.metrics().await.value("mmsub_process_open_fds", &[]) > 0.0);
+}
