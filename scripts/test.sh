@@ -123,6 +123,19 @@ if need check-jsonschema "the Compose file's validation (pip install check-jsons
   check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 fi
 
+# The Kubernetes manifests against the API's schemas (bundled in kubernetes-validate; no
+# cluster needed). scylla.yaml is a custom resource (ScyllaCluster) whose CRD schema is not
+# vendored here: it is not validated (deploy/README.md).
+if ! command -v kubernetes-validate >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then
+  echo "== installing kubernetes-validate (pip install kubernetes-validate)"
+  python3 -m pip install --quiet "kubernetes-validate==1.37.0" || python3 -m pip install --quiet --user "kubernetes-validate==1.37.0" || true
+  hash -r
+fi
+if need kubernetes-validate "the Kubernetes manifests' validation (pip install kubernetes-validate)"; then
+  echo "== kubernetes-validate --strict: deploy/kubernetes/mmsub.yaml (Kubernetes 1.30)"
+  kubernetes-validate --strict -k 1.30.0 --quiet deploy/kubernetes/mmsub.yaml
+fi
+
 # The performance gate needs valgrind; install it where we can (root on Debian/Ubuntu).
 if ! command -v valgrind >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "== installing valgrind for the performance gate"

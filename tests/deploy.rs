@@ -216,22 +216,64 @@ fn the_compose_files_mmsub_services_set_real_settings_and_every_required_one() {
 }
 
 #[test]
-fn the_kubernetes_config_sets_real_settings() {
+fn the_kubernetes_roles_get_real_settings_and_every_required_one() {
     let known = settings_the_binary_reads();
     let text = read(&root().join("deploy/kubernetes/mmsub.yaml"));
-    let mut config_maps = 0;
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let document = serde_yaml::Value::deserialize(document).expect("YAML");
-        if document["kind"] == "ConfigMap" && document["metadata"]["name"] == "mmsub-env" {
-            config_maps += 1;
-            for key in document["data"].as_mapping().expect("data").keys() {
-                let key = key.as_str().expect("a name");
+    let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::Value::deserialize(d).expect("YAML"))
+        .collect();
+    // What the roles' envFrom brings: the ConfigMap's data and the Secret's stringData.
+    let mut provided = std::collections::BTreeMap::new();
+    for document in &documents {
+        let (kind, name) = (&document["kind"], &document["metadata"]["name"]);
+        let keys = match kind.as_str() {
+            Some("ConfigMap") => &document["data"],
+            Some("Secret") => &document["stringData"],
+            _ => continue,
+        };
+        let keys: Vec<String> = keys
+            .as_mapping()
+            .expect("keys")
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect();
+        for key in &keys {
+            assert!(
+                known.contains(key),
+                "{} {} sets {key}, which mmsub does not read",
+                kind.as_str().unwrap_or_default(),
+                name.as_str().unwrap_or_default()
+            );
+        }
+        provided.insert(name.as_str().expect("a name").to_owned(), keys);
+    }
+    let mut roles = std::collections::BTreeSet::new();
+    for document in documents.iter().filter(|d| d["kind"] == "Deployment") {
+        for container in document["spec"]["template"]["spec"]["containers"]
+            .as_sequence()
+            .expect("containers")
+        {
+            let role = container["args"][0]
+                .as_str()
+                .expect("a role as the first arg");
+            roles.insert(role.to_owned());
+            let mut env: Vec<String> = Vec::new();
+            for source in container["envFrom"].as_sequence().into_iter().flatten() {
+                let name = source["configMapRef"]["name"]
+                    .as_str()
+                    .or_else(|| source["secretRef"]["name"].as_str())
+                    .expect("a ConfigMap or Secret");
+                env.extend(provided.get(name).cloned().unwrap_or_else(|| {
+                    panic!("{role} reads {name}, which this file does not define")
+                }));
+            }
+            for variable in required(role) {
                 assert!(
-                    known.contains(key),
-                    "mmsub-env sets {key}, which mmsub does not read"
+                    env.iter().any(|e| e == variable),
+                    "the {role} Deployment lacks {variable}"
                 );
             }
         }
     }
-    assert_eq!(config_maps, 1, "the roles' ConfigMap");
+    assert_eq!(roles.len(), 4, "api, relay, gateway and ingest: {roles:?}");
 }
