@@ -114,10 +114,14 @@ impl Fault {
     /// Messages each channel's publisher sends: fewer on the broker that stores in S3, which
     /// takes some 20 a second here (every record and commit is a PUT to moto's server).
     fn per_channel(self) -> usize {
-        if self == Fault::RestartBroker {
-            30
-        } else {
-            PER_CHANNEL
+        match self {
+            Fault::RestartBroker => 30,
+            // Two nodes are upgraded one after the other, the relay first (its restart and
+            // rejoin take seconds): twice the messages keep the gateway's upgrade well inside
+            // the stream, so its clients are still receiving when it closes them. At 3,000 the
+            // stream could end within a second of that close, and some clients had finished.
+            Fault::RollingUpgrade => 2 * PER_CHANNEL,
+            _ => PER_CHANNEL,
         }
     }
 
