@@ -130,6 +130,10 @@ async fn history_is_served_from_scylla_across_the_cluster() {
 
     let all: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
     until_cached(&cluster, &api0, &bob, |got| got == all).await;
+    // Each node keeps its view of the ingest epoch for a second (history/src/tier.rs,
+    // EPOCH_CACHE): one that looked before the ingest's first heartbeat still reads the tier
+    // as cold until then. After that second every node sees the live epoch.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // bob's other channel (town-square) has never been read: the first list reads its newest
     // post through the store, which warms it.
     graphql(&cluster, &api0, CHANNELS, json!({}), Some(&bob)).await;
